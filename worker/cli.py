@@ -1,0 +1,142 @@
+"""Command line: options -> one library call -> exit code and a one-line message."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from worker.config import Config, ConfigError, default_config_path, load_config
+from worker.logging import configure_logging
+
+__all__ = ["main"]
+
+_config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Configuration file (default: $FEEDWORKER_CONFIG, else config/feedworker.yaml).",
+)
+
+
+def _load(config_path: Path | None) -> Config:
+    try:
+        config = load_config(config_path or default_config_path())
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+    configure_logging(config.log_level)
+    return config
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="feedworker")
+def cli() -> None:
+    """feedworker: folders of article files -> per-topic RSS and Atom feeds."""
+
+
+@cli.command()
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON on stdout.")
+def run(config_path: Path | None, as_json: bool) -> None:
+    """Run one full cycle (scan, ingest, enrich, render) and exit."""
+    from worker.pipeline import CycleError, run_cycle
+
+    config = _load(config_path)
+
+    def waiting() -> None:
+        click.echo("feedworker: another cycle is running on this database; waiting for it to finish", err=True)
+
+    try:
+        report = run_cycle(config, on_wait=waiting)
+    except CycleError as exc:
+        if as_json:
+            _print_json(exc.report.to_dict())
+        raise click.ClickException(str(exc)) from None
+    if report.waited_s > 0.5:
+        click.echo(f"feedworker: waited {report.waited_s:.1f}s for the other cycle, then ran", err=True)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        files = report.files
+        click.echo(
+            f"ok: {files['seen']} files ({files['new']} new, {files['changed']} changed, {files['deleted']} deleted, "
+            f"{files['quarantined']} quarantined); {report.articles['published']} of {report.articles['total']} "
+            f"articles published; {report.feeds['written']} feeds written in {report.duration_s:.2f}s"
+        )
+
+
+@cli.command()
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON on stdout.")
+def status(config_path: Path | None, as_json: bool) -> None:
+    """Show counts, the last run and the quarantined files."""
+    from worker.status import StatusError, read_status
+
+    config = _load(config_path)
+    try:
+        info = read_status(config)
+    except StatusError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        _print_json(info)
+        return
+    articles = info["articles"]
+    click.echo(f"articles: {articles['total']} ({articles['published']} published, {articles['removed']} removed)")
+    click.echo(f"topics:   {info['topics']}")
+    last = info["last_run"]
+    if last:
+        click.echo(f"last run: {last['status']} at {last.get('finished_at')} in {last['duration_s']}s")
+    else:
+        click.echo("last run: never")
+    click.echo(f"quarantined: {len(info['quarantined'])}")
+    for item in info["quarantined"]:
+        click.echo(f"  {item['path']}: {item['message']}")
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_config_option
+def check(files: tuple[Path, ...], config_path: Path | None) -> None:
+    """Validate article files without storing anything; exit 1 if any is invalid."""
+    from worker.ingest.frontmatter import ArticleError, ParseLimits, parse_article
+
+    limits = ParseLimits()
+    if config_path is not None or default_config_path().exists():
+        limits = _limits(_load(config_path))
+    invalid = 0
+    for path in files:
+        try:
+            data = path.read_bytes()
+            article = parse_article(data, str(path), limits)
+        except ArticleError as exc:
+            click.echo(str(exc))
+            invalid += 1
+            continue
+        except OSError as exc:
+            click.echo(f"{path}: cannot be read: {exc.strerror or exc}")
+            invalid += 1
+            continue
+        for warning in article.warnings:
+            click.echo(f"{path}: warning: {warning}")
+    if invalid:
+        click.echo(f"{invalid} of {len(files)} files invalid", err=True)
+        sys.exit(1)
+    click.echo(f"{len(files)} files valid", err=True)
+
+
+def _limits(config: Config) -> Any:
+    from worker.pipeline import parse_limits
+
+    return parse_limits(config)
+
+
+def main() -> None:
+    cli(prog_name="feedworker")

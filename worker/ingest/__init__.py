@@ -1,0 +1,1 @@
+"""Ingest: find article files on disk and turn their bytes into validated articles."""

@@ -1,0 +1,110 @@
+"""Walk the watched folders: which article files exist, with size and mtime (reads directories only)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wcmatch import glob
+
+__all__ = ["FoundFile", "Scan", "Source", "is_ignored_name", "scan"]
+
+_GLOB_FLAGS = glob.GLOBSTAR | glob.BRACE | glob.NEGATE
+_IGNORED_SUFFIXES = ("~", ".tmp", ".swp", ".swo", ".swx", ".part", ".crdownload", ".partial")
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    root: Path
+    include: tuple[str, ...]
+    max_bytes: int
+    settle_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class FoundFile:
+    path: str
+    size: int
+    mtime_ns: int
+    max_bytes: int
+
+
+@dataclass(slots=True)
+class Scan:
+    files: dict[str, FoundFile] = field(default_factory=dict)
+    # Roots that could not be walked: files stored under them are not taken as deleted.
+    unreadable_roots: list[str] = field(default_factory=list)
+    # Files present but not to be read this run (still being written): not deleted either.
+    unsettled: set[str] = field(default_factory=set)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+def is_ignored_name(name: str) -> bool:
+    """Hidden files and editors' temporary files are never articles."""
+    return name.startswith((".", "#")) or name.endswith(_IGNORED_SUFFIXES)
+
+
+def scan(sources: Sequence[Source], now_ns: int) -> Scan:
+    """Every matching regular file under each root; symlinks only when they stay inside it."""
+    result = Scan()
+    for source in sources:
+        root = str(source.root)
+        try:
+            real_root = os.path.realpath(root, strict=True)
+            if not os.path.isdir(real_root):
+                raise NotADirectoryError(root)
+        except OSError as exc:
+            result.unreadable_roots.append(root)
+            result.problems.append((root, f"source folder cannot be read: {exc.strerror or type(exc).__name__}"))
+            continue
+        matcher = glob.compile(list(source.include), flags=_GLOB_FLAGS)
+        settle_ns = int(source.settle_s * 1e9)
+        for path, rel, st in _walk(root, real_root, result):
+            if not matcher.match(rel):
+                continue
+            if settle_ns and now_ns - st.st_mtime_ns < settle_ns:
+                result.unsettled.add(path)
+                continue
+            result.files.setdefault(path, FoundFile(path, st.st_size, st.st_mtime_ns, source.max_bytes))
+    return result
+
+
+def _walk(root: str, real_root: str, result: Scan) -> Iterator[tuple[str, str, os.stat_result]]:
+    inside = real_root.rstrip(os.sep) + os.sep
+    visited: set[tuple[int, int]] = set()
+    stack = [(root, "")]
+    while stack:
+        directory, rel_dir = stack.pop()
+        try:
+            dir_stat = os.stat(directory)
+            if (dir_stat.st_dev, dir_stat.st_ino) in visited:
+                continue  # a symlink loop
+            visited.add((dir_stat.st_dev, dir_stat.st_ino))
+            with os.scandir(directory) as entries:
+                children = sorted(entries, key=lambda entry: entry.name)
+        except OSError as exc:
+            result.problems.append((directory, f"folder cannot be read: {exc.strerror or type(exc).__name__}"))
+            if directory == root:
+                result.unreadable_roots.append(root)
+            else:
+                result.unreadable_roots.append(directory)
+            continue
+        for entry in children:
+            if is_ignored_name(entry.name):
+                continue
+            rel = f"{rel_dir}{entry.name}"
+            try:
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    if not (target + os.sep).startswith(inside):
+                        continue  # never leave the source folder through a link
+                st = entry.stat()  # follows a link that stays inside
+            except OSError:
+                continue  # vanished, or a dangling link
+            if stat.S_ISDIR(st.st_mode):
+                stack.append((entry.path, rel + "/"))
+            elif stat.S_ISREG(st.st_mode):
+                yield entry.path, rel, st

@@ -1,0 +1,327 @@
+"""One cycle: scan -> ingest -> enrich -> publish, under the cycle lock; returns the run report."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import structlog
+
+from worker.config import Config
+from worker.ingest.frontmatter import ArticleError, ParseLimits, parse_article
+from worker.ingest.scanner import Source, scan
+from worker.publish.feeds import FeedSettings, publish
+from worker.publish.sanitize import article_html
+from worker.publish.writer import FeedWriteError
+from worker.store import articles as store
+from worker.store import runs
+from worker.store.db import StoreError, connect, cycle_lock, transaction
+
+__all__ = ["CycleError", "RunReport", "parse_limits", "read_article", "run_cycle", "utcnow"]
+
+log = structlog.get_logger("worker.pipeline")
+
+BATCH = 500  # files per transaction
+INLINE_BELOW = 64  # fewer files than this are parsed without a process pool
+CHUNK = 32  # files per task sent to a parser process
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class CycleError(Exception):
+    """The cycle could not complete (unusable database, unwritable feeds folder); carries the report."""
+
+    def __init__(self, message: str, report: RunReport):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(slots=True)
+class RunReport:
+    status: str = "ok"
+    files: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(("seen", "new", "changed", "unchanged", "deleted", "quarantined"), 0)
+    )
+    articles: dict[str, int] = field(default_factory=lambda: {"total": 0, "published": 0})
+    feeds: dict[str, int] = field(default_factory=lambda: {"written": 0, "unchanged": 0, "removed": 0})
+    errors: list[dict[str, str]] = field(default_factory=list)
+    duration_s: float = 0.0
+    run_id: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    waited_s: float = 0.0
+    message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2)
+
+
+def run_cycle(
+    config: Config,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    on_wait: Callable[[], None] | None = None,
+) -> RunReport:
+    """Run one whole cycle. Waits for a cycle already running against the same database.
+
+    Raises CycleError (with a failed report) when the cycle cannot complete; quarantined
+    files are not a failure.
+    """
+    started = time.monotonic()
+    report = RunReport()
+    try:
+        with cycle_lock(config.database_url, on_wait):
+            report.waited_s = round(time.monotonic() - started, 3)
+            engine = connect(config.database_url)
+            try:
+                now = clock()
+                report.started_at = now.isoformat()
+                with transaction(engine) as conn:
+                    report.run_id = runs.start(conn, now)
+                bound = log.bind(run_id=report.run_id)
+                try:
+                    _cycle(engine, config, now, report, bound)
+                except (StoreError, FeedWriteError, OSError) as exc:
+                    report.status = "failed"
+                    report.message = _one_line(exc)
+                report.duration_s = round(time.monotonic() - started, 3)
+                finished = clock()
+                report.finished_at = finished.isoformat()
+                _finish(engine, report, bound, finished)
+            finally:
+                engine.dispose()
+    except StoreError as exc:
+        report.status = "failed"
+        report.message = _one_line(exc)
+        report.duration_s = round(time.monotonic() - started, 3)
+        log.error("run.failed", reason=report.message)
+    if report.status != "ok":
+        raise CycleError(report.message or "the cycle failed", report)
+    return report
+
+
+def _finish(engine: Any, report: RunReport, bound: Any, finished: datetime) -> None:
+    try:
+        with transaction(engine) as conn:
+            runs.finish(conn, report.run_id, report.status, report.to_json().decode(), finished)
+    except StoreError as exc:
+        report.status = "failed"
+        report.message = report.message or _one_line(exc)
+    event = bound.info if report.status == "ok" else bound.error
+    event(
+        "run.finished" if report.status == "ok" else "run.failed",
+        status=report.status,
+        reason=report.message,
+        files=report.files,
+        articles=report.articles,
+        feeds=report.feeds,
+        duration_s=report.duration_s,
+    )
+
+
+def _cycle(engine: Any, config: Config, now: datetime, report: RunReport, log: Any) -> None:
+    sources = [Source(s.path, s.include, s.max_bytes, s.settle_s) for s in config.sources]
+    found = scan(sources, time.time_ns())
+    for path, problem in found.problems:
+        log.warning("source.unreadable", path=path, reason=problem)
+        report.errors.append({"path": path, "message": problem})
+
+    with engine.connect() as conn:
+        known = store.known_files(conn)
+    counts = report.files
+    counts["seen"] = len(found.files) + len(found.unsettled)
+    to_read: list[tuple[str, int, str | None]] = []  # path, max_bytes, known hash
+    too_large: list[store.Ingested] = []
+    for path, file in found.files.items():
+        previous = known.get(path)
+        if previous is None:
+            counts["new"] += 1
+        elif previous.size == file.size and previous.mtime_ns == file.mtime_ns:
+            counts["unchanged"] += 1
+            continue
+        if file.size > file.max_bytes:
+            if previous is not None:
+                counts["changed"] += 1
+            too_large.append(
+                store.Ingested(path, file.size, file.mtime_ns, f"size:{file.size}",
+                               error=f"larger than max_bytes ({file.size} > {file.max_bytes} bytes)")
+            )
+            continue
+        to_read.append((path, file.max_bytes, previous.hash if previous else None))
+    counts["unchanged"] += sum(1 for path in found.unsettled if path in known)
+
+    skipped_roots = tuple(root.rstrip(os.sep) + os.sep for root in found.unreadable_roots)
+    deleted = [
+        path for path in known
+        if path not in found.files and path not in found.unsettled and not path.startswith(skipped_roots)
+    ]
+    counts["deleted"] = len(deleted)
+    topics = None
+    with transaction(engine) as conn:
+        orphans = store.delete_files(conn, deleted, known)
+        # Another file still carrying a deleted file's article is read again, so the article
+        # shows that file's content rather than the deleted one's.
+        again = set(store.files_carrying(conn, orphans)) - {task[0] for task in to_read}
+        topics = store.TopicRegistry(conn)
+        if too_large:
+            orphans |= store.write_batch(conn, too_large, known, topics, now)
+    for path in sorted(again):
+        if path in found.files and found.files[path].size <= found.files[path].max_bytes:
+            to_read.append((path, found.files[path].max_bytes, None))
+
+    # Oldest edit first, so that where two files carry one article the newest edit wins.
+    to_read.sort(key=lambda task: (found.files[task[0]].mtime_ns, task[0]))
+    limits = parse_limits(config)
+    batch: list[store.Ingested] = []
+    touched: list[tuple[str, int, int]] = []
+    for result in _read_all(to_read, limits):
+        if isinstance(result, tuple):  # same bytes as stored, only the stat changed
+            touched.append(result)
+            counts["unchanged"] += 1
+            continue
+        if result.path in known and result.path not in again:
+            counts["changed"] += 1
+        if result.error is not None:
+            log.warning("file.quarantined", path=result.path, reason=result.error)
+        elif result.article is not None and result.article.warnings:
+            for warning in result.article.warnings:
+                log.warning("file.warning", path=result.path, reason=warning)
+        batch.append(result)
+        if len(batch) >= BATCH:
+            orphans |= _store_batch(engine, batch, touched, known, topics, now)
+            batch, touched = [], []
+    orphans |= _store_batch(engine, batch, touched, known, topics, now)
+
+    with transaction(engine) as conn:
+        for url in store.remove_orphans(conn, orphans):
+            log.info("article.removed", url=url)
+
+    settings = FeedSettings(config.feeds.dir, config.feeds.base_url, config.feeds.title, config.feeds.max_entries)
+    stats = publish(engine, settings, now)
+    report.feeds.update(written=stats.written, unchanged=stats.unchanged, removed=stats.removed)
+    with engine.connect() as conn:
+        report.articles.update(store.article_counts(conn))
+        quarantined = store.quarantined_files(conn)
+    counts["quarantined"] = len(quarantined)
+    report.errors.extend(quarantined)
+
+
+def _store_batch(
+    engine: Any,
+    batch: list[store.Ingested],
+    touched: list[tuple[str, int, int]],
+    known: dict[str, store.KnownFile],
+    topics: store.TopicRegistry,
+    now: datetime,
+) -> set[str]:
+    if not batch and not touched:
+        return set()
+    with transaction(engine) as conn:
+        store.touch_files(conn, touched)
+        return store.write_batch(conn, batch, known, topics, now)
+
+
+def parse_limits(config: Config) -> ParseLimits:
+    limits = config.limits
+    return ParseLimits(
+        max_topics=limits.max_topics,
+        max_related=limits.max_related,
+        max_images=limits.max_images,
+        max_title_chars=limits.max_title_chars,
+        max_excerpt_chars=limits.max_excerpt_chars,
+        max_body_chars=limits.max_body_chars,
+    )
+
+
+def _read_all(
+    tasks: Sequence[tuple[str, int, str | None]], limits: ParseLimits
+) -> Iterator[store.Ingested | tuple[str, int, int]]:
+    """Read and parse files across all cores, yielding results in task order, with a bounded
+    number of chunks in flight so memory does not grow with the corpus."""
+    if len(tasks) < INLINE_BELOW:
+        for task in tasks:
+            result = read_article(*task, limits)
+            if result is not None:
+                yield result
+        return
+    workers = max(1, min(os.cpu_count() or 1, 8))
+    # fork is fastest, but unsafe once the process has threads (the server, the scheduler).
+    method = "fork" if threading.active_count() == 1 else "forkserver"
+    chunks = [tasks[i : i + CHUNK] for i in range(0, len(tasks), CHUNK)]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+        pending: deque[Future[list[Any]]] = deque()
+        queue = iter(chunks)
+        for chunk in _take(queue, workers * 3):
+            pending.append(pool.submit(_read_chunk, chunk, limits))
+        while pending:
+            results = pending.popleft().result()
+            for chunk in _take(queue, 1):
+                pending.append(pool.submit(_read_chunk, chunk, limits))
+            yield from (result for result in results if result is not None)
+
+
+def _take(iterator: Iterator[Any], n: int) -> Iterable[Any]:
+    for _ in range(n):
+        try:
+            yield next(iterator)
+        except StopIteration:
+            return
+
+
+def _read_chunk(chunk: Sequence[tuple[str, int, str | None]], limits: ParseLimits) -> list[Any]:
+    return [read_article(path, max_bytes, known_hash, limits) for path, max_bytes, known_hash in chunk]
+
+
+def read_article(
+    path: str, max_bytes: int, known_hash: str | None, limits: ParseLimits = ParseLimits()
+) -> store.Ingested | tuple[str, int, int] | None:
+    """Read one file and parse it, unless its bytes hash to `known_hash`.
+
+    Returns the ingested file, `(path, size, mtime_ns)` when only the stat changed, or None
+    when the file vanished since the scan (it is seen as deleted next run).
+    """
+    try:
+        with open(path, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            data = handle.read(max_bytes + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return store.Ingested(path, 0, 0, "", error=f"cannot be read: {exc.strerror or exc}")
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    if len(data) > max_bytes:
+        return store.Ingested(path, st.st_size, st.st_mtime_ns, digest,
+                              error=f"larger than max_bytes ({max_bytes} bytes)")
+    if digest == known_hash:
+        return (path, st.st_size, st.st_mtime_ns)
+    try:
+        article = parse_article(data, path, limits)
+    except ArticleError as exc:
+        return store.Ingested(path, st.st_size, st.st_mtime_ns, digest, error=exc.detail)
+    html = article_html(
+        excerpt=article.excerpt,
+        body_markdown=article.body,
+        image_url=article.images[0].url if article.images else None,
+        provider=article.provider_name or article.provider_domain,
+        web_url=article.web_url,
+    )
+    return store.Ingested(path, st.st_size, st.st_mtime_ns, digest, article=article, body_html=html)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

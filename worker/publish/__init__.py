@@ -1,0 +1,1 @@
+"""Publish: render stored articles into RSS, Atom and OPML files, written atomically."""

@@ -1,0 +1,157 @@
+"""Decide which feeds to render, read their entries from the store, and write the files."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+from uuid import NAMESPACE_URL, uuid5
+
+import structlog
+from sqlalchemy.engine import Engine
+
+from worker.enrich.urls import entry_id
+from worker.publish.render import Entry, FeedInfo, FeedLink, RelatedLink, render_atom, render_opml, render_rss
+from worker.publish.sanitize import plain_text
+from worker.publish.writer import remove_feed, remove_temp_files, write_if_changed
+from worker.store import articles as store
+from worker.store.db import transaction
+
+__all__ = ["FeedSettings", "PublishStats", "publish"]
+
+log = structlog.get_logger("worker.publish")
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSettings:
+    dir: Path
+    base_url: str
+    title: str
+    max_entries: int
+
+
+@dataclass(slots=True)
+class PublishStats:
+    written: int = 0
+    unchanged: int = 0
+    removed: int = 0
+
+
+def publish(engine: Engine, settings: FeedSettings, now: datetime) -> PublishStats:
+    """Render the feeds whose entries changed (or whose files are missing); leave the rest alone."""
+    stats = PublishStats()
+    topics_dir = settings.dir / "topics"
+    remove_temp_files(settings.dir)
+    with engine.connect() as conn:
+        visible = store.published_topics(conn)
+        dirty = {row.id for row in store.dirty_topics(conn)}
+        all_dirty = store.all_feed_dirty(conn)
+    visible_slugs = {row.slug for row in visible}
+    on_disk = _existing_feed_files(topics_dir)
+    for row in visible:
+        if f"{row.slug}.rss" not in on_disk or f"{row.slug}.atom" not in on_disk:
+            dirty.add(row.id)
+    if not (settings.dir / "all.rss").exists() or not (settings.dir / "all.atom").exists():
+        all_dirty = True
+
+    cache: dict[int, Entry] = {}
+    with engine.connect() as conn:
+        for row in visible:
+            if row.id not in dirty:
+                continue
+            ids = store.topic_entry_ids(conn, row.id, settings.max_entries)
+            info = _feed_info(settings, f"topics/{row.slug}", f"{settings.title}: {row.name}", f"Articles about {row.name}")
+            _write_pair(settings.dir, f"topics/{row.slug}", info, _entries(conn, ids, cache), now, stats)
+        if all_dirty:
+            ids = store.all_entry_ids(conn, settings.max_entries)
+            info = _feed_info(settings, "all", settings.title, "Every published article")
+            _write_pair(settings.dir, "all", info, _entries(conn, ids, cache), now, stats)
+    for name in sorted(on_disk):
+        slug, _, suffix = name.rpartition(".")
+        if slug not in visible_slugs and suffix in ("rss", "atom") and remove_feed(topics_dir / name):
+            stats.removed += 1
+            log.info("feed.removed", feed=f"topics/{name}")
+    links = [FeedLink("All articles", _url(settings, "all.rss"), _url(settings, "all.atom"))]
+    links += [FeedLink(row.name, _url(settings, f"topics/{row.slug}.rss"), _url(settings, f"topics/{row.slug}.atom"))
+              for row in visible]
+    with engine.connect() as conn:
+        newest = store.newest_update(conn)
+    opml = render_opml(settings.title, links, newest or now)
+    _count(write_if_changed(settings.dir / "index.opml", opml), "index.opml", stats)
+    with transaction(engine) as conn:
+        store.clear_dirty(conn, dirty, all_feed=all_dirty)
+    return stats
+
+
+def _write_pair(root: Path, stem: str, info: FeedInfo, entries: list[Entry], now: datetime, stats: PublishStats) -> None:
+    _count(write_if_changed(root / f"{stem}.rss", render_rss(info, entries, now)), f"{stem}.rss", stats)
+    _count(write_if_changed(root / f"{stem}.atom", render_atom(info, entries, now)), f"{stem}.atom", stats)
+
+
+def _count(written: bool, name: str, stats: PublishStats) -> None:
+    if written:
+        stats.written += 1
+        log.info("feed.written", feed=name)
+    else:
+        stats.unchanged += 1
+
+
+def _entries(conn, ids: list[int], cache: dict[int, Entry]) -> list[Entry]:  # type: ignore[no-untyped-def]
+    missing = [article_id for article_id in ids if article_id not in cache]
+    for article_id, stored in store.articles_by_ids(conn, missing).items():
+        cache[article_id] = _entry(stored)
+    return [cache[article_id] for article_id in ids if article_id in cache]
+
+
+def _entry(stored: store.StoredEntry) -> Entry:
+    article = stored.article
+    title = plain_text(article.title) or article.web_url
+    summary = plain_text(article.excerpt or "") or title
+    related = tuple(
+        RelatedLink(
+            url=item.url,
+            title=plain_text(item.title or "") or urlsplit(item.url).hostname or item.url,
+            provider=plain_text(item.provider_name or item.provider_domain or "") or None,
+        )
+        for item in stored.related
+    )
+    image = stored.image
+    return Entry(
+        id=entry_id(article.url),
+        link=article.web_url,
+        title=title,
+        published=article.published_at,
+        updated=max(article.updated_at, article.published_at),
+        summary=summary,
+        content_html=article.body_html or "",
+        provider=article.provider_name or article.provider_domain,
+        categories=stored.topics,
+        image_url=image.url if image is not None else None,
+        image_width=image.width if image is not None else None,
+        image_height=image.height if image is not None else None,
+        related=related,
+    )
+
+
+def _feed_info(settings: FeedSettings, stem: str, title: str, subtitle: str) -> FeedInfo:
+    return FeedInfo(
+        id=f"urn:uuid:{uuid5(NAMESPACE_URL, 'feedworker:' + stem)}",  # stable: slugs never change
+        title=title,
+        subtitle=subtitle,
+        home_url=settings.base_url,
+        rss_url=_url(settings, f"{stem}.rss"),
+        atom_url=_url(settings, f"{stem}.atom"),
+    )
+
+
+def _url(settings: FeedSettings, relative: str) -> str:
+    return settings.base_url + relative
+
+
+def _existing_feed_files(topics_dir: Path) -> set[str]:
+    try:
+        return {entry.name for entry in os.scandir(topics_dir) if entry.is_file() and not entry.name.startswith(".")}
+    except FileNotFoundError:
+        return set()

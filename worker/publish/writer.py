@@ -1,0 +1,99 @@
+"""Write feed files: compare bytes, check well-formedness, replace atomically (side effect: disk)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from lxml import etree
+
+__all__ = ["FeedWriteError", "TEMP_PREFIX", "remove_feed", "remove_temp_files", "write_if_changed"]
+
+TEMP_PREFIX = ".feedworker-"
+
+
+class FeedWriteError(Exception):
+    """The feeds folder cannot be written (read-only, full, missing permissions)."""
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """Replace `path` with `data` unless it already holds exactly those bytes; True if written.
+
+    A reader sees the old file or the new one, never a half-written one: the bytes go to a
+    temporary file in the same folder, are flushed to disk, then renamed over the old file.
+    """
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise FeedWriteError(f"cannot read {path}: {exc.strerror}") from None
+    etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))  # raises if malformed
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=".tmp")
+    except OSError as exc:
+        raise FeedWriteError(f"cannot write in {path.parent}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except OSError as exc:
+        _unlink(temp)
+        raise FeedWriteError(f"cannot write {path}: {exc.strerror}") from None
+    except BaseException:
+        _unlink(temp)
+        raise
+    _sync_directory(path.parent)
+    return True
+
+
+def remove_feed(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise FeedWriteError(f"cannot remove {path}: {exc.strerror}") from None
+    return True
+
+
+def remove_temp_files(directory: Path) -> int:
+    """Temporary files left by a process killed mid-write."""
+    removed = 0
+    for folder in (directory, directory / "topics"):
+        try:
+            names = [entry for entry in os.scandir(folder) if entry.name.startswith(TEMP_PREFIX)]
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise FeedWriteError(f"cannot read {folder}: {exc.strerror}") from None
+        for entry in names:
+            _unlink(entry.path)
+            removed += 1
+    return removed
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _sync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

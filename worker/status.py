@@ -1,0 +1,51 @@
+"""What `feedworker status` and the HTTP server report: counts, the last run, the quarantine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from worker.config import Config
+from worker.store import articles as store
+from worker.store import runs
+from worker.store.db import StoreError, connect
+from worker.store.models import Article, Topic
+
+__all__ = ["StatusError", "read_status"]
+
+
+class StatusError(Exception):
+    """The database cannot be read."""
+
+
+def read_status(config: Config) -> dict[str, Any]:
+    path = config.database_path
+    if path is not None and not path.exists():
+        return {
+            "articles": {"total": 0, "published": 0, "removed": 0},
+            "topics": 0,
+            "quarantined": [],
+            "last_run": None,
+        }
+    try:
+        engine = connect(config.database_url)
+    except StoreError as exc:
+        raise StatusError(str(exc)) from None
+    try:
+        with engine.connect() as conn:
+            counts = store.article_counts(conn)
+            removed = conn.execute(sa.select(sa.func.count()).where(Article.__table__.c.removed.is_(True))).scalar_one()
+            topics = len(store.published_topics(conn))
+            all_topics = conn.execute(sa.select(sa.func.count()).select_from(Topic.__table__)).scalar_one()
+            return {
+                "articles": {**counts, "removed": removed},
+                "topics": topics,
+                "topics_known": all_topics,
+                "quarantined": store.quarantined_files(conn),
+                "last_run": runs.last_report(conn),
+            }
+    except sa.exc.SQLAlchemyError as exc:
+        raise StatusError(f"database cannot be read: {exc}") from None
+    finally:
+        engine.dispose()

@@ -1,0 +1,1 @@
+"""Store: the database of articles, topics, source files and runs (SQLModel over SQLAlchemy)."""

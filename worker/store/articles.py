@@ -1,0 +1,400 @@
+"""Bulk writes of ingested files and articles, and the queries the feed renderer needs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
+
+from worker.ingest.frontmatter import Article as ParsedArticle
+from worker.ingest.topics import topic_key, unique_slug
+from worker.store.db import in_chunks
+from worker.store.models import Article, ArticleImage, ArticleTopic, Meta, RelatedItem, SourceFile, Topic
+
+__all__ = [
+    "Ingested",
+    "KnownFile",
+    "StoredEntry",
+    "TopicRegistry",
+    "all_entry_ids",
+    "all_feed_dirty",
+    "article_counts",
+    "articles_by_ids",
+    "clear_dirty",
+    "delete_files",
+    "dirty_topics",
+    "files_carrying",
+    "known_files",
+    "mark_all_dirty",
+    "newest_update",
+    "published_topics",
+    "quarantined_files",
+    "remove_orphans",
+    "topic_entry_ids",
+    "touch_files",
+    "write_batch",
+]
+
+A = Article.__table__
+F = SourceFile.__table__
+T = Topic.__table__
+AT = ArticleTopic.__table__
+AI = ArticleImage.__table__
+R = RelatedItem.__table__
+M = Meta.__table__
+_ALL_DIRTY = "all_feeds_dirty"
+
+
+@dataclass(frozen=True, slots=True)
+class KnownFile:
+    size: int
+    mtime_ns: int
+    hash: str
+    state: str
+    article_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """One file as read this run: a parsed article, or the reason it is quarantined."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    hash: str
+    article: ParsedArticle | None = None
+    body_html: str | None = None
+    error: str | None = None
+
+
+def known_files(conn: Connection) -> dict[str, KnownFile]:
+    rows = conn.execute(sa.select(F.c.path, F.c.size, F.c.mtime_ns, F.c.hash, F.c.state, F.c.article_url))
+    return {row.path: KnownFile(row.size, row.mtime_ns, row.hash, row.state, row.article_url) for row in rows}
+
+
+class TopicRegistry:
+    """Topic key -> id for one run; new topics get their slug here, once and for good."""
+
+    def __init__(self, conn: Connection):
+        rows = conn.execute(sa.select(T.c.id, T.c.key, T.c.slug)).all()
+        self._ids = {row.key: row.id for row in rows}
+        self._slugs = {row.slug for row in rows}
+
+    def ids(self, conn: Connection, names: Iterable[str], now: datetime) -> dict[str, int]:
+        """Ids of the topics named, by key, creating the missing ones (sorted, so slugs are deterministic)."""
+        keys = {topic_key(name): name for name in names}
+        missing = sorted(key for key in keys if key not in self._ids)
+        new_rows = []
+        for key in missing:
+            slug = unique_slug(key, self._slugs.__contains__)
+            self._slugs.add(slug)
+            new_rows.append({"key": key, "name": keys[key], "slug": slug, "created_at": now, "dirty": True})
+        if new_rows:
+            conn.execute(sa.insert(T), new_rows)
+            for chunk in in_chunks(missing):
+                for row in conn.execute(sa.select(T.c.id, T.c.key).where(T.c.key.in_(chunk))):
+                    self._ids[row.key] = row.id
+        return {key: self._ids[key] for key in keys}
+
+
+def write_batch(
+    conn: Connection, items: Sequence[Ingested], known: dict[str, KnownFile], topics: TopicRegistry, now: datetime
+) -> set[str]:
+    """Store one batch of read files in the caller's transaction. Returns URLs that may have lost
+    their last file (to check with remove_orphans once the run has written everything)."""
+    by_url: dict[str, Ingested] = {}
+    for item in items:  # the caller orders items oldest edit first: the newest edit of a URL wins
+        if item.article is not None:
+            by_url[item.article.url] = item
+    changed_ids = _write_articles(conn, by_url, topics, now)
+    _write_files(conn, items, known, now)
+    orphans = set()
+    for item in items:
+        previous = known.get(item.path)
+        if previous and previous.article_url and item.article and previous.article_url != item.article.url:
+            orphans.add(previous.article_url)
+    if changed_ids:
+        mark_all_dirty(conn)
+    return orphans
+
+
+def _write_articles(conn: Connection, by_url: dict[str, Ingested], topics: TopicRegistry, now: datetime) -> list[int]:
+    existing: dict[str, Row[Any]] = {}
+    for chunk in in_chunks(list(by_url)):
+        query = sa.select(A.c.id, A.c.url, A.c.first_seen, A.c.content_hash, A.c.removed).where(A.c.url.in_(chunk))
+        existing.update((row.url, row) for row in conn.execute(query))
+    inserts, updates = [], []
+    for url, item in by_url.items():
+        old = existing.get(url)
+        if old is not None and old.content_hash == item.hash and not old.removed:
+            continue  # the same bytes through another file: nothing to do
+        row = _article_row(item, now, first_seen=old.first_seen if old is not None else now)
+        if old is None:
+            inserts.append(row)
+        else:
+            row["b_id"] = old.id
+            updates.append(row)
+    if inserts:
+        conn.execute(sa.insert(A), inserts)
+    if updates:
+        conn.execute(sa.update(A).where(A.c.id == sa.bindparam("b_id")), updates)
+    ids = {row["url"]: row["b_id"] for row in updates}
+    for chunk in in_chunks([row["url"] for row in inserts]):
+        ids.update((row.url, row.id) for row in conn.execute(sa.select(A.c.url, A.c.id).where(A.c.url.in_(chunk))))
+    if not ids:
+        return []
+    updated_ids = [row["b_id"] for row in updates]
+    dirty_topic_ids: set[int] = set()
+    for chunk in in_chunks(updated_ids):
+        dirty_topic_ids.update(conn.execute(sa.select(AT.c.topic_id).where(AT.c.article_id.in_(chunk))).scalars())
+        for table in (AT, AI, R):
+            conn.execute(sa.delete(table).where(table.c.article_id.in_(chunk)))
+    topic_ids = topics.ids(conn, (name for url in ids for name in by_url[url].article.topics), now)  # type: ignore[union-attr]
+    links, images, related = [], [], []
+    for url, article_id in ids.items():
+        article = by_url[url].article
+        assert article is not None
+        for topic_id in dict.fromkeys(topic_ids[topic_key(name)] for name in article.topics):
+            links.append({"article_id": article_id, "topic_id": topic_id})
+            dirty_topic_ids.add(topic_id)
+        images.extend(
+            {"article_id": article_id, "position": n, "url": image.url, "width": image.width, "height": image.height}
+            for n, image in enumerate(article.images)
+        )
+        related.extend(
+            {
+                "article_id": article_id, "position": n, "url": item.url, "web_url": item.web_url,
+                "title": item.title, "excerpt": item.excerpt, "published_at": item.published_at,
+                "provider_name": item.provider_name, "provider_domain": item.provider_domain,
+                "image_url": item.image_url,
+            }
+            for n, item in enumerate(article.related)
+        )
+    for table, rows in ((AT, links), (AI, images), (R, related)):
+        if rows:
+            conn.execute(sa.insert(table), rows)
+    _mark_topics_dirty(conn, dirty_topic_ids)
+    return list(ids.values())
+
+
+def _article_row(item: Ingested, now: datetime, first_seen: datetime) -> dict[str, Any]:
+    article = item.article
+    assert article is not None
+    return {
+        "url": article.url,
+        "web_url": article.web_url,
+        "title": article.title,
+        "excerpt": article.excerpt,
+        "body": article.body,
+        "body_html": item.body_html,
+        "published_at": article.published_at or first_seen,
+        "date_given": article.published_at is not None,
+        "first_seen": first_seen,
+        "updated_at": now,
+        "category": article.category,
+        "type": article.type,
+        "original_url": article.original_url,
+        "quality": article.quality,
+        "heat": article.heat,
+        "is_published": article.is_published,
+        "removed": False,
+        "provider_name": article.provider_name,
+        "provider_domain": article.provider_domain,
+        "extra_json": _json(article.extra) if article.extra else None,
+        "content_hash": item.hash,
+    }
+
+
+def _write_files(conn: Connection, items: Sequence[Ingested], known: dict[str, KnownFile], now: datetime) -> None:
+    inserts, updates = [], []
+    for item in items:
+        previous = known.get(item.path)
+        row = {
+            "size": item.size,
+            "mtime_ns": item.mtime_ns,
+            "hash": item.hash,
+            "state": "ok" if item.error is None else "quarantined",
+            "error": item.error,
+            # a quarantined file keeps pointing at the article it last gave: nothing is lost
+            "article_url": item.article.url if item.article else (previous.article_url if previous else None),
+            "checked_at": now,
+        }
+        if previous is None:
+            inserts.append({"path": item.path, "first_seen": now, **row})
+        else:
+            updates.append({"b_path": item.path, **row})
+    if inserts:
+        conn.execute(sa.insert(F), inserts)
+    if updates:
+        conn.execute(sa.update(F).where(F.c.path == sa.bindparam("b_path")), updates)
+
+
+def touch_files(conn: Connection, rows: Sequence[tuple[str, int, int]]) -> None:
+    """Record the new (size, mtime) of files whose bytes turned out unchanged."""
+    if rows:
+        conn.execute(
+            sa.update(F).where(F.c.path == sa.bindparam("b_path")),
+            [{"b_path": path, "size": size, "mtime_ns": mtime_ns} for path, size, mtime_ns in rows],
+        )
+
+
+def delete_files(conn: Connection, paths: Sequence[str], known: dict[str, KnownFile]) -> set[str]:
+    """Forget files that are gone; returns the URLs that may have lost their last file."""
+    for chunk in in_chunks(list(paths)):
+        conn.execute(sa.delete(F).where(F.c.path.in_(chunk)))
+    return {known[path].article_url for path in paths if known[path].article_url}  # type: ignore[misc]
+
+
+def remove_orphans(conn: Connection, urls: Iterable[str]) -> list[str]:
+    """Mark removed the articles no file carries any more; returns their URLs."""
+    removed: list[str] = []
+    for chunk in in_chunks(sorted(urls)):
+        carried = set(conn.execute(sa.select(F.c.article_url).where(F.c.article_url.in_(chunk))).scalars())
+        gone = [url for url in chunk if url not in carried]
+        if not gone:
+            continue
+        rows = conn.execute(sa.select(A.c.id, A.c.url).where(A.c.url.in_(gone), A.c.removed.is_(False))).all()
+        if not rows:
+            continue
+        ids = [row.id for row in rows]
+        conn.execute(sa.update(A).where(A.c.id.in_(ids)).values(removed=True))
+        topic_ids = set(conn.execute(sa.select(AT.c.topic_id).where(AT.c.article_id.in_(ids))).scalars())
+        _mark_topics_dirty(conn, topic_ids)
+        mark_all_dirty(conn)
+        removed.extend(row.url for row in rows)
+    return removed
+
+
+def files_carrying(conn: Connection, urls: Iterable[str]) -> list[str]:
+    """Paths of the stored files that carry any of these article URLs."""
+    paths: list[str] = []
+    for chunk in in_chunks(sorted(urls)):
+        paths.extend(conn.execute(sa.select(F.c.path).where(F.c.article_url.in_(chunk))).scalars())
+    return paths
+
+
+def _mark_topics_dirty(conn: Connection, topic_ids: set[int]) -> None:
+    for chunk in in_chunks(sorted(topic_ids)):
+        conn.execute(sa.update(T).where(T.c.id.in_(chunk)).values(dirty=True))
+
+
+def mark_all_dirty(conn: Connection) -> None:
+    updated = conn.execute(sa.update(M).where(M.c.key == _ALL_DIRTY).values(value="1"))
+    if updated.rowcount == 0:
+        conn.execute(sa.insert(M).values(key=_ALL_DIRTY, value="1"))
+
+
+def newest_update(conn: Connection) -> datetime | None:
+    """When the newest published article last changed: the date of the feed index."""
+    query = sa.select(sa.func.max(A.c.updated_at)).where(A.c.is_published.is_(True), A.c.removed.is_(False))
+    return conn.execute(query).scalar()
+
+
+def all_feed_dirty(conn: Connection) -> bool:
+    value = conn.execute(sa.select(M.c.value).where(M.c.key == _ALL_DIRTY)).scalar()
+    return value == "1"
+
+
+def clear_dirty(conn: Connection, topic_ids: Iterable[int], all_feed: bool) -> None:
+    for chunk in in_chunks(sorted(topic_ids)):
+        conn.execute(sa.update(T).where(T.c.id.in_(chunk)).values(dirty=False))
+    if all_feed:
+        conn.execute(sa.update(M).where(M.c.key == _ALL_DIRTY).values(value="0"))
+
+
+def dirty_topics(conn: Connection) -> list[Row[Any]]:
+    return conn.execute(sa.select(T.c.id, T.c.slug, T.c.name).where(T.c.dirty.is_(True)).order_by(T.c.id)).all()
+
+
+def published_topics(conn: Connection) -> list[Row[Any]]:
+    """Topics with at least one published article, by name."""
+    visible = sa.and_(A.c.is_published.is_(True), A.c.removed.is_(False))
+    query = (
+        sa.select(T.c.id, T.c.slug, T.c.name, sa.func.count().label("articles"))
+        .select_from(T.join(AT, AT.c.topic_id == T.c.id).join(A, A.c.id == AT.c.article_id))
+        .where(visible)
+        .group_by(T.c.id, T.c.slug, T.c.name)
+        .order_by(T.c.key)
+    )
+    return conn.execute(query).all()
+
+
+def topic_entry_ids(conn: Connection, topic_id: int, limit: int) -> list[int]:
+    query = (
+        sa.select(A.c.id)
+        .select_from(A.join(AT, AT.c.article_id == A.c.id))
+        .where(AT.c.topic_id == topic_id, A.c.is_published.is_(True), A.c.removed.is_(False))
+        .order_by(A.c.published_at.desc(), A.c.id.desc())
+        .limit(limit)
+    )
+    return list(conn.execute(query).scalars())
+
+
+def all_entry_ids(conn: Connection, limit: int) -> list[int]:
+    query = (
+        sa.select(A.c.id)
+        .where(A.c.is_published.is_(True), A.c.removed.is_(False))
+        .order_by(A.c.published_at.desc(), A.c.id.desc())
+        .limit(limit)
+    )
+    return list(conn.execute(query).scalars())
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """An article with what its feed entry shows, read in bulk."""
+
+    article: Row[Any]
+    topics: tuple[str, ...]
+    image: Row[Any] | None
+    related: tuple[Row[Any], ...]
+
+
+def articles_by_ids(conn: Connection, ids: Sequence[int]) -> dict[int, StoredEntry]:
+    """Articles with their topics, lead image and related items: four queries per chunk."""
+    result: dict[int, StoredEntry] = {}
+    for chunk in in_chunks(list(ids)):
+        articles = {row.id: row for row in conn.execute(sa.select(A).where(A.c.id.in_(chunk)))}
+        names: dict[int, list[str]] = {}
+        query = (
+            sa.select(AT.c.article_id, T.c.name)
+            .select_from(AT.join(T, T.c.id == AT.c.topic_id))
+            .where(AT.c.article_id.in_(chunk))
+            .order_by(AT.c.article_id, T.c.key)
+        )
+        for row in conn.execute(query):
+            names.setdefault(row.article_id, []).append(row.name)
+        images = {
+            row.article_id: row
+            for row in conn.execute(sa.select(AI).where(AI.c.article_id.in_(chunk), AI.c.position == 0))
+        }
+        related: dict[int, list[Row[Any]]] = {}
+        query = sa.select(R).where(R.c.article_id.in_(chunk)).order_by(R.c.article_id, R.c.position)
+        for row in conn.execute(query):
+            related.setdefault(row.article_id, []).append(row)
+        for article_id, article in articles.items():
+            result[article_id] = StoredEntry(
+                article, tuple(names.get(article_id, ())), images.get(article_id), tuple(related.get(article_id, ()))
+            )
+    return result
+
+
+def article_counts(conn: Connection) -> dict[str, int]:
+    visible = A.c.removed.is_(False)
+    total = conn.execute(sa.select(sa.func.count()).where(visible)).scalar_one()
+    published = conn.execute(sa.select(sa.func.count()).where(visible, A.c.is_published.is_(True))).scalar_one()
+    return {"total": total, "published": published}
+
+
+def quarantined_files(conn: Connection) -> list[dict[str, str]]:
+    query = sa.select(F.c.path, F.c.error).where(F.c.state == "quarantined").order_by(F.c.path)
+    return [{"path": row.path, "message": row.error or ""} for row in conn.execute(query)]
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS).decode()

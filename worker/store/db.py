@@ -1,0 +1,160 @@
+"""Engine, sessions, schema version: the one place for database-dialect quirks."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import SQLModel
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "StoreError",
+    "UTCDateTime",
+    "connect",
+    "cycle_lock",
+    "in_chunks",
+    "transaction",
+]
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 30.0
+# Keeps every `IN (...)` list and multi-row statement well under SQLite's variable limit.
+CHUNK = 500
+
+
+class StoreError(Exception):
+    """The database cannot be used (unreachable, locked for too long, corrupt, too new)."""
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, whatever the dialect keeps."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+def connect(url: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Engine:
+    """Open the database, create or migrate its schema, and return the engine."""
+    from worker.store import models  # noqa: F401  (registers the tables)
+
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, connect_args=_connect_args(url, busy_timeout_s))
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        with engine.begin() as conn:
+            _migrate(conn)
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise StoreError(f"database {engine.url.render_as_string(hide_password=True)}: {_reason(exc)}") from None
+    return engine
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction: everything in it lands together or not at all."""
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except SQLAlchemyError as exc:
+        raise StoreError(f"database write failed: {_reason(exc)}") from exc
+
+
+def in_chunks(items: list[Any], size: int = CHUNK) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _connect_args(url: str, busy_timeout_s: float) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"timeout": busy_timeout_s}
+    return {}
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    # WAL lets readers (status, the HTTP server) run beside a writing cycle; NORMAL sync
+    # is durable across process crashes, which is the failure we guard against.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA temp_store=MEMORY")
+    cursor.execute("PRAGMA cache_size=-32000")
+    cursor.close()
+
+
+def _migrate(conn: Connection) -> None:
+    from worker.store.models import Meta
+
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(Meta.__tablename__):
+        SQLModel.metadata.create_all(conn)
+        conn.execute(sa.insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+        return
+    version = int(conn.execute(sa.select(Meta.value).where(Meta.key == "schema_version")).scalar_one())
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"the database has schema version {version}; this feedworker knows {SCHEMA_VERSION}")
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in _MIGRATIONS[target]:
+            conn.execute(sa.text(statement))
+    if version < SCHEMA_VERSION:
+        conn.execute(sa.update(Meta).where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+    SQLModel.metadata.create_all(conn)  # tables added since; existing ones are left alone
+
+
+# Schema version -> statements that bring the previous version to it.
+_MIGRATIONS: dict[int, list[str]] = {}
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    original = getattr(exc, "orig", None)
+    return " ".join(str(original or exc).split())[:300]
+
+
+@contextmanager
+def cycle_lock(url: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold the one-cycle-at-a-time lock of this database, waiting for it if another process has it.
+
+    For SQLite an advisory `flock` on `<database>.lock`: the kernel releases it when its
+    holder dies, even by SIGKILL, so a stale lock never needs clearing by hand.
+    """
+    if not url.startswith("sqlite:///") or url == "sqlite:///:memory:":
+        raise StoreError(f"no cycle lock for {url.split(':', 1)[0]} databases yet")
+    path = url[len("sqlite:///"):] + ".lock"
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot open the lock file {path}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

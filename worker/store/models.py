@@ -1,0 +1,122 @@
+"""SQLModel tables: articles keyed by canonical URL, their topics, images and related items,
+the source files they came from, and the runs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from worker.store.db import UTCDateTime
+
+__all__ = [
+    "Article",
+    "ArticleImage",
+    "ArticleTopic",
+    "Meta",
+    "RelatedItem",
+    "Run",
+    "SourceFile",
+    "Topic",
+]
+
+
+def _time(*, nullable: bool = True, index: bool = False) -> datetime | None:
+    return Field(default=None, sa_column_kwargs={"nullable": nullable}, sa_type=UTCDateTime, index=index)
+
+
+class Meta(SQLModel, table=True):
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class SourceFile(SQLModel, table=True):
+    """One article file as last seen; the unit of change detection and of quarantine."""
+
+    __tablename__ = "source_file"
+    id: int | None = Field(default=None, primary_key=True)
+    path: str = Field(unique=True)
+    size: int
+    mtime_ns: int = Field(sa_type=sa.BigInteger)
+    hash: str
+    state: str  # "ok" | "quarantined"
+    error: str | None = None
+    article_url: str | None = Field(default=None, index=True)
+    first_seen: datetime = _time(nullable=False)
+    checked_at: datetime = _time(nullable=False)
+
+
+class Article(SQLModel, table=True):
+    """An article, identified by its canonical webUrl; kept (marked removed) when its files go."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    url: str = Field(unique=True)
+    web_url: str
+    title: str
+    excerpt: str | None = None
+    body: str | None = None
+    body_html: str | None = None  # sanitised at ingest: excerpt, body, lead image, provider
+    published_at: datetime = _time(nullable=False, index=True)
+    date_given: bool = True  # false: published_at is the first-seen time
+    first_seen: datetime = _time(nullable=False)
+    updated_at: datetime = _time(nullable=False)
+    category: str | None = None
+    type: str | None = None
+    original_url: str | None = None
+    quality: int | None = None
+    heat: int | None = None
+    is_published: bool = True
+    removed: bool = False
+    provider_name: str | None = None
+    provider_domain: str | None = None
+    extra_json: str | None = None  # unknown fields, `secured` among them: stored, never published
+    content_hash: str
+
+
+class Topic(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True)  # NFC + trim + casefold
+    name: str
+    slug: str = Field(unique=True)  # given once, never changed
+    created_at: datetime = _time(nullable=False)
+    dirty: bool = True  # its feeds must be rendered again
+
+
+class ArticleTopic(SQLModel, table=True):
+    __tablename__ = "article_topic"
+    article_id: int = Field(foreign_key="article.id", primary_key=True, ondelete="CASCADE")
+    topic_id: int = Field(foreign_key="topic.id", primary_key=True, index=True)
+
+
+class ArticleImage(SQLModel, table=True):
+    __tablename__ = "article_image"
+    article_id: int = Field(foreign_key="article.id", primary_key=True, ondelete="CASCADE")
+    position: int = Field(primary_key=True)
+    url: str
+    width: int | None = None
+    height: int | None = None
+
+
+class RelatedItem(SQLModel, table=True):
+    """A related item as the article file gives it, with its canonical URL."""
+
+    __tablename__ = "related_item"
+    article_id: int = Field(foreign_key="article.id", primary_key=True, ondelete="CASCADE")
+    position: int = Field(primary_key=True)
+    url: str = Field(index=True)
+    web_url: str
+    title: str | None = None
+    excerpt: str | None = None
+    published_at: datetime | None = _time()
+    provider_name: str | None = None
+    provider_domain: str | None = None
+    image_url: str | None = None
+
+
+class Run(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    started_at: datetime = _time(nullable=False)
+    finished_at: datetime | None = _time()
+    status: str  # "running" | "ok" | "failed"
+    report_json: str | None = None

@@ -248,7 +248,7 @@ def _env_value(name: str, text: str) -> Any:
 
 def _resolve_paths(config: Config, base: Path) -> Config:
     def resolve(value: Path) -> Path:
-        return value if value.is_absolute() else (base / value)
+        return Path(os.path.normpath(value if value.is_absolute() else base / value))
 
     sources = tuple(src.model_copy(update={"path": resolve(src.path)}) for src in config.sources)
     feeds = config.feeds.model_copy(update={"dir": resolve(config.feeds.dir)})

@@ -1,0 +1,116 @@
+"""Strict checks every generated feed must pass: XML, feedparser, and the RSS 2.0 / Atom 1.0 rules we promise."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+import feedparser
+import lxml.html
+from lxml import etree
+
+ATOM = "{http://www.w3.org/2005/Atom}"
+CONTENT = "{http://purl.org/rss/1.0/modules/content/}"
+RFC822 = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} [+-]\d{4}$")
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?([+-]\d{2}:\d{2}|Z)$")
+ABSOLUTE = re.compile(r"^(https?|mailto):")
+
+
+def strict_parse(data: bytes) -> etree._Element:
+    return etree.fromstring(data, etree.XMLParser(recover=False, resolve_entities=False, no_network=True))
+
+
+def assert_valid_feeds(feeds_dir: Path, base_url: str) -> None:
+    """Check every file in the feeds folder; no temporary file may be left behind."""
+    for path in sorted(feeds_dir.rglob("*")):
+        if path.is_dir():
+            continue
+        relative = str(path.relative_to(feeds_dir))
+        assert not path.name.startswith(".feedworker-"), f"left-over temporary file {relative}"
+        if path.suffix == ".rss":
+            assert_valid_rss(path.read_bytes(), base_url + relative)
+        elif path.suffix == ".atom":
+            assert_valid_atom(path.read_bytes(), base_url + relative)
+        elif path.suffix == ".opml":
+            root = strict_parse(path.read_bytes())
+            assert root.tag == "opml"
+            for outline in root.iter("outline"):
+                if outline.get("xmlUrl"):
+                    assert outline.get("xmlUrl").startswith(base_url)
+
+
+def assert_valid_rss(data: bytes, self_url: str) -> list[etree._Element]:
+    root = strict_parse(data)
+    assert root.tag == "rss" and root.get("version") == "2.0"
+    channel = root.find("channel")
+    for name in ("title", "link", "description"):
+        assert channel.findtext(name), f"channel <{name}> missing"
+    assert ABSOLUTE.match(channel.findtext("link"))
+    self_links = [link for link in channel.findall(f"{ATOM}link") if link.get("rel") == "self"]
+    assert [link.get("href") for link in self_links] == [self_url]
+    for name in ("lastBuildDate", "pubDate"):
+        if channel.findtext(name):
+            assert RFC822.match(channel.findtext(name)), channel.findtext(name)
+    items = channel.findall("item")
+    guids = [item.findtext("guid") for item in items]
+    assert len(guids) == len(set(guids)), "duplicate guid"
+    dates = []
+    for item in items:
+        assert item.findtext("title") and item.findtext("description"), "item without text"
+        assert ABSOLUTE.match(item.findtext("link"))
+        assert item.find("guid").get("isPermaLink") == "false"
+        assert RFC822.match(item.findtext("pubDate")), item.findtext("pubDate")
+        dates.append(parsedate_to_datetime(item.findtext("pubDate")))
+        _assert_safe_html(item.findtext(f"{CONTENT}encoded") or "")
+    assert dates == sorted(dates, reverse=True), "items not newest first"
+    parsed = feedparser.parse(data)
+    assert not parsed.bozo, parsed.get("bozo_exception")
+    assert len(parsed.entries) == len(items)
+    return items
+
+
+def assert_valid_atom(data: bytes, self_url: str) -> list[etree._Element]:
+    root = strict_parse(data)
+    assert root.tag == f"{ATOM}feed"
+    assert root.findtext(f"{ATOM}id") and root.findtext(f"{ATOM}title")
+    assert RFC3339.match(root.findtext(f"{ATOM}updated"))
+    self_links = [link.get("href") for link in root.findall(f"{ATOM}link") if link.get("rel") == "self"]
+    assert self_links == [self_url]
+    entries = root.findall(f"{ATOM}entry")
+    ids = [entry.findtext(f"{ATOM}id") for entry in entries]
+    assert len(ids) == len(set(ids)), "duplicate entry id"
+    dates = []
+    for entry in entries:
+        assert entry.findtext(f"{ATOM}title")
+        assert entry.findtext(f"{ATOM}summary") or entry.findtext(f"{ATOM}content"), "entry without text"
+        for name in ("updated", "published"):
+            assert RFC3339.match(entry.findtext(f"{ATOM}{name}")), entry.findtext(f"{ATOM}{name}")
+        dates.append(datetime.fromisoformat(entry.findtext(f"{ATOM}published")))
+        for link in entry.findall(f"{ATOM}link"):
+            assert ABSOLUTE.match(link.get("href")), link.get("href")
+            if link.get("rel") == "related":
+                assert link.get("title"), "related link without title"
+        content = entry.find(f"{ATOM}content")
+        if content is not None:
+            assert content.get("type") == "html"
+            _assert_safe_html(content.text or "")
+    assert dates == sorted(dates, reverse=True), "entries not newest first"
+    parsed = feedparser.parse(data)
+    assert not parsed.bozo, parsed.get("bozo_exception")
+    assert len(parsed.entries) == len(entries)
+    return entries
+
+
+def _assert_safe_html(fragment: str) -> None:
+    if not fragment.strip():
+        return
+    lowered = fragment.lower()
+    assert "<script" not in lowered, fragment[:200]  # as text, "javascript:" is harmless; hrefs are checked below
+    document = lxml.html.fragment_fromstring(fragment, create_parent="div")
+    for element in document.iter():
+        for attribute, value in element.attrib.items():
+            assert not attribute.lower().startswith("on"), f"event handler {attribute}"
+            if attribute in ("href", "src"):
+                assert ABSOLUTE.match(value), f"relative or unsafe URL {value!r}"

@@ -1,0 +1,1 @@
+"""Related items: canonical URLs, page metadata and bounded fetching of related pages."""

@@ -1,0 +1,1 @@
+"""Service: the scheduler, the HTTP server and shutdown, around the pipeline."""

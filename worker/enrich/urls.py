@@ -236,6 +236,8 @@ def _amp_cache_origin(path: str, query: str | None) -> str | None:
 
 def _normalise_pct(text: str, safe: frozenset[str]) -> str:
     """RFC 3986 normalisation: upper-case escapes, unescape unreserved, escape the rest."""
+    if "%" not in text and safe.issuperset(text):
+        return text  # the common case, and a hot path: nothing to change
     out: list[str] = []
     i = 0
     while i < len(text):

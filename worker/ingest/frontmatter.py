@@ -12,6 +12,7 @@ import yaml
 
 from worker.enrich.urls import canonical_item_url, canonical_url
 from worker.ingest.topics import display_name
+from worker.ingest.yamlload import load_yaml
 
 __all__ = [
     "Article",
@@ -108,11 +109,14 @@ class ArticleError(Exception):
         return f"{self.path}: {self.detail}"
 
 
-def parse_article(data: bytes, path: str, limits: ParseLimits = ParseLimits()) -> Article:
-    """Validate one article file. Raises ArticleError; never anything else for any input."""
+def parse_article(data: bytes, path: str, limits: ParseLimits = ParseLimits(), *, fast_yaml: bool = True) -> Article:
+    """Validate one article file. Raises ArticleError; never anything else for any input.
+
+    `fast_yaml=False` reads the YAML with PyYAML alone (the reference the fast path must equal).
+    """
     text = _decode(data, path)
     front, body, body_line = _split(text, path)
-    mapping = _load_yaml(front, path)
+    mapping = _load_yaml(front, path, fast_yaml)
     _check_expansion(mapping, path, front, limits.max_nodes)
     return _Fields(path, front, limits).article(mapping, body, body_line)
 
@@ -146,9 +150,9 @@ def _split(text: str, path: str) -> tuple[str, str, int]:
     return front, body, text.count("\n", 0, closing.end()) + 2
 
 
-def _load_yaml(front: str, path: str) -> dict[str, Any]:
+def _load_yaml(front: str, path: str, fast: bool) -> dict[str, Any]:
     try:
-        mapping = yaml.load(front, Loader=yaml.CSafeLoader)
+        mapping = load_yaml(front, fast=fast)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 2 if mark is not None else None

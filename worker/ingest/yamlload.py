@@ -1,0 +1,99 @@
+"""Pure: front-matter YAML -> Python data; a fast parser where it provably agrees with PyYAML.
+
+PyYAML's C loader (`yaml.CSafeLoader`) is the reference. `yaml_rs` (a Rust YAML 1.2
+parser) is about ten times faster but resolves some plain scalars differently, because
+YAML 1.1 and 1.2 disagree: `yes`/`no`/`on`/`off`, `0755`, `1e3`, `12:30:00`, `<<`, and
+unquoted timestamps. Before using it, the text is screened for every plain scalar where
+the two could differ; such a document, a tag, an anchor or alias, or anything yaml_rs
+refuses, is read by PyYAML instead. tests/test_yamlload.py checks both give the same
+articles over generated, sample and hostile corpora.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+try:  # optional: without it everything goes through PyYAML
+    import yaml_rs
+except ImportError:  # pragma: no cover
+    yaml_rs = None
+
+__all__ = ["YAMLError", "fast_loader_available", "load_yaml", "needs_reference_loader"]
+
+YAMLError = yaml.YAMLError
+
+# Plain scalars both parsers resolve alike (a trailing comment allowed).
+_AGREED = re.compile(
+    r"(?:-?(?:0|[1-9][0-9]{0,17})|true|True|TRUE|false|False|FALSE|~|null|Null|NULL"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))[ ]*(?:[ ]#.*)?"
+)
+# An unquoted date-time under `publishedDateTime`: yaml_rs (asked for no datetimes) gives
+# the string, PyYAML a datetime, and the article's date parsing makes them the same instant.
+_ISO_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{3}|\.[0-9]{6})?(?:Z|[+-][0-9]{2}:[0-9]{2})?)?[ ]*"
+)
+# Characters PyYAML refuses or reads as line breaks (YAML 1.2 does not), tabs, merge keys.
+_SPECIAL = re.compile("[^\n\x20-\x7e\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]|<<")
+# A token starting with one of these may resolve to something other than a plain string.
+_RISKY_FIRST = frozenset("-+.0123456789<=@`!&*%|>[]{}?,:#")
+_BOOL_WORDS = frozenset("y Y yes Yes YES n N no No NO on On ON off Off OFF".split())
+_DATE_KEY = "publishedDateTime"
+
+
+def fast_loader_available() -> bool:
+    return yaml_rs is not None
+
+
+def needs_reference_loader(text: str) -> bool:
+    """True when yaml_rs and PyYAML might read `text` differently (false alarms are fine).
+
+    Looks at the first plain scalar of every line and the value after its first `: `:
+    that is where a YAML 1.1/1.2 difference can hide in block-style front matter. Flow
+    collections, block scalars, quoted keys, tags, anchors and aliases all go to PyYAML.
+    """
+    if _SPECIAL.search(text):
+        return True
+    for line in text.split("\n"):
+        rest = line.lstrip(" ")
+        while rest.startswith("- "):
+            rest = rest[2:].lstrip(" ")
+        if not rest or rest[0] == "#":
+            continue
+        if rest[0] in "\"'":
+            if ": " in rest or rest.endswith(":"):
+                return True  # a quoted key: its value is not looked at here
+            continue
+        key, separator, value = rest.partition(": ")
+        if not separator and key.endswith(":"):
+            key = key[:-1]
+        if _risky(key.rstrip(" "), None):
+            return True
+        if separator and _risky(value.lstrip(" "), key):
+            return True
+    return False
+
+
+def _risky(token: str, key: str | None) -> bool:
+    if not token or token[0] in "\"'#":
+        return False
+    if token in _BOOL_WORDS or token.partition(" #")[0].rstrip(" ") in _BOOL_WORDS:
+        return True
+    if token[0] not in _RISKY_FIRST:
+        return False
+    if _AGREED.fullmatch(token):
+        return False
+    return not (key == _DATE_KEY and _ISO_TIMESTAMP.fullmatch(token))
+
+
+def load_yaml(text: str, *, fast: bool = True) -> Any:
+    """The YAML document in `text`, as PyYAML's safe C loader reads it. Raises YAMLError."""
+    if fast and yaml_rs is not None and not needs_reference_loader(text):
+        try:
+            return yaml_rs.loads(text, parse_datetime=False, duplicate_key_policy=yaml_rs.DuplicateKeyPolicy.LastWins)
+        except Exception:  # noqa: BLE001 - PyYAML gives the verdict, with its line numbers
+            pass
+    return yaml.load(text, Loader=yaml.CSafeLoader)

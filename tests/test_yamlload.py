@@ -82,13 +82,13 @@ def documents(draw):
     return "\n".join(lines) + "\n"
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(documents())
 def test_hostile_scalars_read_the_same(document):
     assert_same(f"---\n{document}---\n".encode())
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200))
 def test_arbitrary_text_reads_the_same(text):
     assert_same(f"---\ntitle: T\nwebUrl: https://e.com/x\nexcerpt: {text}\n---\n".encode("utf-8", "surrogatepass"))

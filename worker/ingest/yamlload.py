@@ -37,7 +37,7 @@ _ISO_TIMESTAMP = re.compile(
     r"(?:T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{3}|\.[0-9]{6})?(?:Z|[+-][0-9]{2}:[0-9]{2})?)?[ ]*"
 )
 # Characters PyYAML refuses or reads as line breaks (YAML 1.2 does not), tabs, merge keys.
-_SPECIAL = re.compile("[^\n\x20-\x7e\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]|<<")
+_SPECIAL = re.compile("[^\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]|<<")
 # A token starting with one of these may resolve to something other than a plain string.
 _RISKY_FIRST = frozenset("-+.0123456789<=@`!&*%|>[]{}?,:#")
 _BOOL_WORDS = frozenset("y Y yes Yes YES n N no No NO on On ON off Off OFF".split())

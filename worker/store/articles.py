@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection, Row
 
 from worker.ingest.frontmatter import Article as ParsedArticle
 from worker.ingest.topics import topic_key, unique_slug
-from worker.store.db import in_chunks
+from worker.store.db import bulk_insert, in_chunks
 from worker.store.models import Article, ArticleImage, ArticleTopic, Meta, RelatedItem, SourceFile, Topic
 
 __all__ = [
@@ -139,8 +139,7 @@ def _write_articles(conn: Connection, by_url: dict[str, Ingested], topics: Topic
         else:
             row["b_id"] = old.id
             updates.append(row)
-    if inserts:
-        conn.execute(sa.insert(A), inserts)
+    bulk_insert(conn, A, inserts)
     if updates:
         conn.execute(sa.update(A).where(A.c.id == sa.bindparam("b_id")), updates)
     ids = {row["url"]: row["b_id"] for row in updates}
@@ -176,8 +175,7 @@ def _write_articles(conn: Connection, by_url: dict[str, Ingested], topics: Topic
             for n, item in enumerate(article.related)
         )
     for table, rows in ((AT, links), (AI, images), (R, related)):
-        if rows:
-            conn.execute(sa.insert(table), rows)
+        bulk_insert(conn, table, rows)
     _mark_topics_dirty(conn, dirty_topic_ids)
     return list(ids.values())
 
@@ -228,8 +226,7 @@ def _write_files(conn: Connection, items: Sequence[Ingested], known: dict[str, K
             inserts.append({"path": item.path, "first_seen": now, **row})
         else:
             updates.append({"b_path": item.path, **row})
-    if inserts:
-        conn.execute(sa.insert(F), inserts)
+    bulk_insert(conn, F, inserts)
     if updates:
         conn.execute(sa.update(F).where(F.c.path == sa.bindparam("b_path")), updates)
 
@@ -250,7 +247,7 @@ def delete_files(conn: Connection, paths: Sequence[str], known: dict[str, KnownF
     return {known[path].article_url for path in paths if known[path].article_url}  # type: ignore[misc]
 
 
-def remove_orphans(conn: Connection, urls: Iterable[str]) -> list[str]:
+def remove_orphans(conn: Connection, urls: Iterable[str], now: datetime) -> list[str]:
     """Mark removed the articles no file carries any more; returns their URLs."""
     removed: list[str] = []
     for chunk in in_chunks(sorted(urls)):
@@ -262,7 +259,7 @@ def remove_orphans(conn: Connection, urls: Iterable[str]) -> list[str]:
         if not rows:
             continue
         ids = [row.id for row in rows]
-        conn.execute(sa.update(A).where(A.c.id.in_(ids)).values(removed=True))
+        conn.execute(sa.update(A).where(A.c.id.in_(ids)).values(removed=True, updated_at=now))
         topic_ids = set(conn.execute(sa.select(AT.c.topic_id).where(AT.c.article_id.in_(ids))).scalars())
         _mark_topics_dirty(conn, topic_ids)
         mark_all_dirty(conn)

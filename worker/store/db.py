@@ -19,6 +19,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "StoreError",
     "UTCDateTime",
+    "bulk_insert",
     "connect",
     "cycle_lock",
     "in_chunks",
@@ -51,6 +52,25 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
     def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
         return value.replace(tzinfo=UTC) if value is not None else None
 
+    def bind_processor(self, dialect: sa.Dialect) -> Any:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        # The bulk-insert hot path: the same text SQLAlchemy's SQLite DATETIME stores, in one step.
+        def to_text(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to the store")
+            if value.utcoffset():
+                value = value.astimezone(UTC)
+            return (
+                f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+                f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
+            )
+
+        return to_text
+
 
 def connect(url: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Engine:
     """Open the database, create or migrate its schema, and return the engine."""
@@ -78,6 +98,47 @@ def transaction(engine: Engine) -> Iterator[Connection]:
             yield conn
     except SQLAlchemyError as exc:
         raise StoreError(f"database write failed: {_reason(exc)}") from exc
+
+
+def bulk_insert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT rows (all with the same keys) through one driver-level executemany.
+
+    SQLAlchemy's per-row parameter handling costs more than SQLite itself at 100,000
+    rows a run; here the statement is compiled once and values pass through the
+    column types' bind processors only where a column has one.
+    """
+    if not rows:
+        return
+    keys = tuple(rows[0])
+    sql, order, processors = _insert_plan(conn.dialect, table, keys)
+    converters = [(position, processor) for position, processor in enumerate(processors) if processor is not None]
+    params: list[Any] = []
+    for row in rows:
+        values = [row[key] for key in order]
+        for position, processor in converters:
+            values[position] = processor(values[position])
+        params.append(tuple(values))
+    if not _is_positional(conn.dialect):
+        params = [dict(zip(order, values)) for values in params]
+    conn.exec_driver_sql(sql, params)
+
+
+_PLANS: dict[tuple[str, str, tuple[str, ...]], tuple[str, tuple[str, ...], list[Any]]] = {}
+
+
+def _insert_plan(dialect: sa.Dialect, table: sa.Table, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...], list[Any]]:
+    cache_key = (dialect.name, table.name, keys)
+    plan = _PLANS.get(cache_key)
+    if plan is None:
+        compiled = sa.insert(table).compile(dialect=dialect, column_keys=list(keys))
+        order = tuple(compiled.positiontup) if compiled.positional else keys  # type: ignore[arg-type]
+        processors = [table.c[key].type.bind_processor(dialect) for key in order]
+        plan = _PLANS[cache_key] = (str(compiled), order, processors)
+    return plan
+
+
+def _is_positional(dialect: sa.Dialect) -> bool:
+    return dialect.paramstyle in ("qmark", "numeric", "format")
 
 
 def in_chunks(items: list[Any], size: int = CHUNK) -> Iterator[list[Any]]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,21 @@ def _load(config_path: Path | None) -> Config:
     return config
 
 
+def _clock() -> Callable[[], datetime]:
+    """The current time, or the time pinned by FEEDWORKER_CLOCK (ISO 8601) for reproducible output."""
+    from worker.pipeline import utcnow
+
+    pinned = os.environ.get("FEEDWORKER_CLOCK")
+    if not pinned:
+        return utcnow
+    try:
+        moment = datetime.fromisoformat(pinned)
+    except ValueError:
+        raise click.ClickException(f"FEEDWORKER_CLOCK: {pinned!r} is not an ISO 8601 date-time") from None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return lambda: moment
+
+
 def _print_json(value: Any) -> None:
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
 
@@ -55,7 +73,7 @@ def run(config_path: Path | None, as_json: bool) -> None:
         click.echo("feedworker: another cycle is running on this database; waiting for it to finish", err=True)
 
     try:
-        report = run_cycle(config, on_wait=waiting)
+        report = run_cycle(config, on_wait=waiting, clock=_clock())
     except CycleError as exc:
         if as_json:
             _print_json(exc.report.to_dict())
@@ -91,6 +109,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
     articles = info["articles"]
     click.echo(f"articles: {articles['total']} ({articles['published']} published, {articles['removed']} removed)")
     click.echo(f"topics:   {info['topics']}")
+    click.echo("enrich:   {fetched} fetched, {cached} cached, {failed} failed, {pending} pending".format(**info["enrich"]))
     last = info["last_run"]
     if last:
         click.echo(f"last run: {last['status']} at {last.get('finished_at')} in {last['duration_s']}s")
@@ -136,6 +155,52 @@ def _limits(config: Config) -> Any:
     from worker.pipeline import parse_limits
 
     return parse_limits(config)
+
+
+@cli.command()
+@_config_option
+def serve(config_path: Path | None) -> None:
+    """Run the scheduler and the HTTP server until SIGTERM or SIGINT (SIGHUP re-reads the config)."""
+    from worker.service.app import ServiceError
+    from worker.service.app import serve as run_service
+
+    config = _load(config_path)
+    try:
+        code = run_service(config)
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
+
+
+@cli.command()
+@_config_option
+@click.option("--wait", is_flag=True, help="Wait until that run has finished; exit 1 if it failed.")
+@click.option("--timeout", "timeout_s", type=float, default=None, help="With --wait: give up after SECONDS.")
+def trigger(config_path: Path | None, wait: bool, timeout_s: float | None) -> None:
+    """Ask a running `feedworker serve` for a run now."""
+    from worker.service.client import TriggerError, request_run, wait_for_run
+
+    config = _load(config_path)
+    try:
+        accepted = request_run(config)
+        run_id = accepted["run_id"]
+        if not wait:
+            click.echo(f"run {run_id} {accepted['status']}")
+            return
+        result = wait_for_run(config, run_id, timeout_s=timeout_s)
+    except TriggerError as exc:
+        raise click.ClickException(str(exc)) from None
+    report = result.get("report") or {}
+    if result["status"] != "ok":
+        click.echo(f"run {run_id} {result['status']}: {result.get('message') or 'see the server log'}", err=True)
+        sys.exit(1)
+    files, articles = report.get("files", {}), report.get("articles", {})
+    click.echo(
+        f"run {run_id} ok: {files.get('seen', 0)} files ({files.get('new', 0)} new, {files.get('changed', 0)} "
+        f"changed, {files.get('deleted', 0)} deleted, {files.get('quarantined', 0)} quarantined); "
+        f"{articles.get('published', 0)} of {articles.get('total', 0)} articles published "
+        f"in {report.get('duration_s', 0):.2f}s"
+    )
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 ENV_PREFIX = "FEEDWORKER_"
+_NOT_SETTINGS = frozenset({ENV_PREFIX + "CONFIG", ENV_PREFIX + "CLOCK"})
 DEFAULT_CONFIG = Path("config/feedworker.yaml")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -157,6 +158,7 @@ class Config(_Section):
     enrich: EnrichConfig = EnrichConfig()
     server: ServerConfig = ServerConfig()
     limits: LimitsConfig = LimitsConfig()
+    busy_timeout_s: float = Field(default=30.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     path: Path | None = Field(default=None, exclude=True)
 
@@ -218,7 +220,7 @@ def load_config(path: Path | str | None = None, environ: Mapping[str, str] | Non
 def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     raw = {key: (dict(value) if isinstance(value, dict) else value) for key, value in raw.items()}
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+        if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
             continue
         parts = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
         if not all(parts) or len(parts) > 2:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import multiprocessing
 import os
-import threading
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -18,6 +20,7 @@ import orjson
 import structlog
 
 from worker.config import Config
+from worker.enrich.stage import ENRICH_COUNTS, enrich_related
 from worker.ingest.frontmatter import ArticleError, ParseLimits, parse_article
 from worker.ingest.scanner import Source, scan
 from worker.publish.feeds import FeedSettings, publish
@@ -56,6 +59,7 @@ class RunReport:
     )
     articles: dict[str, int] = field(default_factory=lambda: {"total": 0, "published": 0})
     feeds: dict[str, int] = field(default_factory=lambda: {"written": 0, "unchanged": 0, "removed": 0})
+    enrich: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ENRICH_COUNTS, 0))
     errors: list[dict[str, str]] = field(default_factory=list)
     duration_s: float = 0.0
     run_id: int | None = None
@@ -76,18 +80,20 @@ def run_cycle(
     *,
     clock: Callable[[], datetime] = utcnow,
     on_wait: Callable[[], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> RunReport:
     """Run one whole cycle. Waits for a cycle already running against the same database.
 
     Raises CycleError (with a failed report) when the cycle cannot complete; quarantined
-    files are not a failure.
+    files are not a failure. `should_stop` is asked between batches: when it says yes, the
+    cycle stops at that safe point (stored batches kept, feeds left as they were) and fails.
     """
     started = time.monotonic()
     report = RunReport()
     try:
         with cycle_lock(config.database_url, on_wait):
             report.waited_s = round(time.monotonic() - started, 3)
-            engine = connect(config.database_url)
+            engine = connect(config.database_url, busy_timeout_s=config.busy_timeout_s)
             try:
                 now = clock()
                 report.started_at = now.isoformat()
@@ -95,7 +101,7 @@ def run_cycle(
                     report.run_id = runs.start(conn, now)
                 bound = log.bind(run_id=report.run_id)
                 try:
-                    _cycle(engine, config, now, report, bound)
+                    _cycle(engine, config, now, report, bound, should_stop)
                 except (StoreError, FeedWriteError, OSError) as exc:
                     report.status = "failed"
                     report.message = _one_line(exc)
@@ -134,7 +140,14 @@ def _finish(engine: Any, report: RunReport, bound: Any, finished: datetime) -> N
     )
 
 
-def _cycle(engine: Any, config: Config, now: datetime, report: RunReport, log: Any) -> None:
+def _cycle(
+    engine: Any,
+    config: Config,
+    now: datetime,
+    report: RunReport,
+    log: Any,
+    should_stop: Callable[[], bool] | None = None,
+) -> None:
     sources = [Source(s.path, s.include, s.max_bytes, s.settle_s) for s in config.sources]
     found = scan(sources, time.time_ns())
     for path, problem in found.problems:
@@ -189,7 +202,9 @@ def _cycle(engine: Any, config: Config, now: datetime, report: RunReport, log: A
     limits = parse_limits(config)
     batch: list[store.Ingested] = []
     touched: list[tuple[str, int, int]] = []
-    for result in _read_all(to_read, limits):
+    stopped = False
+    results = _read_all(to_read, limits)
+    for result in results:
         if isinstance(result, tuple):  # same bytes as stored, only the stat changed
             touched.append(result)
             counts["unchanged"] += 1
@@ -205,13 +220,23 @@ def _cycle(engine: Any, config: Config, now: datetime, report: RunReport, log: A
         if len(batch) >= BATCH:
             orphans |= _store_batch(engine, batch, touched, known, topics, now)
             batch, touched = [], []
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+    results.close()  # shuts the parser pool down now when the loop stopped early
     orphans |= _store_batch(engine, batch, touched, known, topics, now)
 
     with transaction(engine) as conn:
-        for url in store.remove_orphans(conn, orphans):
+        for url in store.remove_orphans(conn, orphans, now):
             log.info("article.removed", url=url)
 
+    if stopped or (should_stop is not None and should_stop()):
+        # Files not read yet are seen as new or changed next run; the feeds are rebuilt then.
+        report.status = "failed"
+        report.message = "stopped at a safe point before the end of the cycle (shutting down)"
+        return
     settings = FeedSettings(config.feeds.dir, config.feeds.base_url, config.feeds.title, config.feeds.max_entries)
+    report.enrich.update(enrich_related(engine, config.enrich, now, log))
     stats = publish(engine, settings, now)
     report.feeds.update(written=stats.written, unchanged=stats.unchanged, removed=stats.removed)
     with engine.connect() as conn:
@@ -260,10 +285,13 @@ def _read_all(
                 yield result
         return
     workers = max(1, min(os.cpu_count() or 1, 8))
-    # fork is fastest, but unsafe once the process has threads (the server, the scheduler).
-    method = "fork" if threading.active_count() == 1 else "forkserver"
+    # Not plain fork: a forked worker would inherit the cycle lock's file descriptor and,
+    # if this process were killed, keep the lock held. forkserver children start from a
+    # clean server process (which has imported this module once), and die with it.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["worker.pipeline"])
     chunks = [tasks[i : i + CHUNK] for i in range(0, len(tasks), CHUNK)]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent) as pool:
         pending: deque[Future[list[Any]]] = deque()
         queue = iter(chunks)
         for chunk in _take(queue, workers * 3):
@@ -273,6 +301,20 @@ def _read_all(
             for chunk in _take(queue, 1):
                 pending.append(pool.submit(_read_chunk, chunk, limits))
             yield from (result for result in results if result is not None)
+
+
+def _die_with_parent() -> None:
+    """Parser processes end when their parent does, even when it is killed with SIGKILL."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the pool's own broken-pipe handling remains
+        pass
+    if os.getppid() == 1:
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _take(iterator: Iterator[Any], n: int) -> Iterable[Any]:
@@ -302,7 +344,8 @@ def read_article(
     except FileNotFoundError:
         return None
     except OSError as exc:
-        return store.Ingested(path, 0, 0, "", error=f"cannot be read: {exc.strerror or exc}")
+        # No stat recorded (-1): the file is read again next run, when it may have settled.
+        return store.Ingested(path, -1, -1, "", error=f"cannot be read: {exc.strerror or exc}")
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
     if len(data) > max_bytes:
         return store.Ingested(path, st.st_size, st.st_mtime_ns, digest,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from worker.config import Config
 from worker.store import articles as store
-from worker.store import runs
+from worker.store import pages, runs
 from worker.store.db import StoreError, connect
 from worker.store.models import Article, Topic
 
@@ -26,10 +27,11 @@ def read_status(config: Config) -> dict[str, Any]:
             "articles": {"total": 0, "published": 0, "removed": 0},
             "topics": 0,
             "quarantined": [],
+            "enrich": {"fetched": 0, "cached": 0, "failed": 0, "pending": 0},
             "last_run": None,
         }
     try:
-        engine = connect(config.database_url)
+        engine = connect(config.database_url, busy_timeout_s=config.busy_timeout_s)
     except StoreError as exc:
         raise StatusError(str(exc)) from None
     try:
@@ -43,6 +45,7 @@ def read_status(config: Config) -> dict[str, Any]:
                 "topics": topics,
                 "topics_known": all_topics,
                 "quarantined": store.quarantined_files(conn),
+                "enrich": pages.page_counts(conn, datetime.now(UTC), config.enrich.ttl),
                 "last_run": runs.last_report(conn),
             }
     except sa.exc.SQLAlchemyError as exc:

@@ -6,17 +6,18 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 from uuid import NAMESPACE_URL, uuid5
 
 import structlog
 from sqlalchemy.engine import Engine
 
+from worker.enrich.related import GivenItem, related_links
 from worker.enrich.urls import entry_id
 from worker.publish.render import Entry, FeedInfo, FeedLink, RelatedLink, render_atom, render_opml, render_rss
 from worker.publish.sanitize import plain_text
 from worker.publish.writer import remove_feed, remove_temp_files, write_if_changed
 from worker.store import articles as store
+from worker.store import related as graph_store
 from worker.store.db import transaction
 
 __all__ = ["FeedSettings", "PublishStats", "publish"]
@@ -100,23 +101,27 @@ def _count(written: bool, name: str, stats: PublishStats) -> None:
 
 def _entries(conn, ids: list[int], cache: dict[int, Entry]) -> list[Entry]:  # type: ignore[no-untyped-def]
     missing = [article_id for article_id in ids if article_id not in cache]
-    for article_id, stored in store.articles_by_ids(conn, missing).items():
-        cache[article_id] = _entry(stored)
+    loaded = store.articles_by_ids(conn, missing)
+    # The related graph of the whole batch at once: a few queries, not a few per entry.
+    graph = graph_store.load_graph(
+        conn,
+        {stored.article.url for stored in loaded.values()},
+        {item.url for stored in loaded.values() for item in stored.related},
+    )
+    for article_id, stored in loaded.items():
+        cache[article_id] = _entry(stored, graph)
     return [cache[article_id] for article_id in ids if article_id in cache]
 
 
-def _entry(stored: store.StoredEntry) -> Entry:
+def _entry(stored: store.StoredEntry, graph: graph_store.Graph) -> Entry:
     article = stored.article
     title = plain_text(article.title) or article.web_url
     summary = plain_text(article.excerpt or "") or title
-    related = tuple(
-        RelatedLink(
-            url=item.url,
-            title=plain_text(item.title or "") or urlsplit(item.url).hostname or item.url,
-            provider=plain_text(item.provider_name or item.provider_domain or "") or None,
-        )
-        for item in stored.related
+    given = [GivenItem(item.url, item.title, item.provider_name or item.provider_domain) for item in stored.related]
+    links = related_links(
+        article.url, given, graph.linking.get(article.url, ()), graph.stored, graph.pages, clean=plain_text
     )
+    related = tuple(RelatedLink(link.url, link.title, link.provider) for link in links)
     image = stored.image
     return Entry(
         id=entry_id(article.url),

@@ -189,7 +189,10 @@ _MIGRATIONS: dict[int, list[str]] = {}
 
 def _reason(exc: SQLAlchemyError) -> str:
     original = getattr(exc, "orig", None)
-    return " ".join(str(original or exc).split())[:300]
+    text = " ".join(str(original or exc).split())[:300]
+    if "database is locked" in text:
+        text += " (another process held a write lock longer than busy_timeout_s)"
+    return text
 
 
 @contextmanager

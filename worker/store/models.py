@@ -1,5 +1,5 @@
 """SQLModel tables: articles keyed by canonical URL, their topics, images and related items,
-the source files they came from, and the runs."""
+the related pages fetched for them, the source files they came from, and the runs."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ __all__ = [
     "ArticleImage",
     "ArticleTopic",
     "Meta",
+    "Page",
+    "RelatedEdge",
     "RelatedItem",
     "Run",
     "SourceFile",
@@ -112,6 +114,38 @@ class RelatedItem(SQLModel, table=True):
     provider_name: str | None = None
     provider_domain: str | None = None
     image_url: str | None = None
+
+
+class RelatedEdge(SQLModel, table=True):
+    """A related item of `source` that is the stored article `target`, as last enriched.
+
+    Kept so that when an edit drops the item, the article it pointed at is still known and
+    its entry (which showed the source as a reverse link) is rendered again.
+    """
+
+    __tablename__ = "related_edge"
+    source_id: int = Field(foreign_key="article.id", primary_key=True, ondelete="CASCADE")
+    target_id: int = Field(foreign_key="article.id", primary_key=True, index=True, ondelete="CASCADE")
+
+
+class Page(SQLModel, table=True):
+    """A related page fetched over HTTP: its metadata, validators and when it is due again."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    url: str = Field(unique=True)  # canonical, as in related_item.url
+    status: str  # the last fetch's outcome: "ok", "not_modified", or why it failed
+    http_status: int | None = None
+    fetched_at: datetime | None = _time()
+    next_fetch_at: datetime = _time(nullable=False, index=True)
+    etag: str | None = None
+    last_modified: str | None = None
+    title: str | None = None
+    description: str | None = None
+    image: str | None = None
+    canonical: str | None = None
+    site_name: str | None = None
+    failures: int = 0  # in a row; resets on success
+    error: str | None = None
 
 
 class Run(SQLModel, table=True):

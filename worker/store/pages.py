@@ -1,0 +1,156 @@
+"""The page table: the queue and cache of related pages to fetch, their metadata, and their counts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from worker.store.db import in_chunks
+from worker.store.models import Article, Page, RelatedItem
+
+__all__ = [
+    "PENDING",
+    "SUCCESS",
+    "PageRecord",
+    "due_urls",
+    "enqueue",
+    "page_counts",
+    "pages_by_url",
+    "pending_count",
+    "prune",
+    "save_pages",
+]
+
+A = Article.__table__
+P = Page.__table__
+R = RelatedItem.__table__
+# A page queued when an article listing it was written, and not fetched yet.
+PENDING = "pending"
+# Statuses whose metadata is the page's current one.
+SUCCESS = ("ok", "not_modified")
+
+
+@dataclass(frozen=True, slots=True)
+class PageRecord:
+    """One row of the page table."""
+
+    url: str
+    status: str
+    next_fetch_at: datetime
+    http_status: int | None = None
+    fetched_at: datetime | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    title: str | None = None
+    description: str | None = None
+    image: str | None = None
+    canonical: str | None = None
+    site_name: str | None = None
+    failures: int = 0
+    error: str | None = None
+
+
+def _visible(table: sa.Table) -> sa.ColumnElement[bool]:
+    return sa.and_(table.c.removed.is_(False), table.c.is_published.is_(True))
+
+
+def _wanted(url: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+    """The related item row `R` asks for its page: the item lacks something, and `url` is no stored article."""
+    stored = A.alias("stored")
+    is_stored = sa.exists(sa.select(stored.c.id).where(stored.c.url == url, _visible(stored)))
+    lacking = sa.or_(R.c.title.is_(None), R.c.excerpt.is_(None), R.c.image_url.is_(None))
+    return sa.and_(lacking, ~is_stored)
+
+
+def _due(now: datetime, ttl_s: float) -> sa.ColumnElement[bool]:
+    # A success is due by the ttl configured now (so changing enrich.ttl takes effect at
+    # once); a failure by its backoff; a queued page at once.
+    return sa.or_(
+        sa.and_(P.c.status.in_(SUCCESS), P.c.fetched_at <= now - timedelta(seconds=ttl_s)),
+        sa.and_(P.c.status.not_in(SUCCESS), P.c.next_fetch_at <= now),
+    )
+
+
+def enqueue(conn: Connection, article_ids: Sequence[int], gone_urls: Sequence[str], now: datetime) -> int:
+    """Queue the pages asked for by the related items of these articles, and by the items
+    pointing at these URLs (articles gone, so no stored article any more). Returns how many."""
+    listing = A.alias("listing")
+    queued = 0
+    for column, values in ((R.c.article_id, list(article_ids)), (R.c.url, list(gone_urls))):
+        for chunk in in_chunks(values):
+            has_page = sa.exists(sa.select(P.c.id).where(P.c.url == R.c.url))
+            rows = (
+                sa.select(R.c.url, sa.literal(PENDING), sa.literal(now, P.c.next_fetch_at.type), sa.literal(0))
+                .select_from(R.join(listing, listing.c.id == R.c.article_id))
+                .where(column.in_(chunk), _visible(listing), _wanted(R.c.url), ~has_page)
+                .distinct()
+            )
+            insert = sa.insert(P).from_select(["url", "status", "next_fetch_at", "failures"], rows)
+            queued += conn.execute(insert).rowcount
+    return queued
+
+
+def _qualifying_due(now: datetime, ttl_s: float) -> sa.Select:  # type: ignore[type-arg]
+    """Due pages still asked for by a published article, with that article's publication time."""
+    return (
+        sa.select(P.c.url, A.c.published_at)
+        .select_from(P.join(R, R.c.url == P.c.url).join(A, A.c.id == R.c.article_id))
+        .where(_due(now, ttl_s), _visible(A), _wanted(P.c.url))
+    )
+
+
+def due_urls(conn: Connection, now: datetime, ttl_s: float, limit: int) -> list[str]:
+    """Canonical URLs of the pages to fetch now, those of the newest articles first."""
+    due = _qualifying_due(now, ttl_s).subquery()
+    newest = sa.func.max(due.c.published_at).label("newest")
+    query = sa.select(due.c.url, newest).group_by(due.c.url).order_by(newest.desc(), due.c.url).limit(limit)
+    return [row.url for row in conn.execute(query)]
+
+
+def prune(conn: Connection, now: datetime, ttl_s: float) -> int:
+    """Forget due pages nothing asks for any more (items edited, articles gone or now stored)."""
+    wanted = sa.select(_qualifying_due(now, ttl_s).subquery().c.url)
+    return conn.execute(sa.delete(P).where(_due(now, ttl_s), P.c.url.not_in(wanted))).rowcount
+
+
+def pending_count(conn: Connection, now: datetime, ttl_s: float) -> int:
+    """How many pages wait for a fetch (queued, or due for revalidation or a retry)."""
+    due = _qualifying_due(now, ttl_s).subquery()
+    return conn.execute(sa.select(sa.func.count(sa.distinct(due.c.url)))).scalar_one()
+
+
+def pages_by_url(conn: Connection, urls: Iterable[str]) -> dict[str, PageRecord]:
+    records: dict[str, PageRecord] = {}
+    columns = [P.c[name] for name in PageRecord.__dataclass_fields__]
+    for chunk in in_chunks(sorted(set(urls))):
+        for row in conn.execute(sa.select(*columns).where(P.c.url.in_(chunk))):
+            records[row.url] = PageRecord(**row._mapping)
+    return records
+
+
+def save_pages(conn: Connection, records: Sequence[PageRecord], existing: Iterable[str]) -> None:
+    """Insert or update page rows; `existing` are the URLs that already have one."""
+    known = set(existing)
+    inserts = [asdict(record) for record in records if record.url not in known]
+    updates = [{**asdict(record), "b_url": record.url} for record in records if record.url in known]
+    if inserts:
+        conn.execute(sa.insert(P), inserts)
+    if updates:
+        conn.execute(sa.update(P).where(P.c.url == sa.bindparam("b_url")), updates)
+
+
+def page_counts(conn: Connection, now: datetime, ttl_s: float) -> dict[str, int]:
+    """fetched: pages with current metadata; failed: the last fetch failed; cached: not due
+    yet (fresh, or backing off); pending: waiting for a fetch."""
+    success = P.c.status.in_(SUCCESS)
+    query = sa.select(
+        sa.func.count().filter(success),
+        sa.func.count().filter(P.c.status.not_in((*SUCCESS, PENDING))),
+        sa.func.count().filter(P.c.status != PENDING, ~_due(now, ttl_s)),
+    )
+    fetched, failed, cached = conn.execute(query).one()
+    return {"fetched": fetched, "cached": cached, "failed": failed, "pending": pending_count(conn, now, ttl_s)}

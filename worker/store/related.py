@@ -1,0 +1,165 @@
+"""The related graph in the store: bulk reads for the feeds, and spreading a run's changes to linked articles."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from worker.enrich.related import LinkedArticle, PageInfo
+from worker.store.articles import mark_all_dirty
+from worker.store.db import in_chunks
+from worker.store.models import Article, ArticleTopic, Meta, Page, RelatedEdge, RelatedItem, Topic
+
+__all__ = ["Changed", "Graph", "changed_articles", "load_graph", "propagate_changes", "touch_listing"]
+
+A = Article.__table__
+AT = ArticleTopic.__table__
+E = RelatedEdge.__table__
+M = Meta.__table__
+P = Page.__table__
+R = RelatedItem.__table__
+T = Topic.__table__
+# Up to here (inclusive) every article change has been spread to its neighbours.
+_WATERMARK = "related_propagated_at"
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """The articles written (or removed) since changes were last spread."""
+
+    ids: list[int]
+    urls: list[str]
+    gone_urls: list[str]  # of those removed or drafts now: no stored article to link to any more
+
+
+@dataclass(frozen=True, slots=True)
+class Graph:
+    """What the related links of a set of entries need, read in a few bulk queries."""
+
+    linking: dict[str, list[LinkedArticle]] = field(default_factory=dict)  # URL -> articles listing it
+    stored: dict[str, LinkedArticle] = field(default_factory=dict)  # published articles by URL
+    pages: dict[str, PageInfo] = field(default_factory=dict)  # fetched pages by URL
+
+
+def _visible() -> sa.ColumnElement[bool]:
+    return sa.and_(A.c.removed.is_(False), A.c.is_published.is_(True))
+
+
+def _linked(row: sa.Row) -> LinkedArticle:  # type: ignore[type-arg]
+    return LinkedArticle(row.url, row.title, row.provider_name or row.provider_domain, row.published_at)
+
+
+def load_graph(conn: Connection, entry_urls: Collection[str], item_urls: Collection[str]) -> Graph:
+    """Reverse links of the entries, and the stored articles and fetched pages their items name.
+
+    One query of each kind per chunk of URLs, whatever the number of entries.
+    """
+    graph = Graph()
+    columns = (A.c.url, A.c.title, A.c.provider_name, A.c.provider_domain, A.c.published_at)
+    for chunk in in_chunks(sorted(entry_urls)):
+        query = (
+            sa.select(R.c.url.label("target"), *columns)
+            .select_from(R.join(A, A.c.id == R.c.article_id))
+            .where(R.c.url.in_(chunk), _visible())
+        )
+        for row in conn.execute(query):
+            graph.linking.setdefault(row.target, []).append(_linked(row))
+    items = sorted(item_urls)
+    for chunk in in_chunks(items):
+        for row in conn.execute(sa.select(*columns).where(A.c.url.in_(chunk), _visible())):
+            graph.stored[row.url] = _linked(row)
+    for chunk in in_chunks([url for url in items if url not in graph.stored]):
+        query = sa.select(P.c.url, P.c.title, P.c.site_name).where(
+            P.c.url.in_(chunk), sa.or_(P.c.title.is_not(None), P.c.site_name.is_not(None))
+        )
+        for row in conn.execute(query):
+            graph.pages[row.url] = PageInfo(row.title, row.site_name)
+    return graph
+
+
+def changed_articles(conn: Connection, now: datetime) -> Changed:
+    """Articles changed this run (`updated_at == now`) or since the last call, if a run failed
+    before spreading its changes; the first call ever takes every article. Marks them taken."""
+    since = _watermark(conn)
+    if since is None:
+        condition: sa.ColumnElement[bool] = sa.true()
+    else:
+        condition = sa.or_(A.c.updated_at == now, A.c.updated_at > since)
+    query = sa.select(A.c.id, A.c.url, _visible().label("visible")).where(condition).order_by(A.c.id)
+    rows = conn.execute(query).all()
+    _set_watermark(conn, now if since is None else max(since, now))
+    return Changed([row.id for row in rows], [row.url for row in rows], [row.url for row in rows if not row.visible])
+
+
+def propagate_changes(conn: Connection, changed: Changed, now: datetime) -> int:
+    """Re-render the neighbours of the changed articles; returns how many were touched.
+
+    A neighbour lists a changed article, is listed by one, or was listed by one before an edit
+    dropped it. Its `updated_at` moves to `now` (feed readers see the entry changed) and its
+    topics and the all feed are marked dirty.
+    """
+    if not changed.ids:
+        return 0
+    neighbours: set[int] = set()
+    target = A.alias("target")
+    for chunk in in_chunks(changed.ids):
+        # Before the edges are rebuilt: what the changed articles linked to last time.
+        neighbours.update(conn.execute(sa.select(E.c.target_id).where(E.c.source_id.in_(chunk))).scalars())
+        conn.execute(sa.delete(E).where(E.c.source_id.in_(chunk)))
+        conn.execute(
+            sa.insert(E).from_select(
+                ["source_id", "target_id"],
+                sa.select(R.c.article_id, target.c.id)
+                .select_from(R.join(target, target.c.url == R.c.url))
+                .where(R.c.article_id.in_(chunk), target.c.id != R.c.article_id)
+                .distinct(),
+            )
+        )
+        neighbours.update(conn.execute(sa.select(E.c.target_id).where(E.c.source_id.in_(chunk))).scalars())
+    for chunk in in_chunks(changed.urls):
+        # Articles listing a changed one: their edge may be new (the changed one is new).
+        lister = R.c.article_id
+        listed = sa.select(lister, target.c.id).select_from(R.join(target, target.c.url == R.c.url))
+        listed = listed.where(R.c.url.in_(chunk), target.c.id != lister)
+        known = sa.select(E.c.source_id).where(E.c.source_id == lister, E.c.target_id == target.c.id)
+        conn.execute(sa.insert(E).from_select(["source_id", "target_id"], listed.where(~sa.exists(known)).distinct()))
+        neighbours.update(conn.execute(sa.select(R.c.article_id).where(R.c.url.in_(chunk)).distinct()).scalars())
+    neighbours.difference_update(changed.ids)
+    return _touch(conn, sorted(neighbours), now)
+
+
+def touch_listing(conn: Connection, urls: Iterable[str], now: datetime) -> int:
+    """Re-render the articles whose entries show these related pages' fetched metadata."""
+    shows_page = sa.or_(R.c.title.is_(None), sa.and_(R.c.provider_name.is_(None), R.c.provider_domain.is_(None)))
+    ids: set[int] = set()
+    for chunk in in_chunks(sorted(urls)):
+        ids.update(conn.execute(sa.select(R.c.article_id).where(R.c.url.in_(chunk), shows_page).distinct()).scalars())
+    return _touch(conn, sorted(ids), now)
+
+
+def _touch(conn: Connection, article_ids: list[int], now: datetime) -> int:
+    """Move the published articles' `updated_at` to now; mark their topics and the all feed dirty."""
+    touched = 0
+    for chunk in in_chunks(article_ids):
+        touched += conn.execute(sa.update(A).where(A.c.id.in_(chunk), _visible()).values(updated_at=now)).rowcount
+        topics = sa.select(AT.c.topic_id).select_from(AT.join(A, A.c.id == AT.c.article_id))
+        topics = topics.where(AT.c.article_id.in_(chunk), _visible())
+        conn.execute(sa.update(T).where(T.c.id.in_(topics)).values(dirty=True))
+    if touched:
+        mark_all_dirty(conn)
+    return touched
+
+
+def _watermark(conn: Connection) -> datetime | None:
+    value = conn.execute(sa.select(M.c.value).where(M.c.key == _WATERMARK)).scalar()
+    return datetime.fromisoformat(value) if value else None
+
+
+def _set_watermark(conn: Connection, when: datetime) -> None:
+    value = when.isoformat()
+    if conn.execute(sa.update(M).where(M.c.key == _WATERMARK).values(value=value)).rowcount == 0:
+        conn.execute(sa.insert(M).values(key=_WATERMARK, value=value))

@@ -24,13 +24,12 @@ from worker.enrich.stage import ENRICH_COUNTS, enrich_related
 from worker.ingest.frontmatter import ArticleError, ParseLimits, parse_article
 from worker.ingest.scanner import Source, scan
 from worker.publish.feeds import FeedSettings, publish
-from worker.publish.sanitize import article_html
 from worker.publish.writer import FeedWriteError
 from worker.store import articles as store
 from worker.store import runs
 from worker.store.db import StoreError, connect, cycle_lock, transaction
 
-__all__ = ["CycleError", "RunReport", "parse_limits", "read_article", "run_cycle", "utcnow"]
+__all__ = ["CycleError", "RunReport", "parse_limits", "read_article", "run_cycle", "start_parser_server", "utcnow"]
 
 log = structlog.get_logger("worker.pipeline")
 
@@ -105,6 +104,14 @@ def run_cycle(
                 except (StoreError, FeedWriteError, OSError) as exc:
                     report.status = "failed"
                     report.message = _one_line(exc)
+                except BaseException as exc:  # interrupted, or a bug: the run row must not stay "running"
+                    report.status = "failed"
+                    report.message = f"interrupted: {type(exc).__name__}: {_one_line(exc)}"
+                    report.duration_s = round(time.monotonic() - started, 3)
+                    finished = clock()
+                    report.finished_at = finished.isoformat()
+                    _finish(engine, report, bound, finished)
+                    raise
                 report.duration_s = round(time.monotonic() - started, 3)
                 finished = clock()
                 report.finished_at = finished.isoformat()
@@ -288,8 +295,7 @@ def _read_all(
     # Not plain fork: a forked worker would inherit the cycle lock's file descriptor and,
     # if this process were killed, keep the lock held. forkserver children start from a
     # clean server process (which has imported this module once), and die with it.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["worker.pipeline"])
+    context = _parser_context()
     chunks = [tasks[i : i + CHUNK] for i in range(0, len(tasks), CHUNK)]
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent) as pool:
         pending: deque[Future[list[Any]]] = deque()
@@ -303,8 +309,32 @@ def _read_all(
             yield from (result for result in results if result is not None)
 
 
+def _parser_context() -> Any:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["worker.pipeline"])
+    return context
+
+
+def start_parser_server() -> None:
+    """Start the parser processes' fork server now rather than at the first large run.
+
+    A long-running service calls this at start-up: the server ignores SIGINT only once it
+    has imported its modules, so a Ctrl-C landing while it starts mid-cycle would kill it.
+    """
+    # A first child goes through the server only once it is ready (modules imported, SIGINT
+    # ignored), so waiting for one closes the window.
+    probe = _parser_context().Process(target=_die_with_parent)
+    probe.start()
+    probe.join()
+
+
 def _die_with_parent() -> None:
-    """Parser processes end when their parent does, even when it is killed with SIGKILL."""
+    """Parser processes end when their parent does, even when it is killed with SIGKILL.
+
+    They ignore SIGINT: Ctrl-C reaches the whole process group, and it is the parent's to
+    handle (stop at a safe point), not a reason for a parser to die mid-chunk.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -356,6 +386,8 @@ def read_article(
         article = parse_article(data, path, limits)
     except ArticleError as exc:
         return store.Ingested(path, st.st_size, st.st_mtime_ns, digest, error=exc.detail)
+    from worker.publish.sanitize import article_html  # parser processes import it once
+
     html = article_html(
         excerpt=article.excerpt,
         body_markdown=article.body,

@@ -9,17 +9,18 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy.engine import Engine
 
 from worker.config import EnrichConfig
-from worker.enrich.fetcher import FetchPolicy, FetchRequest, FetchResult, fetch_many
-from worker.enrich.metadata import PageMetadata
 from worker.store import pages as page_store
 from worker.store import related as related_store
 from worker.store.db import transaction
+
+if TYPE_CHECKING:  # httpx and the HTML parser load only when something is fetched
+    from worker.enrich.fetcher import FetchPolicy, FetchResult
 
 __all__ = ["ENRICH_COUNTS", "enrich_related", "fetch_budget", "next_page_record"]
 
@@ -52,6 +53,8 @@ def fetch_budget(config: EnrichConfig) -> tuple[FetchPolicy, float]:
     A page gets at most min(timeout_s, max_seconds / 2), and no fetch starts after
     max_seconds minus that, so the last one to start still ends within the budget.
     """
+    from worker.enrich.fetcher import FetchPolicy
+
     per_page = max(_MIN_PAGE_S, min(config.timeout_s, config.max_seconds / 2))
     policy = FetchPolicy(
         connect_timeout=per_page,
@@ -69,6 +72,8 @@ def next_page_record(
     previous: page_store.PageRecord | None, result: FetchResult, now: datetime, config: EnrichConfig
 ) -> page_store.PageRecord:
     """The page row after a fetch: fresh metadata, kept metadata (304), or a failure with backoff."""
+    from worker.enrich.metadata import PageMetadata
+
     if result.status == "ok":
         metadata = result.metadata or PageMetadata()
         return page_store.PageRecord(
@@ -122,6 +127,8 @@ def _fetch(
         previous = page_store.pages_by_url(conn, urls)
     results: list[FetchResult] = []
     if urls and config.max_seconds > 0:
+        from worker.enrich.fetcher import FetchRequest, fetch_many
+
         requests = [
             FetchRequest(url, previous[url].etag, previous[url].last_modified) if url in previous else FetchRequest(url)
             for url in urls

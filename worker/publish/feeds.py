@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, uuid5
 
 import structlog
@@ -13,16 +14,21 @@ from sqlalchemy.engine import Engine
 
 from worker.enrich.related import GivenItem, related_links
 from worker.enrich.urls import entry_id
-from worker.publish.render import Entry, FeedInfo, FeedLink, RelatedLink, render_atom, render_opml, render_rss
-from worker.publish.sanitize import plain_text
 from worker.publish.writer import remove_feed, remove_temp_files, write_if_changed
 from worker.store import articles as store
 from worker.store import related as graph_store
 from worker.store.db import transaction
 
+if TYPE_CHECKING:  # the renderer (feedgen, lxml, nh3) is imported only when a feed is rendered
+    from worker.publish.render import Entry, FeedInfo
+
 __all__ = ["FeedSettings", "PublishStats", "publish"]
 
 log = structlog.get_logger("worker.publish")
+
+# Bump when the rendered bytes change for the same entries: every feed is rendered again.
+RENDER_VERSION = 1
+_SETTINGS_KEY = "feeds_settings"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +55,10 @@ def publish(engine: Engine, settings: FeedSettings, now: datetime) -> PublishSta
         visible = store.published_topics(conn)
         dirty = {row.id for row in store.dirty_topics(conn)}
         all_dirty = store.all_feed_dirty(conn)
+        settings_changed = store.meta_value(conn, _SETTINGS_KEY) != _fingerprint(settings)
+    if settings_changed:  # a new base URL, title, entry count or renderer: every feed again
+        dirty |= {row.id for row in visible}
+        all_dirty = True
     visible_slugs = {row.slug for row in visible}
     on_disk = _existing_feed_files(topics_dir)
     for row in visible:
@@ -74,19 +84,37 @@ def publish(engine: Engine, settings: FeedSettings, now: datetime) -> PublishSta
         if slug not in visible_slugs and suffix in ("rss", "atom") and remove_feed(topics_dir / name):
             stats.removed += 1
             log.info("feed.removed", feed=f"topics/{name}")
+    # The index changes only with the set of feeds or the settings, which both pass above.
+    if stats.written or stats.removed or settings_changed or not (settings.dir / "index.opml").exists():
+        _write_index(engine, settings, visible, now, stats)
+    with transaction(engine) as conn:
+        store.clear_dirty(conn, dirty, all_feed=all_dirty)
+        if settings_changed:
+            store.set_meta_value(conn, _SETTINGS_KEY, _fingerprint(settings))
+    return stats
+
+
+def _write_index(engine: Engine, settings: FeedSettings, visible: list[Any], now: datetime, stats: PublishStats) -> None:
+    from worker.publish.render import FeedLink, render_opml
+
     links = [FeedLink("All articles", _url(settings, "all.rss"), _url(settings, "all.atom"))]
-    links += [FeedLink(row.name, _url(settings, f"topics/{row.slug}.rss"), _url(settings, f"topics/{row.slug}.atom"))
-              for row in visible]
+    links += [
+        FeedLink(row.name, _url(settings, f"topics/{row.slug}.rss"), _url(settings, f"topics/{row.slug}.atom"))
+        for row in visible
+    ]
     with engine.connect() as conn:
         newest = store.newest_update(conn)
     opml = render_opml(settings.title, links, newest or now)
     _count(write_if_changed(settings.dir / "index.opml", opml), "index.opml", stats)
-    with transaction(engine) as conn:
-        store.clear_dirty(conn, dirty, all_feed=all_dirty)
-    return stats
+
+
+def _fingerprint(settings: FeedSettings) -> str:
+    return f"{RENDER_VERSION}|{settings.base_url}|{settings.title}|{settings.max_entries}"
 
 
 def _write_pair(root: Path, stem: str, info: FeedInfo, entries: list[Entry], now: datetime, stats: PublishStats) -> None:
+    from worker.publish.render import render_atom, render_rss
+
     _count(write_if_changed(root / f"{stem}.rss", render_rss(info, entries, now)), f"{stem}.rss", stats)
     _count(write_if_changed(root / f"{stem}.atom", render_atom(info, entries, now)), f"{stem}.atom", stats)
 
@@ -114,6 +142,9 @@ def _entries(conn, ids: list[int], cache: dict[int, Entry]) -> list[Entry]:  # t
 
 
 def _entry(stored: store.StoredEntry, graph: graph_store.Graph) -> Entry:
+    from worker.publish.render import Entry, RelatedLink
+    from worker.publish.sanitize import plain_text
+
     article = stored.article
     title = plain_text(article.title) or article.web_url
     summary = plain_text(article.excerpt or "") or title
@@ -141,6 +172,8 @@ def _entry(stored: store.StoredEntry, graph: graph_store.Graph) -> Entry:
 
 
 def _feed_info(settings: FeedSettings, stem: str, title: str, subtitle: str) -> FeedInfo:
+    from worker.publish.render import FeedInfo
+
     return FeedInfo(
         id=f"urn:uuid:{uuid5(NAMESPACE_URL, 'feedworker:' + stem)}",  # stable: slugs never change
         title=title,

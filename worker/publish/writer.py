@@ -6,8 +6,6 @@ import os
 import tempfile
 from pathlib import Path
 
-from lxml import etree
-
 __all__ = ["FeedWriteError", "TEMP_PREFIX", "remove_feed", "remove_temp_files", "write_if_changed"]
 
 TEMP_PREFIX = ".feedworker-"
@@ -30,6 +28,8 @@ def write_if_changed(path: Path, data: bytes) -> bool:
         pass
     except OSError as exc:
         raise FeedWriteError(f"cannot read {path}: {exc.strerror}") from None
+    from lxml import etree  # only when something is written: a no-change run never loads it
+
     etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))  # raises if malformed
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,10 +31,12 @@ __all__ = [
     "files_carrying",
     "known_files",
     "mark_all_dirty",
+    "meta_value",
     "newest_update",
     "published_topics",
     "quarantined_files",
     "remove_orphans",
+    "set_meta_value",
     "topic_entry_ids",
     "touch_files",
     "write_batch",
@@ -281,9 +283,16 @@ def _mark_topics_dirty(conn: Connection, topic_ids: set[int]) -> None:
 
 
 def mark_all_dirty(conn: Connection) -> None:
-    updated = conn.execute(sa.update(M).where(M.c.key == _ALL_DIRTY).values(value="1"))
-    if updated.rowcount == 0:
-        conn.execute(sa.insert(M).values(key=_ALL_DIRTY, value="1"))
+    set_meta_value(conn, _ALL_DIRTY, "1")
+
+
+def meta_value(conn: Connection, key: str) -> str | None:
+    return conn.execute(sa.select(M.c.value).where(M.c.key == key)).scalar()
+
+
+def set_meta_value(conn: Connection, key: str, value: str) -> None:
+    if conn.execute(sa.update(M).where(M.c.key == key).values(value=value)).rowcount == 0:
+        conn.execute(sa.insert(M).values(key=key, value=value))
 
 
 def newest_update(conn: Connection) -> datetime | None:

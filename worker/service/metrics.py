@@ -1,0 +1,66 @@
+"""Prometheus metrics of the service, kept in a private registry and rendered for GET /metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+__all__ = ["CONTENT_TYPE", "FILE_STATES", "ServiceMetrics"]
+
+# The classic text format: every Prometheus version and most scrapers read it.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+FILE_STATES = ("new", "changed", "unchanged", "deleted", "quarantined")
+_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+
+class ServiceMetrics:
+    """The metrics one `serve` process exposes; a private registry so tests and reloads never clash."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.runs = Counter(
+            "feedworker_runs", "Cycles run by this server, by outcome.", ["outcome"], registry=self.registry
+        )
+        self.duration = Histogram(
+            "feedworker_run_duration_seconds", "Duration of the cycles run by this server.",
+            buckets=_DURATION_BUCKETS, registry=self.registry,
+        )
+        self.files = Gauge("feedworker_files", "Files of the last run, by state.", ["state"], registry=self.registry)
+        self.articles = Gauge("feedworker_articles", "Stored articles (removed ones excluded).", registry=self.registry)
+        self.published = Gauge(
+            "feedworker_articles_published", "Stored articles that are in the feeds.", registry=self.registry
+        )
+        self.last_success = Gauge(
+            "feedworker_last_success_timestamp_seconds", "Unix time the last successful run finished (0: none yet).",
+            registry=self.registry,
+        )
+        self.triggers = Counter(
+            "feedworker_triggers", "POST /runs requests, by result.", ["result"], registry=self.registry
+        )
+        # Every label value present from the start, so dashboards and alerts see zeros, not gaps.
+        for outcome in ("ok", "failed"):
+            self.runs.labels(outcome)
+        for state in FILE_STATES:
+            self.files.labels(state)
+        for result in ("accepted", "unauthorized", "forbidden", "unavailable"):
+            self.triggers.labels(result)
+
+    def observe_run(self, report: dict[str, Any], finished_at: float) -> None:
+        """Record one finished cycle from its report (`status`, `files`, `articles`, `duration_s`)."""
+        ok = report.get("status") == "ok"
+        self.runs.labels("ok" if ok else "failed").inc()
+        self.duration.observe(float(report.get("duration_s") or 0.0))
+        files = report.get("files") or {}
+        for state in FILE_STATES:
+            self.files.labels(state).set(int(files.get(state, 0)))
+        if ok:
+            # A failed run's article counts are partial or missing: keep the last good ones.
+            articles = report.get("articles") or {}
+            self.articles.set(int(articles.get("total", 0)))
+            self.published.set(int(articles.get("published", 0)))
+            self.last_success.set(finished_at)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

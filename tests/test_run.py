@@ -405,3 +405,16 @@ def test_feeds_missing_on_disk_are_written_again(project: Project):
     assert report["feeds"]["written"] == 2
     assert_valid_rss(project.feed("all.rss"), project.base_url + "all.rss")
     assert_valid_atom(project.feed("topics/ai.atom"), project.base_url + "topics/ai.atom")
+
+
+def test_new_feed_settings_render_every_feed_again(project: Project):
+    project.article("a.txt", title="A", web_url="https://a.example/a", topics=["AI", "Space"])
+    project.run()
+    before = project.feed_files()
+    assert project.run()["feeds"]["written"] == 0
+    project.config.write_text(project.config.read_text().replace(project.base_url, "https://news.example.org/f/"))
+    project.base_url = "https://news.example.org/f/"
+    report = project.run()  # every feed is checked against the new base URL
+    assert report["feeds"]["written"] == len(before)
+    assert b"https://news.example.org/f/topics/ai.atom" in project.feed("topics/ai.atom")
+    assert project.run()["feeds"]["written"] == 0

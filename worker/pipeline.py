@@ -8,6 +8,7 @@ import hashlib
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -27,7 +28,7 @@ from worker.publish.feeds import FeedSettings, publish
 from worker.publish.writer import FeedWriteError
 from worker.store import articles as store
 from worker.store import runs
-from worker.store.db import StoreError, connect, cycle_lock, transaction
+from worker.store.db import StoreError, connect, cycle_lock, held_lock_descriptors, transaction
 
 __all__ = ["CycleError", "RunReport", "parse_limits", "read_article", "run_cycle", "start_parser_server", "utcnow"]
 
@@ -292,12 +293,13 @@ def _read_all(
                 yield result
         return
     workers = max(1, min(os.cpu_count() or 1, 8))
-    # Not plain fork: a forked worker would inherit the cycle lock's file descriptor and,
-    # if this process were killed, keep the lock held. forkserver children start from a
-    # clean server process (which has imported this module once), and die with it.
-    context = _parser_context()
+    # fork is fastest, but unsafe once the process has threads (the server, the scheduler):
+    # then children come from the fork server, started clean (see start_parser_server).
+    single_threaded = threading.active_count() == 1
+    context = multiprocessing.get_context("fork") if single_threaded else _parser_context()
     chunks = [tasks[i : i + CHUNK] for i in range(0, len(tasks), CHUNK)]
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent) as pool:
+    initargs = (tuple(held_lock_descriptors()), os.getpid()) if single_threaded else ((), None)
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_parser_init, initargs=initargs) as pool:
         pending: deque[Future[list[Any]]] = deque()
         queue = iter(chunks)
         for chunk in _take(queue, workers * 3):
@@ -316,32 +318,47 @@ def _parser_context() -> Any:
 
 
 def start_parser_server() -> None:
-    """Start the parser processes' fork server now rather than at the first large run.
+    """Start the fork server of the parser processes (call from the main thread at start-up).
 
-    A long-running service calls this at start-up: the server ignores SIGINT only once it
-    has imported its modules, so a Ctrl-C landing while it starts mid-cycle would kill it.
+    It is started with SIGINT ignored, a disposition that survives its exec: so it and every
+    parser it forks ignore the Ctrl-C a terminal sends to the whole process group, from
+    their first instruction on, and the cycle in the parent decides what to do.
     """
-    # A first child goes through the server only once it is ready (modules imported, SIGINT
-    # ignored), so waiting for one closes the window.
-    probe = _parser_context().Process(target=_die_with_parent)
-    probe.start()
-    probe.join()
+    from multiprocessing import forkserver
+
+    _parser_context()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
-def _die_with_parent() -> None:
-    """Parser processes end when their parent does, even when it is killed with SIGKILL.
+def _parser_init(inherited_locks: tuple[int, ...] = (), parent: int | None = None) -> None:
+    """Set up a parser process: no cycle lock, no SIGINT, and die with the parent.
 
-    They ignore SIGINT: Ctrl-C reaches the whole process group, and it is the parent's to
+    A forked child closes its copy of the cycle lock, or the lock would outlive a parent
+    killed with SIGKILL. Ctrl-C reaches the whole process group: it is the parent's to
     handle (stop at a safe point), not a reason for a parser to die mid-chunk.
     """
+    for fd in inherited_locks:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int | None) -> None:
+    """End this process when its parent ends, even when the parent is killed with SIGKILL."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):  # not Linux: the pool's own broken-pipe handling remains
         pass
-    if os.getppid() == 1:
-        os._exit(1)
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)  # the parent died before the death signal was armed
 
 
 _PR_SET_PDEATHSIG = 1

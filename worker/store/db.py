@@ -22,6 +22,7 @@ __all__ = [
     "bulk_insert",
     "connect",
     "cycle_lock",
+    "held_lock_descriptors",
     "in_chunks",
     "transaction",
 ]
@@ -183,6 +184,15 @@ def _migrate(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn)  # tables added since; existing ones are left alone
 
 
+# Descriptors of the cycle locks this process holds: a forked child must close them, or
+# it would keep the lock after this process dies.
+_HELD_LOCKS: set[int] = set()
+
+
+def held_lock_descriptors() -> frozenset[int]:
+    return frozenset(_HELD_LOCKS)
+
+
 # Schema version -> statements that bring the previous version to it.
 _MIGRATIONS: dict[int, list[str]] = {}
 
@@ -219,6 +229,8 @@ def cycle_lock(url: str, on_wait: Callable[[], None] | None = None) -> Iterator[
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
+        _HELD_LOCKS.add(fd)
         yield
     finally:
+        _HELD_LOCKS.discard(fd)
         os.close(fd)  # closing releases the lock

@@ -162,6 +162,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.execute("PRAGMA cache_size=-32000")
+    # Checkpoint the WAL every ~64 MB rather than every 4 MB: fewer syncs of the database
+    # file during a large first run; readers are unaffected.
+    cursor.execute("PRAGMA wal_autocheckpoint=16000")
     cursor.close()
 
 

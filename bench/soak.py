@@ -102,7 +102,8 @@ def _compare(reference: Path, victim: Path) -> list[str]:
 
 
 def _feeds(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+    files = (p for p in folder.rglob("*") if p.is_file())
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def _rows(root: Path, query: str) -> list[tuple[object, ...]]:

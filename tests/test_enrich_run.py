@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from lxml import etree
 
 from tests.conftest import Project, make_project
 from tests.feedcheck import ATOM, CONTENT, assert_valid_feeds
+from tests.localserver import LocalServer
 from worker.config import EnrichConfig
 from worker.enrich.fetcher import FetchResult
 from worker.enrich.metadata import PageMetadata
@@ -29,31 +28,12 @@ OG_PAGE = b"""<html><head><title>Plain title</title>
 ETAG = '"v1"'
 
 
-class PageServer:
+class PageServer(LocalServer):
     """Open Graph pages on 127.0.0.1, counting requests and keeping their headers."""
 
     def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
         self.headers: list[tuple[str, dict[str, str]]] = []
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    @property
-    def total(self) -> int:
-        with self.lock:
-            return sum(self.counts.values())
-
-    def close(self) -> None:
-        self.stop.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(_handler(self))
 
 
 def _handler(server: PageServer) -> type[BaseHTTPRequestHandler]:

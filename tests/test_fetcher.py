@@ -7,17 +7,16 @@ import gzip
 import shutil
 import ssl
 import subprocess
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.localserver import LocalServer
 from worker.enrich import fetcher
 from worker.enrich.fetcher import (
     FetchPolicy,
@@ -43,36 +42,14 @@ LAST_MODIFIED = "Tue, 26 Jan 2021 22:12:00 GMT"
 FAST = FetchPolicy(connect_timeout=1.0, read_timeout=1.0, total_timeout=2.0, allow_private_networks=True)
 
 
-class Server:
+class Server(LocalServer):
     """A threaded HTTP server on a loopback address that counts what it is asked."""
 
     def __init__(self, host: str, tls: ssl.SSLContext | None = None) -> None:
-        self.counts: Counter[str] = Counter()
         self.headers: dict[str, dict[str, str]] = {}
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
         self.in_flight = 0
         self.max_in_flight = 0
-        self.httpd = ThreadingHTTPServer((host, 0), _make_handler(self))
-        self.host = host
-        self.port = self.httpd.server_address[1]
-        if tls is not None:
-            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}{path}"
-
-    @property
-    def total(self) -> int:
-        with self.lock:
-            return sum(self.counts.values())
-
-    def close(self) -> None:
-        self.stop.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(_make_handler(self), host, tls)
 
 
 def _make_handler(server: Server) -> type[BaseHTTPRequestHandler]:

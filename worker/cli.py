@@ -109,7 +109,11 @@ def status(config_path: Path | None, as_json: bool) -> None:
     articles = info["articles"]
     click.echo(f"articles: {articles['total']} ({articles['published']} published, {articles['removed']} removed)")
     click.echo(f"topics:   {info['topics']}")
-    click.echo("enrich:   {fetched} fetched, {cached} cached, {failed} failed, {pending} pending".format(**info["enrich"]))
+    enrich = info["enrich"]
+    click.echo(
+        f"enrich:   {enrich['fetched']} fetched, {enrich['cached']} cached, "
+        f"{enrich['failed']} failed, {enrich['pending']} pending"
+    )
     last = info["last_run"]
     if last:
         click.echo(f"last run: {last['status']} at {last.get('finished_at')} in {last['duration_s']}s")

@@ -362,7 +362,9 @@ class _Fields:
                     excerpt=excerpt.strip()[: self.limits.max_excerpt_chars] or None
                     if isinstance(excerpt, str)
                     else None,
-                    published_at=self.datetime(item.get("publishedDateTime"), f"{where}.publishedDateTime", strict=False),
+                    published_at=self.datetime(
+                        item.get("publishedDateTime"), f"{where}.publishedDateTime", strict=False
+                    ),
                     provider_name=name,
                     provider_domain=domain,
                     image_url=images[0].url if images else None,

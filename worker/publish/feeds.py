@@ -73,7 +73,8 @@ def publish(engine: Engine, settings: FeedSettings, now: datetime) -> PublishSta
             if row.id not in dirty:
                 continue
             ids = store.topic_entry_ids(conn, row.id, settings.max_entries)
-            info = _feed_info(settings, f"topics/{row.slug}", f"{settings.title}: {row.name}", f"Articles about {row.name}")
+            title, subtitle = f"{settings.title}: {row.name}", f"Articles about {row.name}"
+            info = _feed_info(settings, f"topics/{row.slug}", title, subtitle)
             _write_pair(settings.dir, f"topics/{row.slug}", info, _entries(conn, ids, cache), now, stats)
         if all_dirty:
             ids = store.all_entry_ids(conn, settings.max_entries)
@@ -94,7 +95,9 @@ def publish(engine: Engine, settings: FeedSettings, now: datetime) -> PublishSta
     return stats
 
 
-def _write_index(engine: Engine, settings: FeedSettings, visible: list[Any], now: datetime, stats: PublishStats) -> None:
+def _write_index(
+    engine: Engine, settings: FeedSettings, visible: list[Any], now: datetime, stats: PublishStats
+) -> None:
     from worker.publish.render import FeedLink, render_opml
 
     links = [FeedLink("All articles", _url(settings, "all.rss"), _url(settings, "all.atom"))]
@@ -112,7 +115,9 @@ def _fingerprint(settings: FeedSettings) -> str:
     return f"{RENDER_VERSION}|{settings.base_url}|{settings.title}|{settings.max_entries}"
 
 
-def _write_pair(root: Path, stem: str, info: FeedInfo, entries: list[Entry], now: datetime, stats: PublishStats) -> None:
+def _write_pair(
+    root: Path, stem: str, info: FeedInfo, entries: list[Entry], now: datetime, stats: PublishStats
+) -> None:
     from worker.publish.render import render_atom, render_rss
 
     _count(write_if_changed(root / f"{stem}.rss", render_rss(info, entries, now)), f"{stem}.rss", stats)

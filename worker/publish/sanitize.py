@@ -41,8 +41,14 @@ def xml_safe(text: str) -> str:
 def plain_text(text: str) -> str:
     """Markup reduced to its text, whitespace collapsed: titles are never HTML."""
     text = xml_safe(text)
-    if "<" in text or "&" in text:
-        text = xml_safe(html.unescape(nh3.clean(text, tags=set(), clean_content_tags={"script", "style"})))
+    # Until nothing changes: unescaping `&lt;script&gt;` yields markup again, which must go too.
+    for _ in range(8):
+        if "<" not in text and "&" not in text:
+            break
+        cleaned = xml_safe(html.unescape(nh3.clean(text, tags=set(), clean_content_tags={"script", "style"})))
+        if cleaned == text:
+            break
+        text = cleaned
     return " ".join(text.split())
 
 

@@ -120,7 +120,7 @@ def bulk_insert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -
             values[position] = processor(values[position])
         params.append(tuple(values))
     if not _is_positional(conn.dialect):
-        params = [dict(zip(order, values)) for values in params]
+        params = [dict(zip(order, values, strict=True)) for values in params]
     conn.exec_driver_sql(sql, params)
 
 

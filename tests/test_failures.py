@@ -292,3 +292,58 @@ def test_a_read_error_records_no_stat_so_the_file_is_tried_again(tmp_path: Path)
     result = read_article(str(folder), 1000, None)
     assert result.error.startswith("cannot be read: ") and (result.size, result.mtime_ns) == (-1, -1)
     assert read_article(str(tmp_path / "vanished.txt"), 1000, None) is None
+
+
+def test_files_rewritten_renamed_and_deleted_during_runs_settle_correctly(tmp_path: Path):
+    """A writer thread truncates, rewrites, renames and deletes files while cycles run;
+    every cycle completes, and once the writer stops the next cycle stores what is on disk."""
+    from worker.config import load_config
+    from worker.pipeline import run_cycle
+
+    project = make_project(tmp_path)
+    for n in range(150):
+        project.article(f"f{n}.txt", title=f"T{n}", web_url=f"https://a.example/{n}", body="x " * 200)
+    stop = threading.Event()
+
+    def churn() -> None:
+        rng = random.Random(5)
+        version = 0
+        while not stop.is_set():
+            version += 1
+            n = rng.randrange(150)
+            path = project.inbox / f"f{n}.txt"
+            action = rng.choice(["rewrite", "truncate", "rename", "delete"])
+            try:
+                if action == "rewrite":
+                    path.write_text(article_text(title=f"T{n} v{version}", web_url=f"https://a.example/{n}"))
+                elif action == "truncate":
+                    with open(path, "r+b") as handle:
+                        handle.truncate(20)
+                elif action == "rename":
+                    path.rename(project.inbox / f"g{n}-{version}.txt")
+                else:
+                    path.unlink()
+            except OSError:
+                pass
+
+    writer = threading.Thread(target=churn, daemon=True)
+    config = load_config(project.config)
+    writer.start()
+    try:
+        for _ in range(4):
+            assert run_cycle(config).status == "ok"
+    finally:
+        stop.set()
+        writer.join()
+    report = run_cycle(config)
+    on_disk = sorted(p.name for p in project.inbox.iterdir())
+    with sqlite3.connect(project.database) as conn:
+        stored = sorted(Path(row[0]).name for row in conn.execute("select path from source_file"))
+        texts = {Path(path).name: (state, url) for path, state, url in
+                 conn.execute("select path, state, article_url from source_file")}
+    assert stored == on_disk  # every file present is known, nothing gone is
+    for name in on_disk:
+        data = (project.inbox / name).read_bytes()
+        state, _url = texts[name]
+        assert state == ("ok" if data.startswith(b"---\ntitle:") and len(data) > 40 else "quarantined"), name
+    assert report.articles["total"] == len({url for state, url in texts.values() if state == "ok"})

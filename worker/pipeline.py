@@ -313,7 +313,7 @@ def _read_all(
 
 def _parser_context() -> Any:
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["worker.pipeline"])
+    context.set_forkserver_preload(["worker._forkserver_guard", "worker.pipeline"])
     return context
 
 

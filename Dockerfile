@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # feedworker: the scheduler and the HTTP server (`feedworker serve`) in one small image.
-# Build:  docker build -t feedworker .      Run: see docker-compose.yml and docs/deploy.md.
+# Build:  docker build -t feedworker .      Run: see docker-compose.yml and the README's "Deploy" section.
 
 # --- build stage: one wheel for feedworker and one for each dependency -------------------
 FROM python:3.11-slim AS build

@@ -78,7 +78,7 @@ def container_env(root: Path, port: int) -> dict[str, str]:
     /data and the port moved to this test's folder and a free port."""
     env = {key: value for key, value in image_env().items() if key.startswith("FEEDWORKER_")}
     for key, value in compose()["services"]["feedworker"]["environment"].items():
-        env[key] = interpolate(str(value), {"FEEDWORKER_TOKEN": TOKEN})
+        env[key] = interpolate(str(value), {"FW_TOKEN": TOKEN})
     config = root / "app" / "config" / "feedworker.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(DOCKER_CONFIG.read_text(encoding="utf-8").replace("/data/", f"{root}/data/"), encoding="utf-8")
@@ -100,7 +100,7 @@ def test_compose_file_matches_the_compose_specification() -> None:
 def test_compose_service_shape() -> None:
     service = compose()["services"]["feedworker"]
     assert service["restart"] == "unless-stopped"
-    assert "${FEEDWORKER_TOKEN:?" in service["environment"]["FEEDWORKER_SERVER__TOKEN"]
+    assert "${FW_TOKEN:?" in service["environment"]["FEEDWORKER_SERVER__TOKEN"]
     volumes = {volume["target"]: volume for volume in service["volumes"]}
     assert volumes["/data/inbox"]["read_only"] is True
     assert "/data/db" in volumes and "/data/feeds" in volumes
@@ -109,7 +109,7 @@ def test_compose_service_shape() -> None:
     # Long enough for server.grace_s (30s) plus reaching a safe point.
     seconds = int(service["stop_grace_period"].rstrip("s"))
     assert seconds > load_config(DOCKER_CONFIG, environ={}).server.grace_s
-    with pytest.raises(AssertionError, match="FEEDWORKER_TOKEN"):
+    with pytest.raises(AssertionError, match="FW_TOKEN"):
         interpolate(service["environment"]["FEEDWORKER_SERVER__TOKEN"], {})
 
 

@@ -208,16 +208,19 @@ def load_config(path: Path | str | None = None, environ: Mapping[str, str] | Non
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    raw = _apply_env(raw, environ)
+    from_env: dict[str, str] = {}
+    raw = _apply_env(raw, environ, from_env)
     raw.pop("path", None)
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from None
+        key, message = _describe(exc)
+        where = f"environment variable {from_env[key]}" if key in from_env else str(path)
+        raise ConfigError(f"{where}: {key}: {message}") from None
     return _resolve_paths(config, path.resolve().parent).model_copy(update={"path": path.resolve()})
 
 
-def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], from_env: dict[str, str]) -> dict[str, Any]:
     raw = {key: (dict(value) if isinstance(value, dict) else value) for key, value in raw.items()}
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
@@ -226,6 +229,7 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any
         if not all(parts) or len(parts) > 2:
             raise ConfigError(f"environment variable {name}: expected FEEDWORKER_<SECTION>__<KEY>")
         value = _env_value(name, environ[name])
+        from_env[".".join(parts)] = name
         if len(parts) == 1:
             raw[parts[0]] = value
             continue
@@ -264,7 +268,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     return config.model_copy(update={"sources": sources, "feeds": feeds, "database": database})
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError) -> tuple[str, str]:
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
     key = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", key)
@@ -275,7 +279,7 @@ def _describe(exc: ValidationError) -> str:
         message = "required key is missing"
     message = message.removeprefix("Value error, ")
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{key}: {message}{more}"
+    return key, f"{message}{more}"
 
 
 def _one_line(exc: Exception) -> str:

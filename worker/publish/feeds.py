@@ -27,7 +27,7 @@ __all__ = ["FeedSettings", "PublishStats", "publish"]
 log = structlog.get_logger("worker.publish")
 
 # Bump when the rendered bytes change for the same entries: every feed is rendered again.
-RENDER_VERSION = 1
+RENDER_VERSION = 2
 _SETTINGS_KEY = "feeds_settings"
 
 
@@ -164,7 +164,7 @@ def _entry(stored: store.StoredEntry, graph: graph_store.Graph) -> Entry:
         link=article.web_url,
         title=title,
         published=article.published_at,
-        updated=max(article.updated_at, article.published_at),
+        updated=_entry_updated(article),
         summary=summary,
         content_html=article.body_html or "",
         provider=article.provider_name or article.provider_domain,
@@ -174,6 +174,14 @@ def _entry(stored: store.StoredEntry, graph: graph_store.Graph) -> Entry:
         image_height=image.height if image is not None else None,
         related=related,
     )
+
+
+def _entry_updated(article: Any) -> datetime:
+    """An entry changes when its content does: an article unchanged since feedworker first
+    saw it keeps its publication time, so importing an archive does not make it all "new"."""
+    if article.updated_at == article.first_seen:
+        return article.published_at
+    return max(article.updated_at, article.published_at)
 
 
 def _feed_info(settings: FeedSettings, stem: str, title: str, subtitle: str) -> FeedInfo:

@@ -121,6 +121,7 @@ def _generator(info: FeedInfo, entries: Sequence[Entry], now: datetime) -> _Gene
     fg.subtitle(xml_safe(info.subtitle))
     fg.description(xml_safe(info.subtitle))
     fg.generator(GENERATOR, uri=None, version=None)
+    fg.author(name=xml_safe(info.title))  # Atom needs an author for entries without a provider
     fg.language("en")
     newest = max((entry.updated for entry in entries), default=now)
     fg.updated(newest)

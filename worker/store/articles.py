@@ -89,7 +89,9 @@ class TopicRegistry:
 
     def ids(self, conn: Connection, names: Iterable[str], now: datetime) -> dict[str, int]:
         """Ids of the topics named, by key, creating the missing ones (sorted, so slugs are deterministic)."""
-        keys = {topic_key(name): name for name in names}
+        keys: dict[str, str] = {}
+        for name in names:  # a new topic is shown as first written
+            keys.setdefault(topic_key(name), name)
         missing = sorted(key for key in keys if key not in self._ids)
         new_rows = []
         for key in missing:

@@ -150,9 +150,13 @@ def check(files: tuple[Path, ...], config_path: Path | None) -> None:
         for warning in article.warnings:
             click.echo(f"{path}: warning: {warning}")
     if invalid:
-        click.echo(f"{invalid} of {len(files)} files invalid", err=True)
+        click.echo(f"{invalid} of {len(files)} {_files(len(files))} invalid", err=True)
         sys.exit(1)
-    click.echo(f"{len(files)} files valid", err=True)
+    click.echo(f"{len(files)} {_files(len(files))} valid", err=True)
+
+
+def _files(count: int) -> str:
+    return "file" if count == 1 else "files"
 
 
 def _limits(config: Config) -> Any:
@@ -179,7 +183,10 @@ def serve(config_path: Path | None) -> None:
 @cli.command()
 @_config_option
 @click.option("--wait", is_flag=True, help="Wait until that run has finished; exit 1 if it failed.")
-@click.option("--timeout", "timeout_s", type=float, default=None, help="With --wait: give up after SECONDS.")
+@click.option(
+    "--timeout", "timeout_s", type=float, default=None, metavar="SECONDS",
+    help="With --wait: give up after SECONDS (default: wait for as long as the run takes).",
+)
 def trigger(config_path: Path | None, wait: bool, timeout_s: float | None) -> None:
     """Ask a running `feedworker serve` for a run now."""
     from worker.service.client import TriggerError, request_run, wait_for_run

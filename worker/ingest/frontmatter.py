@@ -32,6 +32,9 @@ KNOWN_FIELDS = frozenset(
 )
 _FENCE = re.compile(r"^(?:---|\.\.\.)[ \t]*$", re.MULTILINE)
 _OPEN_FENCE = re.compile(r"---[ \t]*\n")
+# A URL is linked to as written, so it must hold only characters XML can carry (canonical_url
+# accepts U+FFFE/U+FFFF, percent-encoding them in the canonical form only).
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +212,7 @@ class _Fields:
             raise self.error("webUrl", "required field is missing")
         if not isinstance(web_url_raw, str):
             raise self.error("webUrl", f"must be a string, not {_type_name(web_url_raw)}")
-        url = canonical_url(web_url_raw.strip())
+        url = None if _NOT_XML.search(web_url_raw) else canonical_url(web_url_raw.strip())
         if url is None:
             raise self.error("webUrl", f"must be an absolute http or https URL, not {_shorten(web_url_raw)!r}")
         published = raw.get("published", True)
@@ -223,7 +226,7 @@ class _Fields:
             body_text = body_text[: self.limits.max_body_chars]
             self.warnings.append(f"body: longer than {self.limits.max_body_chars} characters, cut (line {body_line})")
         original = raw.get("originalUrl")
-        extra = {key: value for key, value in raw.items() if key not in KNOWN_FIELDS}
+        extra = _storable({key: value for key, value in raw.items() if key not in KNOWN_FIELDS})
         return Article(
             url=url,
             web_url=web_url_raw.strip(),
@@ -276,7 +279,9 @@ class _Fields:
         parsed = _to_datetime(value)
         if parsed is None:
             if strict:
-                raise self.error(key, f"must be an ISO 8601 date-time, not {_shorten(value)!r}")
+                raise self.error(
+                    key, f"must be an ISO 8601 date-time from year {_MIN_YEAR} on, not {_shorten(value)!r}"
+                )
             self.warnings.append(f"{key}: {_shorten(value)!r} is not a date-time, ignored")
         return parsed
 
@@ -321,7 +326,7 @@ class _Fields:
         for index, item in items:
             url = item.get("url") if isinstance(item, dict) else item if isinstance(item, str) else None
             url = url.strip() if isinstance(url, str) else None
-            if not url or canonical_url(url) is None:
+            if not url or _NOT_XML.search(url) or canonical_url(url) is None:
                 self.warnings.append(f"{key}[{index}]: dropped, no absolute http(s) url")
                 continue
             width = item.get("width") if isinstance(item, dict) else None
@@ -386,6 +391,9 @@ class _Fields:
         return list(enumerate(value))
 
 
+_MIN_YEAR = 1000  # RSS dates (RFC 822) need a four-digit year; an earlier one is an error
+
+
 def _to_datetime(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         parsed = value
@@ -402,12 +410,28 @@ def _to_datetime(value: Any) -> datetime | None:
                 return None
     else:
         return None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
     try:
-        return parsed.astimezone(UTC)
+        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except (OverflowError, ValueError):
         return None
+    return parsed if parsed.year >= _MIN_YEAR else None
+
+
+_MAX_EXTRA_DEPTH = 64  # the store's JSON encoder (orjson) refuses nesting past 254 levels
+
+
+def _storable(value: Any, depth: int = 0) -> Any:
+    """Unknown fields as the store can write them (JSON): integers beyond 64 bits become
+    strings, and so does anything nested deeper than _MAX_EXTRA_DEPTH."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if -(2**63) <= value < 2**63 else str(value)
+    if isinstance(value, (dict, list)) and depth >= _MAX_EXTRA_DEPTH:
+        return str(value)
+    if isinstance(value, dict):
+        return {_storable(key, depth + 1): _storable(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_storable(item, depth + 1) for item in value]
+    return value
 
 
 def _dimension(value: Any) -> int | None:

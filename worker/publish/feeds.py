@@ -73,7 +73,8 @@ def publish(engine: Engine, settings: FeedSettings, now: datetime) -> PublishSta
             if row.id not in dirty:
                 continue
             ids = store.topic_entry_ids(conn, row.id, settings.max_entries)
-            title, subtitle = f"{settings.title}: {row.name}", f"Articles about {row.name}"
+            name = _topic_name(row.name)
+            title, subtitle = f"{settings.title}: {name}", f"Articles about {name}"
             info = _feed_info(settings, f"topics/{row.slug}", title, subtitle)
             _write_pair(settings.dir, f"topics/{row.slug}", info, _entries(conn, ids, cache), now, stats)
         if all_dirty:
@@ -102,7 +103,9 @@ def _write_index(
 
     links = [FeedLink("All articles", _url(settings, "all.rss"), _url(settings, "all.atom"))]
     links += [
-        FeedLink(row.name, _url(settings, f"topics/{row.slug}.rss"), _url(settings, f"topics/{row.slug}.atom"))
+        FeedLink(
+            _topic_name(row.name), _url(settings, f"topics/{row.slug}.rss"), _url(settings, f"topics/{row.slug}.atom")
+        )
         for row in visible
     ]
     with engine.connect() as conn:
@@ -168,12 +171,19 @@ def _entry(stored: store.StoredEntry, graph: graph_store.Graph) -> Entry:
         summary=summary,
         content_html=article.body_html or "",
         provider=article.provider_name or article.provider_domain,
-        categories=stored.topics,
+        categories=tuple(_topic_name(name) for name in stored.topics),
         image_url=image.url if image is not None else None,
         image_width=image.width if image is not None else None,
         image_height=image.height if image is not None else None,
         related=related,
     )
+
+
+def _topic_name(name: str) -> str:
+    """Topic names are shown as plain text, like titles: markup in one is reduced to its text."""
+    from worker.publish.sanitize import plain_text
+
+    return plain_text(name) or name.strip() or "topic"
 
 
 def _entry_updated(article: Any) -> datetime:

@@ -75,8 +75,9 @@ class Ingested:
 
 
 def known_files(conn: Connection) -> dict[str, KnownFile]:
-    rows = conn.execute(sa.select(F.c.path, F.c.size, F.c.mtime_ns, F.c.hash, F.c.state, F.c.article_url))
-    return {row.path: KnownFile(row.size, row.mtime_ns, row.hash, row.state, row.article_url) for row in rows}
+    """Every stored file's last stat: read on every run, so as plain tuples, not ORM rows."""
+    query = sa.select(F.c.path, F.c.size, F.c.mtime_ns, F.c.hash, F.c.state, F.c.article_url)
+    return {path: KnownFile(*rest) for path, *rest in conn.execute(query)}
 
 
 class TopicRegistry:
@@ -393,10 +394,9 @@ def articles_by_ids(conn: Connection, ids: Sequence[int]) -> dict[int, StoredEnt
 
 
 def article_counts(conn: Connection) -> dict[str, int]:
-    visible = A.c.removed.is_(False)
-    total = conn.execute(sa.select(sa.func.count()).where(visible)).scalar_one()
-    published = conn.execute(sa.select(sa.func.count()).where(visible, A.c.is_published.is_(True))).scalar_one()
-    return {"total": total, "published": published}
+    published = sa.func.coalesce(sa.func.sum(sa.case((A.c.is_published.is_(True), 1), else_=0)), 0)
+    total, published_count = conn.execute(sa.select(sa.func.count(), published).where(A.c.removed.is_(False))).one()
+    return {"total": total, "published": published_count}
 
 
 def quarantined_files(conn: Connection) -> list[dict[str, str]]:

@@ -192,7 +192,6 @@ def _cycle(
         if path not in found.files and path not in found.unsettled and not path.startswith(skipped_roots)
     ]
     counts["deleted"] = len(deleted)
-    topics = None
     with transaction(engine) as conn:
         orphans = store.delete_files(conn, deleted, known)
         # Another file still carrying a deleted file's article is read again, so the article

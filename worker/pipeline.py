@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import hashlib
 import multiprocessing
 import os
@@ -20,6 +18,7 @@ from typing import Any
 import orjson
 import structlog
 
+from worker._parentdeath import die_with_parent
 from worker.config import Config
 from worker.enrich.stage import ENRICH_COUNTS, enrich_related
 from worker.ingest.frontmatter import ArticleError, ParseLimits, parse_article
@@ -346,21 +345,7 @@ def _parser_init(inherited_locks: tuple[int, ...] = (), parent: int | None = Non
         except OSError:
             pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent(parent)
-
-
-def _die_with_parent(parent: int | None) -> None:
-    """End this process when its parent ends, even when the parent is killed with SIGKILL."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the pool's own broken-pipe handling remains
-        pass
-    if parent is not None and os.getppid() != parent:
-        os._exit(1)  # the parent died before the death signal was armed
-
-
-_PR_SET_PDEATHSIG = 1
+    die_with_parent(parent)
 
 
 def _take(iterator: Iterator[Any], n: int) -> Iterable[Any]:

@@ -21,7 +21,7 @@ __all__ = ["main"]
 
 CLOCK = "2024-06-01T12:00:00+00:00"
 TABLES = {
-    "article": "select url, title, excerpt, body_html, published_at, updated_at, is_published, removed from article",
+    "article": "select url, title, excerpt, body, published_at, updated_at, is_published, removed from article",
     "topic": "select key, name, slug from topic",
     "related": "select a.url, r.position, r.url from related_item r join article a on a.id = r.article_id",
     "source_file": "select path, size, mtime_ns, hash, state, article_url from source_file",

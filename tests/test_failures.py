@@ -38,7 +38,7 @@ def store_snapshot(database: Path) -> dict[str, list[tuple]]:
     with sqlite3.connect(database) as conn:
         assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
         queries = {
-            "articles": "select url, web_url, title, excerpt, body, body_html, published_at, first_seen, "
+            "articles": "select url, web_url, title, excerpt, body, published_at, first_seen, "
                         "updated_at, is_published, removed, extra_json, content_hash from article order by url",
             "topics": "select key, name, slug, dirty from topic order by key",
             "links": "select a.url, t.key from article_topic x join article a on a.id = x.article_id "

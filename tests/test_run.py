@@ -428,3 +428,20 @@ def test_topic_names_are_shown_as_plain_text(project: Project):
     titles = sorted(etree.fromstring(project.feed(f"topics/{p.name}")).findtext(f"{ATOM}title")
                     for p in (project.feeds / "topics").glob("*.atom"))
     assert titles == ["Test News: AI bold", "Test News: R&D"]
+
+
+def test_a_version_1_database_is_upgraded_in_place(project: Project):
+    # Version 1 stored each entry's HTML; version 2 renders it with the feed.
+    project.article("a.txt", title="A", web_url="https://a.example/a", topics=["AI"], body="Some *body* text.")
+    project.run()
+    before = project.feed_files()
+    with db(project) as conn:
+        conn.execute("alter table article add column body_html varchar")
+        conn.execute("update meta set value = '1' where key = 'schema_version'")
+    report = project.run()
+    assert report["articles"] == {"total": 1, "published": 1}
+    with db(project) as conn:
+        assert conn.execute("select value from meta where key = 'schema_version'").fetchone() == ("2",)
+        assert "body_html" not in {row[1] for row in conn.execute("pragma table_info(article)")}
+    assert project.feed_files() == before
+    assert b"<em>body</em>" in project.feed("all.rss").replace(b"&lt;", b"<").replace(b"&gt;", b">")

@@ -23,7 +23,8 @@ from worker.config import Config
 from worker.enrich.stage import ENRICH_COUNTS, enrich_related
 from worker.ingest.frontmatter import ArticleError, ParseLimits, parse_article
 from worker.ingest.scanner import Source, scan
-from worker.publish.feeds import FeedSettings, publish
+from worker.publish.feeds import publish
+from worker.publish.settings import FeedSettings
 from worker.publish.writer import FeedWriteError
 from worker.store import articles as store
 from worker.store import runs
@@ -387,16 +388,7 @@ def read_article(
         article = parse_article(data, path, limits)
     except ArticleError as exc:
         return store.Ingested(path, st.st_size, st.st_mtime_ns, digest, error=exc.detail)
-    from worker.publish.sanitize import article_html  # parser processes import it once
-
-    html = article_html(
-        excerpt=article.excerpt,
-        body_markdown=article.body,
-        image_url=article.images[0].url if article.images else None,
-        provider=article.provider_name or article.provider_domain,
-        web_url=article.web_url,
-    )
-    return store.Ingested(path, st.st_size, st.st_mtime_ns, digest, article=article, body_html=html)
+    return store.Ingested(path, st.st_size, st.st_mtime_ns, digest, article=article)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import uuid
+from functools import lru_cache
 
 import idna
 
@@ -78,6 +79,15 @@ _AMP_SUFFIX_RE = re.compile(r"^(.+)\.amp(\.html?)$")
 
 def canonical_url(url: str) -> str | None:
     """The canonical form of an absolute http(s) URL, or None when it is not one."""
+    if not isinstance(url, str):
+        return None
+    return _canonical_cached(url)
+
+
+# Related items recur across articles (four in five URLs of the benchmark corpus are repeats),
+# and canonicalising is the parser's largest cost after YAML; a bounded memo keeps memory flat.
+@lru_cache(maxsize=1 << 14)
+def _canonical_cached(url: str) -> str | None:
     return _canonical(url, depth=0)
 
 

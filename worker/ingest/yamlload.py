@@ -41,6 +41,7 @@ _SPECIAL = re.compile("[^\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-
 # A token starting with one of these may resolve to something other than a plain string.
 _RISKY_FIRST = frozenset("-+.0123456789<=@`!&*%|>[]{}?,:#")
 _BOOL_WORDS = frozenset("y Y yes Yes YES n N no No NO on On ON off Off OFF".split())
+_BOOL_FIRST = frozenset(word[0] for word in _BOOL_WORDS)
 _DATE_KEY = "publishedDateTime"
 
 
@@ -70,10 +71,13 @@ def needs_reference_loader(text: str) -> bool:
         key, separator, value = rest.partition(": ")
         if not separator and key.endswith(":"):
             key = key[:-1]
-        if _risky(key.rstrip(" "), None):
+        # The common line, `key: text`, passes both checks on its first characters alone.
+        if (key[:1] in _RISKY_FIRST or key[:1] in _BOOL_FIRST) and _risky(key.rstrip(" "), None):
             return True
-        if separator and _risky(value.lstrip(" "), key):
-            return True
+        if separator:
+            value = value.lstrip(" ")
+            if value and (value[0] in _RISKY_FIRST or value[0] in _BOOL_FIRST) and _risky(value, key):
+                return True
     return False
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from worker.enrich.related import GivenItem, related_links
 from worker.enrich.urls import entry_id
+from worker.publish.settings import SETTINGS_KEY, FeedSettings, fingerprint
 from worker.publish.writer import remove_feed, remove_temp_files, write_if_changed
 from worker.store import articles as store
 from worker.store import related as graph_store
@@ -22,22 +23,9 @@ from worker.store.db import transaction
 if TYPE_CHECKING:  # the renderer (feedgen, lxml, nh3) is imported only when a feed is rendered
     from worker.publish.render import Entry, FeedInfo
 
-__all__ = ["FeedSettings", "PublishStats", "publish"]
+__all__ = ["PublishStats", "publish"]
 
 log = structlog.get_logger("worker.publish")
-
-# Bump when the rendered bytes change for the same entries: every feed is rendered again.
-RENDER_VERSION = 2
-_SETTINGS_KEY = "feeds_settings"
-
-
-@dataclass(frozen=True, slots=True)
-class FeedSettings:
-    dir: Path
-    base_url: str
-    title: str
-    max_entries: int
-
 
 @dataclass(slots=True)
 class PublishStats:
@@ -55,7 +43,7 @@ def publish(engine: Engine, settings: FeedSettings, now: datetime) -> PublishSta
         visible = store.published_topics(conn)
         dirty = {row.id for row in store.dirty_topics(conn)}
         all_dirty = store.all_feed_dirty(conn)
-        settings_changed = store.meta_value(conn, _SETTINGS_KEY) != _fingerprint(settings)
+        settings_changed = store.meta_value(conn, SETTINGS_KEY) != fingerprint(settings)
     if settings_changed:  # a new base URL, title, entry count or renderer: every feed again
         dirty |= {row.id for row in visible}
         all_dirty = True
@@ -92,7 +80,7 @@ def publish(engine: Engine, settings: FeedSettings, now: datetime) -> PublishSta
     with transaction(engine) as conn:
         store.clear_dirty(conn, dirty, all_feed=all_dirty)
         if settings_changed:
-            store.set_meta_value(conn, _SETTINGS_KEY, _fingerprint(settings))
+            store.set_meta_value(conn, SETTINGS_KEY, fingerprint(settings))
     return stats
 
 
@@ -112,10 +100,6 @@ def _write_index(
         newest = store.newest_update(conn)
     opml = render_opml(settings.title, links, newest or now)
     _count(write_if_changed(settings.dir / "index.opml", opml), "index.opml", stats)
-
-
-def _fingerprint(settings: FeedSettings) -> str:
-    return f"{RENDER_VERSION}|{settings.base_url}|{settings.title}|{settings.max_entries}"
 
 
 def _write_pair(
@@ -151,7 +135,7 @@ def _entries(conn, ids: list[int], cache: dict[int, Entry]) -> list[Entry]:  # t
 
 def _entry(stored: store.StoredEntry, graph: graph_store.Graph) -> Entry:
     from worker.publish.render import Entry, RelatedLink
-    from worker.publish.sanitize import plain_text
+    from worker.publish.sanitize import article_html, plain_text
 
     article = stored.article
     title = plain_text(article.title) or article.web_url
@@ -162,6 +146,7 @@ def _entry(stored: store.StoredEntry, graph: graph_store.Graph) -> Entry:
     )
     related = tuple(RelatedLink(link.url, link.title, link.provider) for link in links)
     image = stored.image
+    provider = article.provider_name or article.provider_domain
     return Entry(
         id=entry_id(article.url),
         link=article.web_url,
@@ -169,8 +154,14 @@ def _entry(stored: store.StoredEntry, graph: graph_store.Graph) -> Entry:
         published=article.published_at,
         updated=_entry_updated(article),
         summary=summary,
-        content_html=article.body_html or "",
-        provider=article.provider_name or article.provider_domain,
+        content_html=article_html(
+            excerpt=article.excerpt,
+            body_markdown=article.body,
+            image_url=image.url if image is not None else None,
+            provider=provider,
+            web_url=article.web_url,
+        ),
+        provider=provider,
         categories=tuple(_topic_name(name) for name in stored.topics),
         image_url=image.url if image is not None else None,
         image_width=image.width if image is not None else None,

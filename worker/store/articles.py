@@ -70,7 +70,6 @@ class Ingested:
     mtime_ns: int
     hash: str
     article: ParsedArticle | None = None
-    body_html: str | None = None
     error: str | None = None
 
 
@@ -194,7 +193,6 @@ def _article_row(item: Ingested, now: datetime, first_seen: datetime) -> dict[st
         "title": article.title,
         "excerpt": article.excerpt,
         "body": article.body,
-        "body_html": item.body_html,
         "published_at": article.published_at or first_seen,
         "date_given": article.published_at is not None,
         "first_seen": first_seen,

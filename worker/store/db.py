@@ -15,6 +15,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
+from worker.store.version import SCHEMA_VERSION
+
 __all__ = [
     "SCHEMA_VERSION",
     "StoreError",
@@ -27,7 +29,6 @@ __all__ = [
     "transaction",
 ]
 
-SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
 # Keeps every `IN (...)` list and multi-row statement well under SQLite's variable limit.
 CHUNK = 500
@@ -197,7 +198,10 @@ def held_lock_descriptors() -> frozenset[int]:
 
 
 # Schema version -> statements that bring the previous version to it.
-_MIGRATIONS: dict[int, list[str]] = {}
+_MIGRATIONS: dict[int, list[str]] = {
+    # Entry HTML is rendered when a feed is, for the few entries feeds show, not per file stored.
+    2: ["ALTER TABLE article DROP COLUMN body_html"],
+}
 
 
 def _reason(exc: SQLAlchemyError) -> str:

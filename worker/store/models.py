@@ -58,7 +58,6 @@ class Article(SQLModel, table=True):
     title: str
     excerpt: str | None = None
     body: str | None = None
-    body_html: str | None = None  # sanitised at ingest: excerpt, body, lead image, provider
     published_at: datetime = _time(nullable=False, index=True)
     date_given: bool = True  # false: published_at is the first-seen time
     first_seen: datetime = _time(nullable=False)

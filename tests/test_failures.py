@@ -43,7 +43,7 @@ def store_snapshot(database: Path) -> dict[str, list[tuple]]:
             "topics": "select key, name, slug, dirty from topic order by key",
             "links": "select a.url, t.key from article_topic x join article a on a.id = x.article_id "
                      "join topic t on t.id = x.topic_id order by 1, 2",
-            "related": "select a.url, r.position, r.url, r.title from related_item r "
+            "related": "select a.url, r.position, r.url, r.wants_page, r.shows_page, a.related_json from related_item r "
                        "join article a on a.id = r.article_id order by 1, 2",
             "files": "select path, size, mtime_ns, hash, state, error, article_url from source_file order by path",
         }

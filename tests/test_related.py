@@ -109,7 +109,7 @@ class Store:
                 path = f"/inbox/{fields['web_url'].rsplit('/', 1)[1]}.txt"
                 data = article_text(**fields).encode()
                 parsed = parse_article(data, path)
-                items.append(store.Ingested(path, len(data), 1, str(hash(data)), article=parsed))
+                items.append(store.Ingested.of_article(path, len(data), 1, str(hash(data)), parsed))
             store.write_batch(conn, items, known, store.TopicRegistry(conn), now)
 
     def propagate(self, now: datetime) -> int:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import fcntl
+import gzip
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -430,18 +432,31 @@ def test_topic_names_are_shown_as_plain_text(project: Project):
     assert titles == ["Test News: AI bold", "Test News: R&D"]
 
 
-def test_a_version_1_database_is_upgraded_in_place(project: Project):
-    # Version 1 stored each entry's HTML; version 2 renders it with the feed.
-    project.article("a.txt", title="A", web_url="https://a.example/a", topics=["AI"], body="Some *body* text.")
-    project.run()
-    before = project.feed_files()
-    with db(project) as conn:
-        conn.execute("alter table article add column body_html varchar")
-        conn.execute("update meta set value = '1' where key = 'schema_version'")
-    report = project.run()
-    assert report["articles"] == {"total": 1, "published": 1}
-    with db(project) as conn:
+def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path):
+    # tests/data/store-v1.sql.gz: what feedworker 0.1 (schema 1) stored for examples/inbox
+    # at FEEDWORKER_CLOCK=2026-01-01T00:00:00Z, from /tmp/v1gen/inbox.
+    clock = {"FEEDWORKER_CLOCK": "2026-01-01T00:00:00Z"}
+    upgraded = make_project(tmp_path / "upgraded")
+    shutil.copytree(ROOT / "examples" / "inbox", upgraded.inbox, dirs_exist_ok=True)
+    upgraded.database.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(upgraded.database) as conn:
+        conn.executescript(gzip.decompress((ROOT / "tests" / "data" / "store-v1.sql.gz").read_bytes()).decode())
+        conn.execute("update source_file set path = replace(path, '/tmp/v1gen/inbox', ?)", (str(upgraded.inbox),))
+    report = json.loads(upgraded.cli("run", "--json", env=clock).stdout)
+    assert report["files"]["changed"] == 0 and report["files"]["new"] == 0  # only the stats of the copies moved
+    with db(upgraded) as conn:
         assert conn.execute("select value from meta where key = 'schema_version'").fetchone() == ("2",)
         assert "body_html" not in {row[1] for row in conn.execute("pragma table_info(article)")}
-    assert project.feed_files() == before
-    assert b"<em>body</em>" in project.feed("all.rss").replace(b"&lt;", b"<").replace(b"&gt;", b">")
+
+    fresh = make_project(tmp_path / "fresh")
+    shutil.copytree(ROOT / "examples" / "inbox", fresh.inbox, dirs_exist_ok=True)
+    fresh.cli("run", env=clock)
+    # The upgraded store renders exactly the feeds a fresh store of the same files does.
+    assert {name: data for name, (data, _) in upgraded.feed_files().items()} == {
+        name: data for name, (data, _) in fresh.feed_files().items()
+    }
+    with db(upgraded) as old, db(fresh) as new:
+        for query in ("select url, related_json from article order by url",
+                      "select a.url, r.position, r.url, r.wants_page, r.shows_page from related_item r "
+                      "join article a on a.id = r.article_id order by 1, 2"):
+            assert old.execute(query).fetchall() == new.execute(query).fetchall()

@@ -388,7 +388,7 @@ def read_article(
         article = parse_article(data, path, limits)
     except ArticleError as exc:
         return store.Ingested(path, st.st_size, st.st_mtime_ns, digest, error=exc.detail)
-    return store.Ingested(path, st.st_size, st.st_mtime_ns, digest, article=article)
+    return store.Ingested.of_article(path, st.st_size, st.st_mtime_ns, digest, article)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -105,10 +105,11 @@ def _write_index(
 def _write_pair(
     root: Path, stem: str, info: FeedInfo, entries: list[Entry], now: datetime, stats: PublishStats
 ) -> None:
-    from worker.publish.render import render_atom, render_rss
+    from worker.publish.render import render_feeds
 
-    _count(write_if_changed(root / f"{stem}.rss", render_rss(info, entries, now)), f"{stem}.rss", stats)
-    _count(write_if_changed(root / f"{stem}.atom", render_atom(info, entries, now)), f"{stem}.atom", stats)
+    rss, atom = render_feeds(info, entries, now)
+    _count(write_if_changed(root / f"{stem}.rss", rss), f"{stem}.rss", stats)
+    _count(write_if_changed(root / f"{stem}.atom", atom), f"{stem}.atom", stats)
 
 
 def _count(written: bool, name: str, stats: PublishStats) -> None:

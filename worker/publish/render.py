@@ -20,9 +20,8 @@ __all__ = [
     "FeedLink",
     "RelatedLink",
     "body_html",
-    "render_atom",
+    "render_feeds",
     "render_opml",
-    "render_rss",
 ]
 
 GENERATOR = "feedworker"
@@ -86,13 +85,11 @@ def body_html(entry_html: str, related: Sequence[RelatedLink]) -> str:
     return f"{entry_html}<h3>Related coverage</h3><ul>{items}</ul>"
 
 
-def render_rss(info: FeedInfo, entries: Sequence[Entry], now: datetime) -> bytes:
-    """RSS 2.0, newest entry first as given; dates pinned to the entries, so equal in, equal out."""
-    return _generator(info, entries, now).rss_str(pretty=True)
-
-
-def render_atom(info: FeedInfo, entries: Sequence[Entry], now: datetime) -> bytes:
-    return _generator(info, entries, now).atom_str(pretty=True)
+def render_feeds(info: FeedInfo, entries: Sequence[Entry], now: datetime) -> tuple[bytes, bytes]:
+    """RSS 2.0 and Atom 1.0 of one feed (entries built once for both), newest entry first as
+    given; dates pinned to the entries, so equal in, equal out."""
+    generator = _generator(info, entries, now)
+    return generator.rss_str(pretty=True), generator.atom_str(pretty=True)
 
 
 def render_opml(title: str, feeds: Sequence[FeedLink], updated: datetime) -> bytes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ __all__ = [
     "Ingested",
     "KnownFile",
     "StoredEntry",
+    "StoredItem",
     "TopicRegistry",
     "all_entry_ids",
     "all_feed_dirty",
@@ -63,7 +64,11 @@ class KnownFile:
 
 @dataclass(frozen=True, slots=True)
 class Ingested:
-    """One file as read this run: a parsed article, or the reason it is quarantined."""
+    """One file as read this run: a parsed article, or the reason it is quarantined.
+
+    An article's related items travel ready to store (see `of_article`): encoded where the
+    file was parsed, so the process writing the store only passes them through.
+    """
 
     path: str
     size: int
@@ -71,6 +76,47 @@ class Ingested:
     hash: str
     article: ParsedArticle | None = None
     error: str | None = None
+    related_json: str | None = None
+    related_links: tuple[tuple[str, bool, bool], ...] = ()  # (url, wants_page, shows_page) per item
+
+    @classmethod
+    def of_article(cls, path: str, size: int, mtime_ns: int, hash: str, article: ParsedArticle) -> Ingested:
+        items = article.related
+        links = tuple(
+            (
+                item.url,
+                item.title is None or item.excerpt is None or item.image_url is None,
+                item.title is None or (item.provider_name is None and item.provider_domain is None),
+            )
+            for item in items
+        )
+        encoded = _json([_item_fields(item) for item in items]) if items else None
+        return cls(path, size, mtime_ns, hash, replace(article, related=()), None, encoded, links)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredItem:
+    """A related item of a stored article, as its file gave it."""
+
+    url: str
+    web_url: str
+    title: str | None = None
+    excerpt: str | None = None
+    published_at: str | None = None  # ISO 8601
+    provider_name: str | None = None
+    provider_domain: str | None = None
+    image_url: str | None = None
+
+
+def _item_fields(item: Any) -> dict[str, Any]:
+    fields = {name: getattr(item, name) for name in StoredItem.__dataclass_fields__}
+    if fields["published_at"] is not None:
+        fields["published_at"] = fields["published_at"].isoformat()
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _stored_items(related_json: str | None) -> tuple[StoredItem, ...]:
+    return tuple(StoredItem(**fields) for fields in orjson.loads(related_json)) if related_json else ()
 
 
 def known_files(conn: Connection) -> dict[str, KnownFile]:
@@ -160,7 +206,8 @@ def _write_articles(conn: Connection, by_url: dict[str, Ingested], topics: Topic
     topic_ids = topics.ids(conn, (name for url in ids for name in by_url[url].article.topics), now)  # type: ignore[union-attr]
     links, images, related = [], [], []
     for url, article_id in ids.items():
-        article = by_url[url].article
+        item = by_url[url]
+        article = item.article
         assert article is not None
         for topic_id in dict.fromkeys(topic_ids[topic_key(name)] for name in article.topics):
             links.append({"article_id": article_id, "topic_id": topic_id})
@@ -170,13 +217,8 @@ def _write_articles(conn: Connection, by_url: dict[str, Ingested], topics: Topic
             for n, image in enumerate(article.images)
         )
         related.extend(
-            {
-                "article_id": article_id, "position": n, "url": item.url, "web_url": item.web_url,
-                "title": item.title, "excerpt": item.excerpt, "published_at": item.published_at,
-                "provider_name": item.provider_name, "provider_domain": item.provider_domain,
-                "image_url": item.image_url,
-            }
-            for n, item in enumerate(article.related)
+            {"article_id": article_id, "position": n, "url": link, "wants_page": wants, "shows_page": shows}
+            for n, (link, wants, shows) in enumerate(item.related_links)
         )
     for table, rows in ((AT, links), (AI, images), (R, related)):
         bulk_insert(conn, table, rows)
@@ -207,6 +249,7 @@ def _article_row(item: Ingested, now: datetime, first_seen: datetime) -> dict[st
         "provider_name": article.provider_name,
         "provider_domain": article.provider_domain,
         "extra_json": _json(article.extra) if article.extra else None,
+        "related_json": item.related_json,
         "content_hash": item.hash,
     }
 
@@ -359,11 +402,11 @@ class StoredEntry:
     article: Row[Any]
     topics: tuple[str, ...]
     image: Row[Any] | None
-    related: tuple[Row[Any], ...]
+    related: tuple[StoredItem, ...]
 
 
 def articles_by_ids(conn: Connection, ids: Sequence[int]) -> dict[int, StoredEntry]:
-    """Articles with their topics, lead image and related items: four queries per chunk."""
+    """Articles with their topics, lead image and related items: three queries per chunk."""
     result: dict[int, StoredEntry] = {}
     for chunk in in_chunks(list(ids)):
         articles = {row.id: row for row in conn.execute(sa.select(A).where(A.c.id.in_(chunk)))}
@@ -380,13 +423,9 @@ def articles_by_ids(conn: Connection, ids: Sequence[int]) -> dict[int, StoredEnt
             row.article_id: row
             for row in conn.execute(sa.select(AI).where(AI.c.article_id.in_(chunk), AI.c.position == 0))
         }
-        related: dict[int, list[Row[Any]]] = {}
-        query = sa.select(R).where(R.c.article_id.in_(chunk)).order_by(R.c.article_id, R.c.position)
-        for row in conn.execute(query):
-            related.setdefault(row.article_id, []).append(row)
         for article_id, article in articles.items():
             result[article_id] = StoredEntry(
-                article, tuple(names.get(article_id, ())), images.get(article_id), tuple(related.get(article_id, ()))
+                article, tuple(names.get(article_id, ())), images.get(article_id), _stored_items(article.related_json)
             )
     return result
 

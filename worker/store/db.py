@@ -181,8 +181,11 @@ def _migrate(conn: Connection) -> None:
     if version > SCHEMA_VERSION:
         raise StoreError(f"the database has schema version {version}; this feedworker knows {SCHEMA_VERSION}")
     for target in range(version + 1, SCHEMA_VERSION + 1):
-        for statement in _MIGRATIONS[target]:
-            conn.execute(sa.text(statement))
+        for step in _MIGRATIONS[target]:
+            if callable(step):
+                step(conn)
+            else:
+                conn.execute(sa.text(step))
     if version < SCHEMA_VERSION:
         conn.execute(sa.update(Meta).where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION)))
     SQLModel.metadata.create_all(conn)  # tables added since; existing ones are left alone
@@ -197,10 +200,41 @@ def held_lock_descriptors() -> frozenset[int]:
     return frozenset(_HELD_LOCKS)
 
 
-# Schema version -> statements that bring the previous version to it.
-_MIGRATIONS: dict[int, list[str]] = {
-    # Entry HTML is rendered when a feed is, for the few entries feeds show, not per file stored.
-    2: ["ALTER TABLE article DROP COLUMN body_html"],
+def _related_items_to_json(conn: Connection) -> None:
+    """Version 2 keeps an article's related items as one JSON list in its row."""
+    import orjson
+
+    fields = ("url", "web_url", "title", "excerpt", "published_at", "provider_name", "provider_domain", "image_url")
+    rows = conn.execute(sa.text(f"SELECT article_id, {', '.join(fields)} FROM related_item ORDER BY article_id, position"))
+    items: dict[int, list[dict[str, Any]]] = {}
+    for article_id, *values in rows:
+        item = {name: value for name, value in zip(fields, values, strict=True) if value is not None}
+        if "published_at" in item:  # naive UTC text, as UTCDateTime wrote it
+            item["published_at"] = datetime.fromisoformat(str(item["published_at"])).replace(tzinfo=UTC).isoformat()
+        items.setdefault(article_id, []).append(item)
+    update = sa.text("UPDATE article SET related_json = :json WHERE id = :id")
+    for chunk in in_chunks(list(items.items())):
+        conn.execute(update, [{"id": article_id, "json": orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()} for article_id, value in chunk])
+
+
+# Schema version -> statements (or functions of the connection) that bring the previous version to it.
+_MIGRATIONS: dict[int, list[str | Callable[[Connection], None]]] = {
+    2: [
+        # Entry HTML is rendered when a feed is, for the few entries feeds show, not per file stored.
+        "ALTER TABLE article DROP COLUMN body_html",
+        # Related items are stored whole in their article's row; related_item keeps what the
+        # graph queries need, so a first run writes one narrow row an item.
+        "ALTER TABLE article ADD COLUMN related_json VARCHAR",
+        _related_items_to_json,
+        "ALTER TABLE related_item ADD COLUMN wants_page BOOLEAN NOT NULL DEFAULT 0",
+        "ALTER TABLE related_item ADD COLUMN shows_page BOOLEAN NOT NULL DEFAULT 0",
+        "UPDATE related_item SET wants_page = (title IS NULL OR excerpt IS NULL OR image_url IS NULL),"
+        " shows_page = (title IS NULL OR (provider_name IS NULL AND provider_domain IS NULL))",
+        *(
+            f"ALTER TABLE related_item DROP COLUMN {column}"
+            for column in ("web_url", "title", "excerpt", "published_at", "provider_name", "provider_domain", "image_url")
+        ),
+    ],
 }
 
 

@@ -72,6 +72,7 @@ class Article(SQLModel, table=True):
     provider_name: str | None = None
     provider_domain: str | None = None
     extra_json: str | None = None  # unknown fields, `secured` among them: stored, never published
+    related_json: str | None = None  # the related items as the file gives them (JSON list)
     content_hash: str
 
 
@@ -100,19 +101,15 @@ class ArticleImage(SQLModel, table=True):
 
 
 class RelatedItem(SQLModel, table=True):
-    """A related item as the article file gives it, with its canonical URL."""
+    """The canonical URL of a related item, for the graph queries; the item itself is in
+    `article.related_json`, read only when its entry is rendered."""
 
     __tablename__ = "related_item"
     article_id: int = Field(foreign_key="article.id", primary_key=True, ondelete="CASCADE")
     position: int = Field(primary_key=True)
     url: str = Field(index=True)
-    web_url: str
-    title: str | None = None
-    excerpt: str | None = None
-    published_at: datetime | None = _time()
-    provider_name: str | None = None
-    provider_domain: str | None = None
-    image_url: str | None = None
+    wants_page: bool  # the item lacks a title, excerpt or image: its fetched page would add one
+    shows_page: bool  # the item lacks a title or provider: its entry link shows the page's
 
 
 class RelatedEdge(SQLModel, table=True):

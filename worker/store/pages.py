@@ -62,8 +62,7 @@ def _wanted(url: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
     """The related item row `R` asks for its page: the item lacks something, and `url` is no stored article."""
     stored = A.alias("stored")
     is_stored = sa.exists(sa.select(stored.c.id).where(stored.c.url == url, _visible(stored)))
-    lacking = sa.or_(R.c.title.is_(None), R.c.excerpt.is_(None), R.c.image_url.is_(None))
-    return sa.and_(lacking, ~is_stored)
+    return sa.and_(R.c.wants_page.is_(True), ~is_stored)
 
 
 def _due(now: datetime, ttl_s: float) -> sa.ColumnElement[bool]:

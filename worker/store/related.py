@@ -134,7 +134,7 @@ def propagate_changes(conn: Connection, changed: Changed, now: datetime) -> int:
 
 def touch_listing(conn: Connection, urls: Iterable[str], now: datetime) -> int:
     """Re-render the articles whose entries show these related pages' fetched metadata."""
-    shows_page = sa.or_(R.c.title.is_(None), sa.and_(R.c.provider_name.is_(None), R.c.provider_domain.is_(None)))
+    shows_page = R.c.shows_page.is_(True)
     ids: set[int] = set()
     for chunk in in_chunks(sorted(urls)):
         ids.update(conn.execute(sa.select(R.c.article_id).where(R.c.url.in_(chunk), shows_page).distinct()).scalars())

@@ -15,6 +15,7 @@ import structlog
 from sqlalchemy.engine import Engine
 
 from worker.config import EnrichConfig
+from worker.pipeline import ENRICH_COUNTS
 from worker.store import pages as page_store
 from worker.store import related as related_store
 from worker.store.db import transaction
@@ -24,7 +25,6 @@ if TYPE_CHECKING:  # httpx and the HTML parser load only when something is fetch
 
 __all__ = ["ENRICH_COUNTS", "enrich_related", "fetch_budget", "next_page_record"]
 
-ENRICH_COUNTS = ("fetched", "not_modified", "failed", "refused", "pending")
 # Backoff doubles with each failure in a row, up to retry_after * 2**6.
 _MAX_BACKOFF_DOUBLINGS = 6
 # The smallest per-page time worth starting a fetch for.

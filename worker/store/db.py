@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -15,6 +13,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
+from worker.store.errors import StoreError
+from worker.store.lock import cycle_lock, held_lock_descriptors
 from worker.store.version import SCHEMA_VERSION
 
 __all__ = [
@@ -32,10 +32,6 @@ __all__ = [
 BUSY_TIMEOUT_S = 30.0
 # Keeps every `IN (...)` list and multi-row statement well under SQLite's variable limit.
 CHUNK = 500
-
-
-class StoreError(Exception):
-    """The database cannot be used (unreachable, locked for too long, corrupt, too new)."""
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -191,15 +187,6 @@ def _migrate(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn)  # tables added since; existing ones are left alone
 
 
-# Descriptors of the cycle locks this process holds: a forked child must close them, or
-# it would keep the lock after this process dies.
-_HELD_LOCKS: set[int] = set()
-
-
-def held_lock_descriptors() -> frozenset[int]:
-    return frozenset(_HELD_LOCKS)
-
-
 def _related_items_to_json(conn: Connection) -> None:
     """Version 2 keeps an article's related items as one JSON list in its row."""
     import orjson
@@ -244,34 +231,3 @@ def _reason(exc: SQLAlchemyError) -> str:
     if "database is locked" in text:
         text += " (another process held a write lock longer than busy_timeout_s)"
     return text
-
-
-@contextmanager
-def cycle_lock(url: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
-    """Hold the one-cycle-at-a-time lock of this database, waiting for it if another process has it.
-
-    For SQLite an advisory `flock` on `<database>.lock`: the kernel releases it when its
-    holder dies, even by SIGKILL, so a stale lock never needs clearing by hand.
-    """
-    if not url.startswith("sqlite:///") or url == "sqlite:///:memory:":
-        raise StoreError(f"no cycle lock for {url.split(':', 1)[0]} databases yet")
-    path = url[len("sqlite:///"):] + ".lock"
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise StoreError(f"cannot open the lock file {path}: {exc.strerror}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait is not None:
-                on_wait()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        _HELD_LOCKS.add(fd)
-        yield
-    finally:
-        _HELD_LOCKS.discard(fd)
-        os.close(fd)  # closing releases the lock

@@ -28,7 +28,7 @@ from worker.publish.settings import FeedSettings
 from worker.publish.writer import FeedWriteError
 from worker.store import articles as store
 from worker.store import runs
-from worker.store.db import StoreError, connect, cycle_lock, held_lock_descriptors, transaction
+from worker.store.db import StoreError, connect, cycle_lock, held_lock_descriptors, indexes_deferred, transaction
 
 __all__ = ["CycleError", "RunReport", "parse_limits", "read_article", "run_cycle", "start_parser_server", "utcnow"]
 
@@ -37,6 +37,7 @@ log = structlog.get_logger("worker.pipeline")
 BATCH = 500  # files per transaction
 INLINE_BELOW = 64  # fewer files than this are parsed without a process pool
 CHUNK = 32  # files per task sent to a parser process
+DEFER_INDEXES_FROM = 2000  # files a first run reads, from which it builds its indexes at the end
 
 
 def utcnow() -> datetime:
@@ -210,28 +211,29 @@ def _cycle(
     batch: list[store.Ingested] = []
     touched: list[tuple[str, int, int]] = []
     stopped = False
-    results = _read_all(to_read, limits)
-    for result in results:
-        if isinstance(result, tuple):  # same bytes as stored, only the stat changed
-            touched.append(result)
-            counts["unchanged"] += 1
-            continue
-        if result.path in known and result.path not in again:
-            counts["changed"] += 1
-        if result.error is not None:
-            log.warning("file.quarantined", path=result.path, reason=result.error)
-        elif result.article is not None and result.article.warnings:
-            for warning in result.article.warnings:
-                log.warning("file.warning", path=result.path, reason=warning)
-        batch.append(result)
-        if len(batch) >= BATCH:
-            orphans |= _store_batch(engine, batch, touched, known, topics, now)
-            batch, touched = [], []
-            if should_stop is not None and should_stop():
-                stopped = True
-                break
-    results.close()  # shuts the parser pool down now when the loop stopped early
-    orphans |= _store_batch(engine, batch, touched, known, topics, now)
+    with indexes_deferred(engine, defer=not known and len(to_read) >= DEFER_INDEXES_FROM):
+        results = _read_all(to_read, limits)
+        for result in results:
+            if isinstance(result, tuple):  # same bytes as stored, only the stat changed
+                touched.append(result)
+                counts["unchanged"] += 1
+                continue
+            if result.path in known and result.path not in again:
+                counts["changed"] += 1
+            if result.error is not None:
+                log.warning("file.quarantined", path=result.path, reason=result.error)
+            elif result.article is not None and result.article.warnings:
+                for warning in result.article.warnings:
+                    log.warning("file.warning", path=result.path, reason=warning)
+            batch.append(result)
+            if len(batch) >= BATCH:
+                orphans |= _store_batch(engine, batch, touched, known, topics, now)
+                batch, touched = [], []
+                if should_stop is not None and should_stop():
+                    stopped = True
+                    break
+        results.close()  # shuts the parser pool down now when the loop stopped early
+        orphans |= _store_batch(engine, batch, touched, known, topics, now)
 
     with transaction(engine) as conn:
         for url in store.remove_orphans(conn, orphans, now):

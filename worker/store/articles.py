@@ -14,7 +14,16 @@ from sqlalchemy.engine import Connection, Row
 from worker.ingest.frontmatter import Article as ParsedArticle
 from worker.ingest.topics import topic_key, unique_slug
 from worker.store.db import bulk_insert, in_chunks
-from worker.store.models import Article, ArticleImage, ArticleTopic, Meta, RelatedItem, SourceFile, Topic
+from worker.store.models import (
+    Article,
+    ArticleContent,
+    ArticleImage,
+    ArticleTopic,
+    Meta,
+    RelatedItem,
+    SourceFile,
+    Topic,
+)
 
 __all__ = [
     "Ingested",
@@ -44,6 +53,7 @@ __all__ = [
 ]
 
 A = Article.__table__
+C = ArticleContent.__table__
 F = SourceFile.__table__
 T = Topic.__table__
 AT = ArticleTopic.__table__
@@ -197,6 +207,12 @@ def _write_articles(conn: Connection, by_url: dict[str, Ingested], topics: Topic
         ids.update((row.url, row.id) for row in conn.execute(sa.select(A.c.url, A.c.id).where(A.c.url.in_(chunk))))
     if not ids:
         return []
+    if updates:
+        conn.execute(
+            sa.update(C).where(C.c.article_id == sa.bindparam("b_id")),
+            [_content_row(by_url[row["url"]]) | {"b_id": row["b_id"]} for row in updates],
+        )
+    bulk_insert(conn, C, [_content_row(by_url[row["url"]]) | {"article_id": ids[row["url"]]} for row in inserts])
     updated_ids = [row["b_id"] for row in updates]
     dirty_topic_ids: set[int] = set()
     for chunk in in_chunks(updated_ids):
@@ -234,7 +250,6 @@ def _article_row(item: Ingested, now: datetime, first_seen: datetime) -> dict[st
         "web_url": article.web_url,
         "title": article.title,
         "excerpt": article.excerpt,
-        "body": article.body,
         "published_at": article.published_at or first_seen,
         "date_given": article.published_at is not None,
         "first_seen": first_seen,
@@ -248,9 +263,17 @@ def _article_row(item: Ingested, now: datetime, first_seen: datetime) -> dict[st
         "removed": False,
         "provider_name": article.provider_name,
         "provider_domain": article.provider_domain,
+        "content_hash": item.hash,
+    }
+
+
+def _content_row(item: Ingested) -> dict[str, Any]:
+    article = item.article
+    assert article is not None
+    return {
+        "body": article.body,
         "extra_json": _json(article.extra) if article.extra else None,
         "related_json": item.related_json,
-        "content_hash": item.hash,
     }
 
 
@@ -409,7 +432,8 @@ def articles_by_ids(conn: Connection, ids: Sequence[int]) -> dict[int, StoredEnt
     """Articles with their topics, lead image and related items: three queries per chunk."""
     result: dict[int, StoredEntry] = {}
     for chunk in in_chunks(list(ids)):
-        articles = {row.id: row for row in conn.execute(sa.select(A).where(A.c.id.in_(chunk)))}
+        query = sa.select(A, C.c.body, C.c.related_json).join(C, C.c.article_id == A.c.id).where(A.c.id.in_(chunk))
+        articles = {row.id: row for row in conn.execute(query)}
         names: dict[int, list[str]] = {}
         query = (
             sa.select(AT.c.article_id, T.c.name)

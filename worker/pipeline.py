@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import multiprocessing
 import os
@@ -11,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -246,7 +248,7 @@ def _cycle(
         return
     settings = FeedSettings(config.feeds.dir, config.feeds.base_url, config.feeds.title, config.feeds.max_entries)
     report.enrich.update(enrich_related(engine, config.enrich, now, log))
-    stats = publish(engine, settings, now)
+    stats = publish(engine, settings, now, helper=_process_pool_of_one if (os.cpu_count() or 1) > 1 else None)
     report.feeds.update(written=stats.written, unchanged=stats.unchanged, removed=stats.removed)
     with engine.connect() as conn:
         report.articles.update(store.article_counts(conn))
@@ -294,13 +296,8 @@ def _read_all(
                 yield result
         return
     workers = max(1, min(os.cpu_count() or 1, 8))
-    # fork is fastest, but unsafe once the process has threads (the server, the scheduler):
-    # then children come from the fork server, started clean (see start_parser_server).
-    single_threaded = threading.active_count() == 1
-    context = multiprocessing.get_context("fork") if single_threaded else _parser_context()
     chunks = [tasks[i : i + CHUNK] for i in range(0, len(tasks), CHUNK)]
-    initargs = (tuple(held_lock_descriptors()), os.getpid()) if single_threaded else ((), None)
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_parser_init, initargs=initargs) as pool:
+    with _process_pool(workers) as pool:
         pending: deque[Future[list[Any]]] = deque()
         queue = iter(chunks)
         for chunk in _take(queue, workers * 3):
@@ -310,6 +307,30 @@ def _read_all(
             for chunk in _take(queue, 1):
                 pending.append(pool.submit(_read_chunk, chunk, limits))
             yield from (result for result in results if result is not None)
+
+
+@contextmanager
+def _process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """Worker processes for parsing and rendering, set up by _parser_init."""
+    # fork is fastest, but unsafe once the process has threads (the server, the scheduler):
+    # then children come from the fork server, started clean (see start_parser_server).
+    single_threaded = threading.active_count() == 1
+    context = multiprocessing.get_context("fork") if single_threaded else _parser_context()
+    initargs = (tuple(held_lock_descriptors()), os.getpid()) if single_threaded else ((), None)
+    if single_threaded:
+        # A forked child shares this process's memory until it writes to it, and the garbage
+        # collector writes to every object it visits: frozen objects it leaves alone.
+        gc.freeze()
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_parser_init, initargs=initargs) as pool:
+            yield pool
+    finally:
+        if single_threaded:
+            gc.unfreeze()
+
+
+def _process_pool_of_one() -> AbstractContextManager[ProcessPoolExecutor]:
+    return _process_pool(1)
 
 
 def _parser_context() -> Any:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from concurrent.futures import Executor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +30,7 @@ __all__ = ["PublishStats", "publish"]
 
 log = structlog.get_logger("worker.publish")
 
+
 @dataclass(slots=True)
 class PublishStats:
     written: int = 0
@@ -34,8 +38,30 @@ class PublishStats:
     removed: int = 0
 
 
-def publish(engine: Engine, settings: FeedSettings, now: datetime) -> PublishStats:
-    """Render the feeds whose entries changed (or whose files are missing); leave the rest alone."""
+@dataclass(frozen=True, slots=True)
+class _FeedJob:
+    stem: str  # "topics/<slug>" or "all"
+    topic_id: int | None  # None: the all feed
+    title: str
+    subtitle: str
+
+
+# From this many feeds to render (a first run, new settings) a second process renders half.
+PARALLEL_FROM = 16
+
+
+def publish(
+    engine: Engine,
+    settings: FeedSettings,
+    now: datetime,
+    *,
+    helper: Callable[[], AbstractContextManager[Executor]] | None = None,
+) -> PublishStats:
+    """Render the feeds whose entries changed (or whose files are missing); leave the rest alone.
+
+    `helper` makes a one-process executor: when many feeds are due, it renders half of them
+    (it opens the database itself) while this process renders the other half.
+    """
     stats = PublishStats()
     topics_dir = settings.dir / "topics"
     remove_temp_files(settings.dir)
@@ -55,20 +81,21 @@ def publish(engine: Engine, settings: FeedSettings, now: datetime) -> PublishSta
     if not (settings.dir / "all.rss").exists() or not (settings.dir / "all.atom").exists():
         all_dirty = True
 
-    cache: dict[int, Entry] = {}
-    with engine.connect() as conn:
-        for row in visible:
-            if row.id not in dirty:
-                continue
-            ids = store.topic_entry_ids(conn, row.id, settings.max_entries)
+    jobs = []
+    for row in visible:
+        if row.id in dirty:
             name = _topic_name(row.name)
-            title, subtitle = f"{settings.title}: {name}", f"Articles about {name}"
-            info = _feed_info(settings, f"topics/{row.slug}", title, subtitle)
-            _write_pair(settings.dir, f"topics/{row.slug}", info, _entries(conn, ids, cache), now, stats)
-        if all_dirty:
-            ids = store.all_entry_ids(conn, settings.max_entries)
-            info = _feed_info(settings, "all", settings.title, "Every published article")
-            _write_pair(settings.dir, "all", info, _entries(conn, ids, cache), now, stats)
+            jobs.append(_FeedJob(f"topics/{row.slug}", row.id, f"{settings.title}: {name}", f"Articles about {name}"))
+    if all_dirty:
+        jobs.append(_FeedJob("all", None, settings.title, "Every published article"))
+    if helper is not None and len(jobs) >= PARALLEL_FROM:
+        with helper() as executor:
+            theirs = executor.submit(render_feeds_of, str(engine.url), settings, now, jobs[1::2])
+            outcomes = _render_jobs(engine, settings, now, jobs[0::2]) + theirs.result()
+    else:
+        outcomes = _render_jobs(engine, settings, now, jobs)
+    for name, written in sorted(outcomes):
+        _count(written, name, stats)
     for name in sorted(on_disk):
         slug, _, suffix = name.rpartition(".")
         if slug not in visible_slugs and suffix in ("rss", "atom") and remove_feed(topics_dir / name):
@@ -82,6 +109,36 @@ def publish(engine: Engine, settings: FeedSettings, now: datetime) -> PublishSta
         if settings_changed:
             store.set_meta_value(conn, SETTINGS_KEY, fingerprint(settings))
     return stats
+
+
+def render_feeds_of(database_url: str, settings: FeedSettings, now: datetime, jobs: list[_FeedJob]) -> list[Any]:
+    """Render and write these feeds from the database at `database_url` (in a helper process)."""
+    from worker.store.db import connect
+
+    engine = connect(database_url)
+    try:
+        return _render_jobs(engine, settings, now, jobs)
+    finally:
+        engine.dispose()
+
+
+def _render_jobs(engine: Engine, settings: FeedSettings, now: datetime, jobs: list[_FeedJob]) -> list[tuple[str, bool]]:
+    """Render each job's feed pair and write what changed; returns (file name, written) pairs."""
+    from worker.publish.render import render_feeds
+
+    outcomes: list[tuple[str, bool]] = []
+    cache: dict[int, Entry] = {}
+    with engine.connect() as conn:
+        for job in jobs:
+            if job.topic_id is None:
+                ids = store.all_entry_ids(conn, settings.max_entries)
+            else:
+                ids = store.topic_entry_ids(conn, job.topic_id, settings.max_entries)
+            info = _feed_info(settings, job.stem, job.title, job.subtitle)
+            rss, atom = render_feeds(info, _entries(conn, ids, cache), now)
+            for suffix, data in (("rss", rss), ("atom", atom)):
+                outcomes.append((f"{job.stem}.{suffix}", write_if_changed(settings.dir / f"{job.stem}.{suffix}", data)))
+    return outcomes
 
 
 def _write_index(
@@ -100,16 +157,6 @@ def _write_index(
         newest = store.newest_update(conn)
     opml = render_opml(settings.title, links, newest or now)
     _count(write_if_changed(settings.dir / "index.opml", opml), "index.opml", stats)
-
-
-def _write_pair(
-    root: Path, stem: str, info: FeedInfo, entries: list[Entry], now: datetime, stats: PublishStats
-) -> None:
-    from worker.publish.render import render_feeds
-
-    rss, atom = render_feeds(info, entries, now)
-    _count(write_if_changed(root / f"{stem}.rss", rss), f"{stem}.rss", stats)
-    _count(write_if_changed(root / f"{stem}.atom", atom), f"{stem}.atom", stats)
 
 
 def _count(written: bool, name: str, stats: PublishStats) -> None:

@@ -31,23 +31,23 @@ __all__ = [
     "StoredEntry",
     "StoredItem",
     "TopicRegistry",
-    "all_entry_ids",
     "all_feed_dirty",
     "article_counts",
     "articles_by_ids",
     "clear_dirty",
     "delete_files",
     "dirty_topics",
+    "feed_window",
     "files_carrying",
     "known_files",
     "mark_all_dirty",
     "meta_value",
+    "meta_values",
     "newest_update",
     "published_topics",
     "quarantined_files",
     "remove_orphans",
     "set_meta_value",
-    "topic_entry_ids",
     "touch_files",
     "write_batch",
 ]
@@ -397,25 +397,18 @@ def published_topics(conn: Connection) -> list[Row[Any]]:
     return conn.execute(query).all()
 
 
-def topic_entry_ids(conn: Connection, topic_id: int, limit: int) -> list[int]:
-    query = (
-        sa.select(A.c.id)
-        .select_from(A.join(AT, AT.c.article_id == A.c.id))
-        .where(AT.c.topic_id == topic_id, A.c.is_published.is_(True), A.c.removed.is_(False))
-        .order_by(A.c.published_at.desc(), A.c.id.desc())
-        .limit(limit)
-    )
-    return list(conn.execute(query).scalars())
+def feed_window(conn: Connection, topic_id: int | None, limit: int) -> list[tuple[int, datetime]]:
+    """(id, updated_at) of the entries of a topic's feed, or of the all feed (`topic_id` None), newest first."""
+    query = sa.select(A.c.id, A.c.updated_at).where(A.c.is_published.is_(True), A.c.removed.is_(False))
+    if topic_id is not None:
+        query = query.select_from(A.join(AT, AT.c.article_id == A.c.id)).where(AT.c.topic_id == topic_id)
+    query = query.order_by(A.c.published_at.desc(), A.c.id.desc()).limit(limit)
+    return [(row.id, row.updated_at) for row in conn.execute(query)]
 
 
-def all_entry_ids(conn: Connection, limit: int) -> list[int]:
-    query = (
-        sa.select(A.c.id)
-        .where(A.c.is_published.is_(True), A.c.removed.is_(False))
-        .order_by(A.c.published_at.desc(), A.c.id.desc())
-        .limit(limit)
-    )
-    return list(conn.execute(query).scalars())
+def meta_values(conn: Connection, prefix: str) -> dict[str, str]:
+    """Meta values whose keys start with `prefix`, by key."""
+    return {row.key: row.value for row in conn.execute(sa.select(M.c.key, M.c.value).where(M.c.key.startswith(prefix)))}
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,12 +38,13 @@ def store_snapshot(database: Path) -> dict[str, list[tuple]]:
     with sqlite3.connect(database) as conn:
         assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
         queries = {
-            "articles": "select url, web_url, title, excerpt, body, published_at, first_seen, "
-                        "updated_at, is_published, removed, extra_json, content_hash from article order by url",
+            "articles": "select url, web_url, title, excerpt, body, published_at, first_seen, updated_at, is_published, "
+                        "removed, extra_json, related_json, content_hash from article join article_content "
+                        "on article_id = id order by url",
             "topics": "select key, name, slug, dirty from topic order by key",
             "links": "select a.url, t.key from article_topic x join article a on a.id = x.article_id "
                      "join topic t on t.id = x.topic_id order by 1, 2",
-            "related": "select a.url, r.position, r.url, r.wants_page, r.shows_page, a.related_json from related_item r "
+            "related": "select a.url, r.position, r.url, r.wants_page, r.shows_page from related_item r "
                        "join article a on a.id = r.article_id order by 1, 2",
             "files": "select path, size, mtime_ns, hash, state, error, article_url from source_file order by path",
         }

@@ -192,7 +192,7 @@ def test_propagation_and_graph_reads_are_bulk(db: Store):
 
     with db.engine.connect() as conn:
         hub_id = conn.execute(sa.text("select id from article where title = 'Hub v2'")).scalar_one()
-        ids = store.all_entry_ids(conn, 49) + [hub_id]
+        ids = [id_ for id_, _ in store.feed_window(conn, None, 49)] + [hub_id]
         entries = store.articles_by_ids(conn, ids)
         db.statements = 0
         graph = graph_store.load_graph(

@@ -446,7 +446,7 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path):
     assert report["files"]["changed"] == 0 and report["files"]["new"] == 0  # only the stats of the copies moved
     with db(upgraded) as conn:
         assert conn.execute("select value from meta where key = 'schema_version'").fetchone() == ("2",)
-        assert "body_html" not in {row[1] for row in conn.execute("pragma table_info(article)")}
+        assert {row[1] for row in conn.execute("pragma table_info(article)")}.isdisjoint({"body_html", "body"})
 
     fresh = make_project(tmp_path / "fresh")
     shutil.copytree(ROOT / "examples" / "inbox", fresh.inbox, dirs_exist_ok=True)
@@ -456,7 +456,30 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path):
         name: data for name, (data, _) in fresh.feed_files().items()
     }
     with db(upgraded) as old, db(fresh) as new:
-        for query in ("select url, related_json from article order by url",
+        for query in ("select url, body, extra_json, related_json from article join article_content on id = article_id "
+                      "order by url",
                       "select a.url, r.position, r.url, r.wants_page, r.shows_page from related_item r "
                       "join article a on a.id = r.article_id order by 1, 2"):
             assert old.execute(query).fetchall() == new.execute(query).fetchall()
+
+
+def test_many_feeds_rendered_by_two_processes_equal_those_rendered_by_one(project: Project, tmp_path: Path):
+    from datetime import UTC, datetime
+
+    from worker.publish.feeds import PARALLEL_FROM, publish
+    from worker.publish.settings import FeedSettings
+    from worker.store.db import connect
+
+    for n in range(PARALLEL_FROM + 4):
+        project.article(f"a{n}.txt", title=f"A{n}", web_url=f"https://a.example/{n}", topics=[f"Topic {n}", "Shared"],
+                        publishedDateTime=f"2021-01-{n + 1:02d}T10:00:00Z")
+    project.cli("run", env={"FEEDWORKER_CLOCK": "2026-01-01T00:00:00Z"})  # more feeds than PARALLEL_FROM
+    engine = connect(f"sqlite:///{project.database}")
+    try:
+        settings = FeedSettings(tmp_path / "serial", project.base_url, "Test News", 50)
+        stats = publish(engine, settings, datetime(2026, 1, 1, tzinfo=UTC))  # no helper: one process
+    finally:
+        engine.dispose()
+    assert stats.written == 2 * (PARALLEL_FROM + 4 + 2) + 1  # topics, the shared one, all; and the index
+    serial = {path.relative_to(settings.dir).as_posix(): path.read_bytes() for path in settings.dir.rglob("*.*")}
+    assert serial == {name: data for name, (data, _) in project.feed_files().items()}

@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 
 from tests.conftest import ROOT
 from worker.ingest.frontmatter import ArticleError, parse_article
-from worker.ingest.yamlload import fast_loader_available, load_yaml, needs_reference_loader
+from worker.ingest.yamlload import (
+    _SPECIAL,
+    fast_loader_available,
+    has_special_characters,
+    load_yaml,
+    needs_reference_loader,
+)
 
 pytestmark = pytest.mark.skipif(not fast_loader_available(), reason="yaml_rs is not installed")
 
@@ -96,3 +102,15 @@ def test_arbitrary_text_reads_the_same(text):
 
 def test_the_yaml_1_1_readings_are_kept():
     assert load_yaml("a: yes\nb: 0755\nc: 1e3\nd: 12:30:00") == {"a": True, "b": 493, "c": "1e3", "d": 45000}
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet=st.characters(), max_size=40) | st.text(alphabet=st.characters(max_codepoint=0x3000), max_size=40))
+def test_the_printable_shortcut_finds_what_the_special_character_pattern_does(text):
+    assert has_special_characters(text) == bool(_SPECIAL.search(text))
+
+
+def test_each_refused_character_is_found():
+    for char in "\x00\t\r\x7f\x85\x9f\u2028\u2029\ud800\udfff\ufeff\ufffe\uffff":
+        assert has_special_characters(f"title: a{char}b\n") == bool(_SPECIAL.search(char)) is True, repr(char)
+    assert has_special_characters("a: <<\n") and not has_special_characters("a: \xa0\u2019\ue000 b\n")

@@ -10,7 +10,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ import orjson
 import structlog
 
 from worker.config import Config
+from worker.enrich import ENRICH_COUNTS
 from worker.ingest.scanner import Scan, Source, scan
 from worker.publish.settings import FeedSettings
 from worker.publish.writer import FeedWriteError
@@ -28,7 +29,7 @@ from worker.store.files import plan_reads
 from worker.store.lock import cycle_lock, held_lock_descriptors
 
 if TYPE_CHECKING:  # the full cycle's modules load when it runs: a no-change run never needs them
-    from concurrent.futures import Future
+    from concurrent.futures import Future, ProcessPoolExecutor
 
     from sqlalchemy.engine import Engine
 
@@ -36,7 +37,6 @@ if TYPE_CHECKING:  # the full cycle's modules load when it runs: a no-change run
     from worker.store import articles as store
 
 __all__ = [
-    "ENRICH_COUNTS",
     "CycleError",
     "RunReport",
     "parse_limits",
@@ -51,10 +51,9 @@ log = structlog.get_logger("worker.pipeline")
 BATCH = 500  # files per transaction
 INLINE_BELOW = 64  # fewer files than this are parsed without a process pool
 CHUNK = 32  # files per task sent to a parser process
-# The run report's `enrich` counts, which the enrich step fills in.
-ENRICH_COUNTS = ("fetched", "not_modified", "failed", "refused", "pending")
 # What read_article needs, loaded before parser processes start so that none imports it again.
 _PARSER_MODULES = ("worker.ingest.frontmatter", "worker.store.articles")
+DEFER_INDEXES_FROM = 2000  # files a first run reads, from which it builds its indexes at the end
 
 
 def utcnow() -> datetime:
@@ -284,7 +283,7 @@ def _cycle(
     from worker.enrich.stage import enrich_related
     from worker.publish.feeds import publish
     from worker.store import articles as store
-    from worker.store.db import transaction
+    from worker.store.db import indexes_deferred, transaction
 
     if found is None:
         found = _scan(config)
@@ -304,8 +303,13 @@ def _cycle(
     for path in plan.too_large:
         file = found.files[path]
         too_large.append(
-            store.Ingested(path, file.size, file.mtime_ns, f"size:{file.size}",
-                           error=f"larger than max_bytes ({file.size} > {file.max_bytes} bytes)")
+            store.Ingested(
+                path,
+                file.size,
+                file.mtime_ns,
+                f"size:{file.size}",
+                error=f"larger than max_bytes ({file.size} > {file.max_bytes} bytes)",
+            )
         )
     deleted = plan.deleted
     with transaction(engine) as conn:
@@ -326,28 +330,29 @@ def _cycle(
     batch: list[store.Ingested] = []
     touched: list[tuple[str, int, int]] = []
     stopped = False
-    results = _read_all(to_read, limits)
-    for result in results:
-        if isinstance(result, tuple):  # same bytes as stored, only the stat changed
-            touched.append(result)
-            counts["unchanged"] += 1
-            continue
-        if result.path in known and result.path not in again:
-            counts["changed"] += 1
-        if result.error is not None:
-            log.warning("file.quarantined", path=result.path, reason=result.error)
-        elif result.article is not None and result.article.warnings:
-            for warning in result.article.warnings:
-                log.warning("file.warning", path=result.path, reason=warning)
-        batch.append(result)
-        if len(batch) >= BATCH:
-            orphans |= _store_batch(engine, batch, touched, known, topics, now)
-            batch, touched = [], []
-            if should_stop is not None and should_stop():
-                stopped = True
-                break
-    results.close()  # shuts the parser pool down now when the loop stopped early
-    orphans |= _store_batch(engine, batch, touched, known, topics, now)
+    with indexes_deferred(engine, defer=not known and len(to_read) >= DEFER_INDEXES_FROM):
+        results = _read_all(to_read, limits)
+        for result in results:
+            if isinstance(result, tuple):  # same bytes as stored, only the stat changed
+                touched.append(result)
+                counts["unchanged"] += 1
+                continue
+            if result.path in known and result.path not in again:
+                counts["changed"] += 1
+            if result.error is not None:
+                log.warning("file.quarantined", path=result.path, reason=result.error)
+            elif result.article is not None and result.article.warnings:
+                for warning in result.article.warnings:
+                    log.warning("file.warning", path=result.path, reason=warning)
+            batch.append(result)
+            if len(batch) >= BATCH:
+                orphans |= _store_batch(engine, batch, touched, known, topics, now)
+                batch, touched = [], []
+                if should_stop is not None and should_stop():
+                    stopped = True
+                    break
+        results.close()  # shuts the parser pool down now when the loop stopped early
+        orphans |= _store_batch(engine, batch, touched, known, topics, now)
 
     with transaction(engine) as conn:
         for url in store.remove_orphans(conn, orphans, now):
@@ -359,7 +364,9 @@ def _cycle(
         report.message = "stopped at a safe point before the end of the cycle (shutting down)"
         return
     report.enrich.update(enrich_related(engine, config.enrich, now, log))
-    stats = publish(engine, _feed_settings(config), now)
+    stats = publish(
+        engine, _feed_settings(config), now, helper=_process_pool_of_one if (os.cpu_count() or 1) > 1 else None
+    )
     report.feeds.update(written=stats.written, unchanged=stats.unchanged, removed=stats.removed)
     with engine.connect() as conn:
         report.articles.update(store.article_counts(conn))
@@ -411,19 +418,9 @@ def _read_all(
             if result is not None:
                 yield result
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    for name in _PARSER_MODULES:  # forked parsers inherit them
-        importlib.import_module(name)
     workers = max(1, min(os.cpu_count() or 1, 8))
-    # fork is fastest, but unsafe once the process has threads (the server, the scheduler):
-    # then children come from the fork server, started clean (see start_parser_server).
-    single_threaded = threading.active_count() == 1
-    context = multiprocessing.get_context("fork") if single_threaded else _parser_context()
     chunks = [tasks[i : i + CHUNK] for i in range(0, len(tasks), CHUNK)]
-    initargs = (tuple(held_lock_descriptors()), os.getpid()) if single_threaded else ((), None)
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_parser_init, initargs=initargs) as pool:
+    with _process_pool(workers) as pool:
         pending: deque[Future[list[Any]]] = deque()
         queue = iter(chunks)
         for chunk in _take(queue, workers * 3):
@@ -433,6 +430,35 @@ def _read_all(
             for chunk in _take(queue, 1):
                 pending.append(pool.submit(_read_chunk, chunk, limits))
             yield from (result for result in results if result is not None)
+
+
+@contextmanager
+def _process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """Worker processes for parsing and rendering, set up by _parser_init."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    for name in _PARSER_MODULES:  # forked processes inherit them
+        importlib.import_module(name)
+    # fork is fastest, but unsafe once the process has threads (the server, the scheduler):
+    # then children come from the fork server, started clean (see start_parser_server).
+    single_threaded = threading.active_count() == 1
+    context = multiprocessing.get_context("fork") if single_threaded else _parser_context()
+    initargs = (tuple(held_lock_descriptors()), os.getpid()) if single_threaded else ((), None)
+    if single_threaded:
+        # A forked child shares this process's memory until it writes to it, and the garbage
+        # collector writes to every object it visits: frozen objects it leaves alone.
+        gc.freeze()
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_parser_init, initargs=initargs) as pool:
+            yield pool
+    finally:
+        if single_threaded:
+            gc.unfreeze()
+
+
+def _process_pool_of_one() -> AbstractContextManager[ProcessPoolExecutor]:
+    return _process_pool(1)
 
 
 def _parser_context() -> Any:
@@ -517,8 +543,9 @@ def read_article(
         return store.Ingested(path, -1, -1, "", error=f"cannot be read: {exc.strerror or exc}")
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
     if len(data) > max_bytes:
-        return store.Ingested(path, st.st_size, st.st_mtime_ns, digest,
-                              error=f"larger than max_bytes ({max_bytes} bytes)")
+        return store.Ingested(
+            path, st.st_size, st.st_mtime_ns, digest, error=f"larger than max_bytes ({max_bytes} bytes)"
+        )
     if digest == known_hash:
         return (path, st.st_size, st.st_mtime_ns)
     try:

@@ -15,7 +15,7 @@ import structlog
 from sqlalchemy.engine import Engine
 
 from worker.config import EnrichConfig
-from worker.pipeline import ENRICH_COUNTS
+from worker.enrich import ENRICH_COUNTS
 from worker.store import pages as page_store
 from worker.store import related as related_store
 from worker.store.db import transaction
@@ -39,7 +39,7 @@ def enrich_related(engine: Engine, config: EnrichConfig, now: datetime, log: Any
         changed = related_store.changed_articles(conn, now)
         touched = related_store.propagate_changes(conn, changed, now)
         # Queued whether fetching is on or not, so switching it on later finds the backlog.
-        queued = page_store.enqueue(conn, changed.ids, changed.gone_urls, now)
+        queued = page_store.enqueue(conn, changed.ids, changed.gone_urls, now, everything=changed.everything)
     if touched or queued:
         log.info("enrich.linked", articles_changed=len(changed.ids), neighbours_updated=touched, pages_queued=queued)
     if config.fetch and config.max_fetches > 0:

@@ -21,7 +21,7 @@ try:  # optional: without it everything goes through PyYAML
 except ImportError:  # pragma: no cover
     yaml_rs = None
 
-__all__ = ["YAMLError", "fast_loader_available", "load_yaml", "needs_reference_loader"]
+__all__ = ["YAMLError", "fast_loader_available", "has_special_characters", "load_yaml", "needs_reference_loader"]
 
 YAMLError = yaml.YAMLError
 
@@ -56,7 +56,7 @@ def needs_reference_loader(text: str) -> bool:
     that is where a YAML 1.1/1.2 difference can hide in block-style front matter. Flow
     collections, block scalars, quoted keys, tags, anchors and aliases all go to PyYAML.
     """
-    if _SPECIAL.search(text):
+    if has_special_characters(text):
         return True
     for line in text.split("\n"):
         rest = line.lstrip(" ")
@@ -79,6 +79,16 @@ def needs_reference_loader(text: str) -> bool:
             if value and (value[0] in _RISKY_FIRST or value[0] in _BOOL_FIRST) and _risky(value, key):
                 return True
     return False
+
+
+def has_special_characters(text: str) -> bool:
+    """`_SPECIAL.search(text)`, mostly without the regex: every character it finds is a
+    control, surrogate, format, separator or non-character, and none of those is printable."""
+    if "<<" in text:
+        return True
+    if text.replace("\n", " ").isprintable():
+        return False
+    return _SPECIAL.search(text) is not None
 
 
 def _risky(token: str, key: str | None) -> bool:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Callable
+from concurrent.futures import Executor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +31,7 @@ __all__ = ["PublishStats", "publish"]
 
 log = structlog.get_logger("worker.publish")
 
+
 @dataclass(slots=True)
 class PublishStats:
     written: int = 0
@@ -34,8 +39,37 @@ class PublishStats:
     removed: int = 0
 
 
-def publish(engine: Engine, settings: FeedSettings, now: datetime) -> PublishStats:
-    """Render the feeds whose entries changed (or whose files are missing); leave the rest alone."""
+@dataclass(frozen=True, slots=True)
+class _FeedJob:
+    stem: str  # "topics/<slug>" or "all"
+    topic_id: int | None  # None: the all feed
+    title: str
+    subtitle: str
+    window: str | None  # the fingerprint of its entries when last written; None: render regardless
+
+
+# The meta key prefix of each feed's window fingerprint: its entries' ids and update times.
+# An entry's rendering changes only with its article's updated_at (related links and fetched
+# pages move it too), so a dirty topic whose window is the same needs no rendering.
+_WINDOW_KEY = "feed_window:"
+
+
+# From this many feeds to render (a first run, new settings) a second process renders half.
+PARALLEL_FROM = 16
+
+
+def publish(
+    engine: Engine,
+    settings: FeedSettings,
+    now: datetime,
+    *,
+    helper: Callable[[], AbstractContextManager[Executor]] | None = None,
+) -> PublishStats:
+    """Render the feeds whose entries changed (or whose files are missing); leave the rest alone.
+
+    `helper` makes a one-process executor: when many feeds are due, it renders half of them
+    (it opens the database itself) while this process renders the other half.
+    """
     stats = PublishStats()
     topics_dir = settings.dir / "topics"
     remove_temp_files(settings.dir)
@@ -49,26 +83,35 @@ def publish(engine: Engine, settings: FeedSettings, now: datetime) -> PublishSta
         all_dirty = True
     visible_slugs = {row.slug for row in visible}
     on_disk = _existing_feed_files(topics_dir)
-    for row in visible:
-        if f"{row.slug}.rss" not in on_disk or f"{row.slug}.atom" not in on_disk:
-            dirty.add(row.id)
-    if not (settings.dir / "all.rss").exists() or not (settings.dir / "all.atom").exists():
-        all_dirty = True
+    missing = {row.id for row in visible if f"{row.slug}.rss" not in on_disk or f"{row.slug}.atom" not in on_disk}
+    dirty |= missing
+    all_missing = not (settings.dir / "all.rss").exists() or not (settings.dir / "all.atom").exists()
+    all_dirty = all_dirty or all_missing
 
-    cache: dict[int, Entry] = {}
     with engine.connect() as conn:
-        for row in visible:
-            if row.id not in dirty:
-                continue
-            ids = store.topic_entry_ids(conn, row.id, settings.max_entries)
+        windows = {} if settings_changed else store.meta_values(conn, _WINDOW_KEY)
+    jobs = []
+    for row in visible:
+        if row.id in dirty:
             name = _topic_name(row.name)
-            title, subtitle = f"{settings.title}: {name}", f"Articles about {name}"
-            info = _feed_info(settings, f"topics/{row.slug}", title, subtitle)
-            _write_pair(settings.dir, f"topics/{row.slug}", info, _entries(conn, ids, cache), now, stats)
-        if all_dirty:
-            ids = store.all_entry_ids(conn, settings.max_entries)
-            info = _feed_info(settings, "all", settings.title, "Every published article")
-            _write_pair(settings.dir, "all", info, _entries(conn, ids, cache), now, stats)
+            stem = f"topics/{row.slug}"
+            window = windows.get(_WINDOW_KEY + stem) if row.id not in missing else None
+            jobs.append(_FeedJob(stem, row.id, f"{settings.title}: {name}", f"Articles about {name}", window))
+    if all_dirty:
+        window = windows.get(_WINDOW_KEY + "all") if not all_missing else None
+        jobs.append(_FeedJob("all", None, settings.title, "Every published article", window))
+    if helper is not None and len(jobs) >= PARALLEL_FROM:
+        with helper() as executor:
+            theirs = executor.submit(render_feeds_of, str(engine.url), settings, now, jobs[1::2])
+            outcomes = _render_jobs(engine, settings, now, jobs[0::2]) + theirs.result()
+    else:
+        outcomes = _render_jobs(engine, settings, now, jobs)
+    for stem, window, written in sorted(outcomes):
+        if written is None:
+            stats.unchanged += 2  # the same entries as when last written: not rendered
+            continue
+        for suffix, changed in zip(("rss", "atom"), written, strict=True):
+            _count(changed, f"{stem}.{suffix}", stats)
     for name in sorted(on_disk):
         slug, _, suffix = name.rpartition(".")
         if slug not in visible_slugs and suffix in ("rss", "atom") and remove_feed(topics_dir / name):
@@ -79,9 +122,49 @@ def publish(engine: Engine, settings: FeedSettings, now: datetime) -> PublishSta
         _write_index(engine, settings, visible, now, stats)
     with transaction(engine) as conn:
         store.clear_dirty(conn, dirty, all_feed=all_dirty)
+        for stem, window, written in outcomes:
+            if written is not None:
+                store.set_meta_value(conn, _WINDOW_KEY + stem, window)
         if settings_changed:
             store.set_meta_value(conn, SETTINGS_KEY, fingerprint(settings))
     return stats
+
+
+def render_feeds_of(database_url: str, settings: FeedSettings, now: datetime, jobs: list[_FeedJob]) -> list[Any]:
+    """Render and write these feeds from the database at `database_url` (in a helper process)."""
+    from worker.store.db import connect
+
+    engine = connect(database_url)
+    try:
+        return _render_jobs(engine, settings, now, jobs)
+    finally:
+        engine.dispose()
+
+
+_Outcome = tuple[str, str, tuple[bool, bool] | None]  # stem, window, (rss, atom) written; None: not rendered
+
+
+def _render_jobs(engine: Engine, settings: FeedSettings, now: datetime, jobs: list[_FeedJob]) -> list[_Outcome]:
+    """Render each job's feed pair, unless its window is unchanged, and write what changed."""
+    outcomes: list[_Outcome] = []
+    cache: dict[int, Entry] = {}
+    with engine.connect() as conn:
+        for job in jobs:
+            entries = store.feed_window(conn, job.topic_id, settings.max_entries)
+            window = hashlib.blake2b(repr(entries).encode(), digest_size=16).hexdigest()
+            if window == job.window:
+                outcomes.append((job.stem, window, None))
+                continue
+            from worker.publish.render import render_feeds
+
+            info = _feed_info(settings, job.stem, job.title, job.subtitle)
+            rss, atom = render_feeds(info, _entries(conn, [id_ for id_, _ in entries], cache), now)
+            written = tuple(
+                write_if_changed(settings.dir / f"{job.stem}.{suffix}", data)
+                for suffix, data in (("rss", rss), ("atom", atom))
+            )
+            outcomes.append((job.stem, window, written))  # type: ignore[arg-type]
+    return outcomes
 
 
 def _write_index(
@@ -100,16 +183,6 @@ def _write_index(
         newest = store.newest_update(conn)
     opml = render_opml(settings.title, links, newest or now)
     _count(write_if_changed(settings.dir / "index.opml", opml), "index.opml", stats)
-
-
-def _write_pair(
-    root: Path, stem: str, info: FeedInfo, entries: list[Entry], now: datetime, stats: PublishStats
-) -> None:
-    from worker.publish.render import render_feeds
-
-    rss, atom = render_feeds(info, entries, now)
-    _count(write_if_changed(root / f"{stem}.rss", rss), f"{stem}.rss", stats)
-    _count(write_if_changed(root / f"{stem}.atom", atom), f"{stem}.atom", stats)
 
 
 def _count(written: bool, name: str, stats: PublishStats) -> None:

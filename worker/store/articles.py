@@ -14,7 +14,16 @@ from sqlalchemy.engine import Connection, Row
 from worker.ingest.frontmatter import Article as ParsedArticle
 from worker.ingest.topics import topic_key, unique_slug
 from worker.store.db import bulk_insert, in_chunks
-from worker.store.models import Article, ArticleImage, ArticleTopic, Meta, RelatedItem, SourceFile, Topic
+from worker.store.models import (
+    Article,
+    ArticleContent,
+    ArticleImage,
+    ArticleTopic,
+    Meta,
+    RelatedItem,
+    SourceFile,
+    Topic,
+)
 
 __all__ = [
     "Ingested",
@@ -22,28 +31,29 @@ __all__ = [
     "StoredEntry",
     "StoredItem",
     "TopicRegistry",
-    "all_entry_ids",
     "all_feed_dirty",
     "article_counts",
     "articles_by_ids",
     "clear_dirty",
     "delete_files",
     "dirty_topics",
+    "feed_window",
     "files_carrying",
     "known_files",
     "mark_all_dirty",
     "meta_value",
+    "meta_values",
     "newest_update",
     "published_topics",
     "quarantined_files",
     "remove_orphans",
     "set_meta_value",
-    "topic_entry_ids",
     "touch_files",
     "write_batch",
 ]
 
 A = Article.__table__
+C = ArticleContent.__table__
 F = SourceFile.__table__
 T = Topic.__table__
 AT = ArticleTopic.__table__
@@ -197,6 +207,12 @@ def _write_articles(conn: Connection, by_url: dict[str, Ingested], topics: Topic
         ids.update((row.url, row.id) for row in conn.execute(sa.select(A.c.url, A.c.id).where(A.c.url.in_(chunk))))
     if not ids:
         return []
+    if updates:
+        conn.execute(
+            sa.update(C).where(C.c.article_id == sa.bindparam("b_id")),
+            [_content_row(by_url[row["url"]]) | {"b_id": row["b_id"]} for row in updates],
+        )
+    bulk_insert(conn, C, [_content_row(by_url[row["url"]]) | {"article_id": ids[row["url"]]} for row in inserts])
     updated_ids = [row["b_id"] for row in updates]
     dirty_topic_ids: set[int] = set()
     for chunk in in_chunks(updated_ids):
@@ -234,7 +250,6 @@ def _article_row(item: Ingested, now: datetime, first_seen: datetime) -> dict[st
         "web_url": article.web_url,
         "title": article.title,
         "excerpt": article.excerpt,
-        "body": article.body,
         "published_at": article.published_at or first_seen,
         "date_given": article.published_at is not None,
         "first_seen": first_seen,
@@ -248,9 +263,17 @@ def _article_row(item: Ingested, now: datetime, first_seen: datetime) -> dict[st
         "removed": False,
         "provider_name": article.provider_name,
         "provider_domain": article.provider_domain,
+        "content_hash": item.hash,
+    }
+
+
+def _content_row(item: Ingested) -> dict[str, Any]:
+    article = item.article
+    assert article is not None
+    return {
+        "body": article.body,
         "extra_json": _json(article.extra) if article.extra else None,
         "related_json": item.related_json,
-        "content_hash": item.hash,
     }
 
 
@@ -363,36 +386,27 @@ def dirty_topics(conn: Connection) -> list[Row[Any]]:
 
 def published_topics(conn: Connection) -> list[Row[Any]]:
     """Topics with at least one published article, by name."""
-    visible = sa.and_(A.c.is_published.is_(True), A.c.removed.is_(False))
-    query = (
-        sa.select(T.c.id, T.c.slug, T.c.name, sa.func.count().label("articles"))
-        .select_from(T.join(AT, AT.c.topic_id == T.c.id).join(A, A.c.id == AT.c.article_id))
-        .where(visible)
-        .group_by(T.c.id, T.c.slug, T.c.name)
-        .order_by(T.c.key)
+    # EXISTS stops at a topic's first published article, where a count would read them all.
+    published = sa.exists(
+        sa.select(AT.c.article_id)
+        .select_from(AT.join(A, A.c.id == AT.c.article_id))
+        .where(AT.c.topic_id == T.c.id, A.c.is_published.is_(True), A.c.removed.is_(False))
     )
-    return conn.execute(query).all()
+    return conn.execute(sa.select(T.c.id, T.c.slug, T.c.name).where(published).order_by(T.c.key)).all()
 
 
-def topic_entry_ids(conn: Connection, topic_id: int, limit: int) -> list[int]:
-    query = (
-        sa.select(A.c.id)
-        .select_from(A.join(AT, AT.c.article_id == A.c.id))
-        .where(AT.c.topic_id == topic_id, A.c.is_published.is_(True), A.c.removed.is_(False))
-        .order_by(A.c.published_at.desc(), A.c.id.desc())
-        .limit(limit)
-    )
-    return list(conn.execute(query).scalars())
+def feed_window(conn: Connection, topic_id: int | None, limit: int) -> list[tuple[int, datetime]]:
+    """(id, updated_at) of the entries of a topic's feed, or of the all feed (`topic_id` None), newest first."""
+    query = sa.select(A.c.id, A.c.updated_at).where(A.c.is_published.is_(True), A.c.removed.is_(False))
+    if topic_id is not None:
+        query = query.select_from(A.join(AT, AT.c.article_id == A.c.id)).where(AT.c.topic_id == topic_id)
+    query = query.order_by(A.c.published_at.desc(), A.c.id.desc()).limit(limit)
+    return [(row.id, row.updated_at) for row in conn.execute(query)]
 
 
-def all_entry_ids(conn: Connection, limit: int) -> list[int]:
-    query = (
-        sa.select(A.c.id)
-        .where(A.c.is_published.is_(True), A.c.removed.is_(False))
-        .order_by(A.c.published_at.desc(), A.c.id.desc())
-        .limit(limit)
-    )
-    return list(conn.execute(query).scalars())
+def meta_values(conn: Connection, prefix: str) -> dict[str, str]:
+    """Meta values whose keys start with `prefix`, by key."""
+    return {row.key: row.value for row in conn.execute(sa.select(M.c.key, M.c.value).where(M.c.key.startswith(prefix)))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,7 +423,8 @@ def articles_by_ids(conn: Connection, ids: Sequence[int]) -> dict[int, StoredEnt
     """Articles with their topics, lead image and related items: three queries per chunk."""
     result: dict[int, StoredEntry] = {}
     for chunk in in_chunks(list(ids)):
-        articles = {row.id: row for row in conn.execute(sa.select(A).where(A.c.id.in_(chunk)))}
+        query = sa.select(A, C.c.body, C.c.related_json).join(C, C.c.article_id == A.c.id).where(A.c.id.in_(chunk))
+        articles = {row.id: row for row in conn.execute(query)}
         names: dict[int, list[str]] = {}
         query = (
             sa.select(AT.c.article_id, T.c.name)

@@ -24,6 +24,7 @@ __all__ = [
     "bulk_insert",
     "connect",
     "cycle_lock",
+    "indexes_deferred",
     "held_lock_descriptors",
     "in_chunks",
     "transaction",
@@ -185,6 +186,41 @@ def _migrate(conn: Connection) -> None:
     if version < SCHEMA_VERSION:
         conn.execute(sa.update(Meta).where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION)))
     SQLModel.metadata.create_all(conn)  # tables added since; existing ones are left alone
+    _create_missing_indexes(conn)
+
+
+def _create_missing_indexes(conn: Connection) -> None:
+    # A first run interrupted while its indexes were deferred left them out.
+    present = {(table, index["name"]) for table in _DEFERRED for index in sa.inspect(conn).get_indexes(table)}
+    for table in _DEFERRED:
+        for index in SQLModel.metadata.tables[table].indexes:
+            if (table, index.name) not in present:
+                index.create(conn)
+
+
+# The tables a run fills, whose secondary (non-unique) indexes a first run builds at its end.
+_DEFERRED = ("source_file", "article", "article_topic", "related_item")
+
+
+@contextmanager
+def indexes_deferred(engine: Engine, defer: bool) -> Iterator[None]:
+    """Fill the store with the secondary indexes of the filled tables off, then build them once.
+
+    For a first run: once an index outgrows the page cache, inserting each row at a random
+    place in it costs a page read, while building it at the end is one sort. An interrupted
+    fill leaves them off; `connect` builds them again. Unique indexes stay: they are rules.
+    """
+    if not defer:
+        yield
+        return
+    indexes = [index for table in _DEFERRED for index in SQLModel.metadata.tables[table].indexes]
+    with transaction(engine) as conn:
+        for index in indexes:
+            index.drop(conn, checkfirst=True)
+    yield
+    with transaction(engine) as conn:
+        for index in indexes:
+            index.create(conn, checkfirst=True)
 
 
 def _related_items_to_json(conn: Connection) -> None:
@@ -199,7 +235,7 @@ def _related_items_to_json(conn: Connection) -> None:
         if "published_at" in item:  # naive UTC text, as UTCDateTime wrote it
             item["published_at"] = datetime.fromisoformat(str(item["published_at"])).replace(tzinfo=UTC).isoformat()
         items.setdefault(article_id, []).append(item)
-    update = sa.text("UPDATE article SET related_json = :json WHERE id = :id")
+    update = sa.text("UPDATE article_content SET related_json = :json WHERE article_id = :id")
     for chunk in in_chunks(list(items.items())):
         conn.execute(update, [{"id": article_id, "json": orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()} for article_id, value in chunk])
 
@@ -211,8 +247,15 @@ _MIGRATIONS: dict[int, list[str | Callable[[Connection], None]]] = {
         "ALTER TABLE article DROP COLUMN body_html",
         # Related items are stored whole in their article's row; related_item keeps what the
         # graph queries need, so a first run writes one narrow row an item.
-        "ALTER TABLE article ADD COLUMN related_json VARCHAR",
+        # The large fields move to their own table (see models.Article).
+        "CREATE TABLE article_content (article_id INTEGER NOT NULL, body VARCHAR, extra_json VARCHAR,"
+        " related_json VARCHAR, PRIMARY KEY (article_id), FOREIGN KEY(article_id) REFERENCES article (id)"
+        " ON DELETE CASCADE)",
+        "INSERT INTO article_content (article_id, body, extra_json) SELECT id, body, extra_json FROM article",
+        "ALTER TABLE article DROP COLUMN body",
+        "ALTER TABLE article DROP COLUMN extra_json",
         _related_items_to_json,
+        "DROP INDEX ix_related_item_url",  # made again, covering (see models.RelatedItem)
         "ALTER TABLE related_item ADD COLUMN wants_page BOOLEAN NOT NULL DEFAULT 0",
         "ALTER TABLE related_item ADD COLUMN shows_page BOOLEAN NOT NULL DEFAULT 0",
         "UPDATE related_item SET wants_page = (title IS NULL OR excerpt IS NULL OR image_url IS NULL),"

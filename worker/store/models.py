@@ -12,6 +12,7 @@ from worker.store.db import UTCDateTime
 
 __all__ = [
     "Article",
+    "ArticleContent",
     "ArticleImage",
     "ArticleTopic",
     "Meta",
@@ -50,14 +51,17 @@ class SourceFile(SQLModel, table=True):
 
 
 class Article(SQLModel, table=True):
-    """An article, identified by its canonical webUrl; kept (marked removed) when its files go."""
+    """An article, identified by its canonical webUrl; kept (marked removed) when its files go.
+
+    Its large fields are in `article_content`: every query of flags and dates then reads a
+    table of small rows that stays in the page cache, not one page (or more) an article.
+    """
 
     id: int | None = Field(default=None, primary_key=True)
     url: str = Field(unique=True)
     web_url: str
     title: str
     excerpt: str | None = None
-    body: str | None = None
     published_at: datetime = _time(nullable=False, index=True)
     date_given: bool = True  # false: published_at is the first-seen time
     first_seen: datetime = _time(nullable=False)
@@ -71,9 +75,17 @@ class Article(SQLModel, table=True):
     removed: bool = False
     provider_name: str | None = None
     provider_domain: str | None = None
+    content_hash: str
+
+
+class ArticleContent(SQLModel, table=True):
+    """An article's large fields, read only to render its entry."""
+
+    __tablename__ = "article_content"
+    article_id: int = Field(foreign_key="article.id", primary_key=True, ondelete="CASCADE")
+    body: str | None = None
     extra_json: str | None = None  # unknown fields, `secured` among them: stored, never published
     related_json: str | None = None  # the related items as the file gives them (JSON list)
-    content_hash: str
 
 
 class Topic(SQLModel, table=True):
@@ -102,12 +114,14 @@ class ArticleImage(SQLModel, table=True):
 
 class RelatedItem(SQLModel, table=True):
     """The canonical URL of a related item, for the graph queries; the item itself is in
-    `article.related_json`, read only when its entry is rendered."""
+    `article_content.related_json`, read only when its entry is rendered."""
 
     __tablename__ = "related_item"
+    # Covering: the queue of pages to fetch is read from this index alone, in URL order.
+    __table_args__ = (sa.Index("ix_related_item_url", "url", "wants_page", "article_id"),)
     article_id: int = Field(foreign_key="article.id", primary_key=True, ondelete="CASCADE")
     position: int = Field(primary_key=True)
-    url: str = Field(index=True)
+    url: str
     wants_page: bool  # the item lacks a title, excerpt or image: its fetched page would add one
     shows_page: bool  # the item lacks a title or provider: its entry link shows the page's
 

@@ -74,22 +74,27 @@ def _due(now: datetime, ttl_s: float) -> sa.ColumnElement[bool]:
     )
 
 
-def enqueue(conn: Connection, article_ids: Sequence[int], gone_urls: Sequence[str], now: datetime) -> int:
+def enqueue(
+    conn: Connection, article_ids: Sequence[int], gone_urls: Sequence[str], now: datetime, *, everything: bool = False
+) -> int:
     """Queue the pages asked for by the related items of these articles, and by the items
-    pointing at these URLs (articles gone, so no stored article any more). Returns how many."""
+    pointing at these URLs (articles gone, so no stored article any more). Returns how many.
+    `everything`: the articles are all there are (a first run); one statement does."""
     listing = A.alias("listing")
+    has_page = sa.exists(sa.select(P.c.id).where(P.c.url == R.c.url))
+    rows = (
+        sa.select(R.c.url, sa.literal(PENDING), sa.literal(now, P.c.next_fetch_at.type), sa.literal(0))
+        .select_from(R.join(listing, listing.c.id == R.c.article_id))
+        .where(_visible(listing), _wanted(R.c.url), ~has_page)
+        .distinct()
+    )
+    columns = ["url", "status", "next_fetch_at", "failures"]
+    if everything:
+        return conn.execute(sa.insert(P).from_select(columns, rows)).rowcount
     queued = 0
     for column, values in ((R.c.article_id, list(article_ids)), (R.c.url, list(gone_urls))):
         for chunk in in_chunks(values):
-            has_page = sa.exists(sa.select(P.c.id).where(P.c.url == R.c.url))
-            rows = (
-                sa.select(R.c.url, sa.literal(PENDING), sa.literal(now, P.c.next_fetch_at.type), sa.literal(0))
-                .select_from(R.join(listing, listing.c.id == R.c.article_id))
-                .where(column.in_(chunk), _visible(listing), _wanted(R.c.url), ~has_page)
-                .distinct()
-            )
-            insert = sa.insert(P).from_select(["url", "status", "next_fetch_at", "failures"], rows)
-            queued += conn.execute(insert).rowcount
+            queued += conn.execute(sa.insert(P).from_select(columns, rows.where(column.in_(chunk)))).rowcount
     return queued
 
 

@@ -34,6 +34,7 @@ class Changed:
     ids: list[int]
     urls: list[str]
     gone_urls: list[str]  # of those removed or drafts now: no stored article to link to any more
+    everything: bool = False  # every stored article (the first run): whole-table statements do
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +93,8 @@ def changed_articles(conn: Connection, now: datetime) -> Changed:
     query = sa.select(A.c.id, A.c.url, _visible().label("visible")).where(condition).order_by(A.c.id)
     rows = conn.execute(query).all()
     _set_watermark(conn, now if since is None else max(since, now))
-    return Changed([row.id for row in rows], [row.url for row in rows], [row.url for row in rows if not row.visible])
+    ids, urls = [row.id for row in rows], [row.url for row in rows]
+    return Changed(ids, urls, [row.url for row in rows if not row.visible], everything=since is None)
 
 
 def propagate_changes(conn: Connection, changed: Changed, now: datetime) -> int:
@@ -104,8 +106,14 @@ def propagate_changes(conn: Connection, changed: Changed, now: datetime) -> int:
     """
     if not changed.ids:
         return 0
-    neighbours: set[int] = set()
     target = A.alias("target")
+    if changed.everything:  # no neighbour outside the change: the whole graph in one statement
+        conn.execute(sa.delete(E))
+        edges = sa.select(R.c.article_id, target.c.id).select_from(R.join(target, target.c.url == R.c.url))
+        edges = edges.where(target.c.id != R.c.article_id).distinct()
+        conn.execute(sa.insert(E).from_select(["source_id", "target_id"], edges))
+        return 0
+    neighbours: set[int] = set()
     for chunk in in_chunks(changed.ids):
         # Before the edges are rebuilt: what the changed articles linked to last time.
         neighbours.update(conn.execute(sa.select(E.c.target_id).where(E.c.source_id.in_(chunk))).scalars())

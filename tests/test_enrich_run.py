@@ -320,3 +320,21 @@ def test_the_fetch_budget_fits_the_last_page_within_max_seconds():
     assert policy.total_timeout == 1 and deadline == 1 and policy.allow_private_networks
     policy, deadline = fetch_budget(EnrichConfig(max_seconds=60, timeout_s=5, per_host=1, max_bytes=1000))
     assert (policy.total_timeout, deadline, policy.per_host, policy.max_bytes) == (5, 55, 1, 1000)
+
+
+def test_switching_fetching_on_later_fetches_the_backlog(tmp_path: Path, pages: PageServer):
+    project = make_project(tmp_path, enrich={"fetch": False, "allow_private_networks": True})
+    project.article("a.txt", title="Article A", web_url="https://a.example/a", topics=["AI"],
+                    related=[{"webUrl": pages.url("/og")}])
+    project.run()
+    project.article("b.txt", title="Article B", web_url="https://a.example/b", topics=["AI"],
+                    related=[{"webUrl": pages.url("/og2")}])
+    project.run()
+    assert pages.total == 0
+    assert json.loads(project.cli("status", "--json").stdout)["enrich"]["pending"] == 0  # nothing queued
+
+    set_enrich(project, fetch=True)
+    report = project.run()  # no file changed: the pages both articles ask for are fetched all the same
+    assert report["enrich"] == {"fetched": 2, "not_modified": 0, "failed": 0, "refused": 0, "pending": 0}
+    assert atom_related(project, "topics/ai.atom", "Article A") == [(pages.url("/og"), "Open Graph title")]
+    assert atom_related(project, "topics/ai.atom", "Article B") == [(pages.url("/og2"), "Open Graph title")]

@@ -38,8 +38,15 @@ def enrich_related(engine: Engine, config: EnrichConfig, now: datetime, log: Any
     with transaction(engine) as conn:
         changed = related_store.changed_articles(conn, now)
         touched = related_store.propagate_changes(conn, changed, now)
-        # Queued whether fetching is on or not, so switching it on later finds the backlog.
-        queued = page_store.enqueue(conn, changed.ids, changed.gone_urls, now, everything=changed.everything)
+        queued = 0
+        if not config.fetch:
+            # Nothing will fetch: the queue is brought up to date, whole, when fetching is switched on.
+            if changed.ids:
+                page_store.set_queue_stale(conn)
+        elif page_store.queue_stale(conn):
+            queued = page_store.enqueue(conn, [], [], now, everything=True)
+        else:
+            queued = page_store.enqueue(conn, changed.ids, changed.gone_urls, now, everything=changed.everything)
     if touched or queued:
         log.info("enrich.linked", articles_changed=len(changed.ids), neighbours_updated=touched, pages_queued=queued)
     if config.fetch and config.max_fetches > 0:

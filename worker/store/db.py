@@ -76,7 +76,7 @@ def connect(url: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Engine:
     from worker.store import models  # noqa: F401  (registers the tables)
 
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, connect_args=_connect_args(url, busy_timeout_s))
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
@@ -158,7 +158,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.execute("PRAGMA cache_size=-32000")
     # Checkpoint the WAL every ~64 MB rather than every 4 MB: fewer syncs of the database
     # file during a large first run; readers are unaffected.
@@ -224,20 +223,29 @@ def indexes_deferred(engine: Engine, defer: bool) -> Iterator[None]:
 
 
 def _related_items_to_json(conn: Connection) -> None:
-    """Version 2 keeps an article's related items as one JSON list in its row."""
+    """Version 2 keeps an article's related items as one JSON list, 500 articles at a time."""
     import orjson
 
     fields = ("url", "web_url", "title", "excerpt", "published_at", "provider_name", "provider_domain", "image_url")
-    rows = conn.execute(sa.text(f"SELECT article_id, {', '.join(fields)} FROM related_item ORDER BY article_id, position"))
-    items: dict[int, list[dict[str, Any]]] = {}
-    for article_id, *values in rows:
-        item = {name: value for name, value in zip(fields, values, strict=True) if value is not None}
-        if "published_at" in item:  # naive UTC text, as UTCDateTime wrote it
-            item["published_at"] = datetime.fromisoformat(str(item["published_at"])).replace(tzinfo=UTC).isoformat()
-        items.setdefault(article_id, []).append(item)
+    select = sa.text(
+        f"SELECT article_id, {', '.join(fields)} FROM related_item WHERE article_id IN :ids ORDER BY article_id, position"
+    ).bindparams(sa.bindparam("ids", expanding=True))
     update = sa.text("UPDATE article_content SET related_json = :json WHERE article_id = :id")
-    for chunk in in_chunks(list(items.items())):
-        conn.execute(update, [{"id": article_id, "json": orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()} for article_id, value in chunk])
+    article_ids = list(
+        conn.execute(sa.text("SELECT DISTINCT article_id FROM related_item ORDER BY article_id")).scalars()
+    )
+    for chunk in in_chunks(article_ids):
+        items: dict[int, list[dict[str, Any]]] = {}
+        for article_id, *values in conn.execute(select, {"ids": chunk}):
+            item = {name: value for name, value in zip(fields, values, strict=True) if value is not None}
+            if "published_at" in item:  # naive UTC text, as UTCDateTime wrote it
+                item["published_at"] = datetime.fromisoformat(str(item["published_at"])).replace(tzinfo=UTC).isoformat()
+            items.setdefault(article_id, []).append(item)
+        encoded = [
+            {"id": key, "json": orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()}
+            for key, value in items.items()
+        ]
+        conn.execute(update, encoded)
 
 
 # Schema version -> statements (or functions of the connection) that bring the previous version to it.
@@ -262,7 +270,15 @@ _MIGRATIONS: dict[int, list[str | Callable[[Connection], None]]] = {
         " shows_page = (title IS NULL OR (provider_name IS NULL AND provider_domain IS NULL))",
         *(
             f"ALTER TABLE related_item DROP COLUMN {column}"
-            for column in ("web_url", "title", "excerpt", "published_at", "provider_name", "provider_domain", "image_url")
+            for column in (
+                "web_url",
+                "title",
+                "excerpt",
+                "published_at",
+                "provider_name",
+                "provider_domain",
+                "image_url",
+            )
         ),
     ],
 }

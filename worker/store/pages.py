@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from worker.store.articles import meta_value, set_meta_value
 from worker.store.db import in_chunks
 from worker.store.models import Article, Page, RelatedItem
 
@@ -22,7 +23,9 @@ __all__ = [
     "pages_by_url",
     "pending_count",
     "prune",
+    "queue_stale",
     "save_pages",
+    "set_queue_stale",
 ]
 
 A = Article.__table__
@@ -32,6 +35,8 @@ R = RelatedItem.__table__
 PENDING = "pending"
 # Statuses whose metadata is the page's current one.
 SUCCESS = ("ok", "not_modified")
+# Meta key: "1" while the queue lacks the pages of articles written with fetching off.
+_QUEUE_STALE = "page_queue_stale"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +95,23 @@ def enqueue(
     )
     columns = ["url", "status", "next_fetch_at", "failures"]
     if everything:
-        return conn.execute(sa.insert(P).from_select(columns, rows)).rowcount
+        queued = conn.execute(sa.insert(P).from_select(columns, rows)).rowcount
+        set_meta_value(conn, _QUEUE_STALE, "0")
+        return queued
     queued = 0
     for column, values in ((R.c.article_id, list(article_ids)), (R.c.url, list(gone_urls))):
         for chunk in in_chunks(values):
             queued += conn.execute(sa.insert(P).from_select(columns, rows.where(column.in_(chunk)))).rowcount
     return queued
+
+
+def queue_stale(conn: Connection) -> bool:
+    """True when articles changed while fetching was off, so the queue lacks their pages."""
+    return meta_value(conn, _QUEUE_STALE) == "1"
+
+
+def set_queue_stale(conn: Connection) -> None:
+    set_meta_value(conn, _QUEUE_STALE, "1")
 
 
 def _qualifying_due(now: datetime, ttl_s: float) -> sa.Select:  # type: ignore[type-arg]

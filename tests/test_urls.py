@@ -6,8 +6,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from worker.enrich.urls import canonical_item_url, canonical_url, entry_id
+from worker.enrich.urls import canonical_item_url, canonical_url, entry_id, is_http_url
 
 CANONICAL_CASES = [
     # scheme and host case, default ports, empty path
@@ -278,3 +280,20 @@ def test_entry_id_is_uuid5_of_the_canonical_url() -> None:
     assert entry_id(canonical) != entry_id("https://example.com/b")
     # Same article, different spellings: one id.
     assert entry_id(canonical_url("HTTPS://Example.com:443/a#x?")) == entry_id(canonical)  # type: ignore[arg-type]
+
+
+URL_PIECES = ["http", "https", "ftp", "HTTP", ":", "//", "/", "?", "#", "@", "[::1]", "[fe80::1%25eth0]", "example.com",
+              "EXAMPLE.com.", "a..b", "xn--bcher-kva.example", "bücher.example", "127.0.0.1", "2130706433", "0x7f.1",
+              ":80", ":443", ":0", ":65536", ":8080", "%41", "%zz", " ", "\t", "\\", "amp", "utm_source=x", "&", "=",
+              "\"", "<", "é", "cdn.ampproject.org", "/c/s/", "~", "x" * 300]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(URL_PIECES), max_size=12).map("".join) | st.text(max_size=40))
+def test_the_quick_url_check_answers_as_canonicalisation_does(url):
+    assert is_http_url(url) == (canonical_url(url) is not None)
+
+
+def test_a_long_url_is_judged_by_its_canonical_length():
+    assert is_http_url("https://e.example/" + "a" * 2000)
+    assert not is_http_url("https://e.example/" + '"' * 700)  # each `"` becomes %22: past 2048

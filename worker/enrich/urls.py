@@ -17,6 +17,7 @@ __all__ = [
     "canonical_item_url",
     "canonical_url",
     "entry_id",
+    "is_http_url",
 ]
 
 MAX_URL_LENGTH = 2048
@@ -108,9 +109,20 @@ def entry_id(canonical: str) -> str:
     return "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, canonical))
 
 
-def _canonical(url: str, depth: int) -> str | None:
-    if not isinstance(url, str):
-        return None
+# Up to this length an ASCII URL's canonical form, each character escaped at worst (x3),
+# stays under MAX_URL_LENGTH: only its scheme and authority decide whether it has one.
+_SHORT_ASCII = (MAX_URL_LENGTH - 1) // 3
+
+
+def is_http_url(url: str) -> bool:
+    """`canonical_url(url) is not None`, without normalising path and query where they cannot change the answer."""
+    if isinstance(url, str) and len(url) <= _SHORT_ASCII and url.isascii():
+        return _split(url) is not None
+    return canonical_url(url) is not None
+
+
+def _split(url: str) -> tuple[str, str, int | None, str, str, str] | None:
+    """(scheme, host, port, path, "?" or "", query) of an absolute http(s) URL with a valid authority."""
     # Surrounding whitespace is how YAML and copy-paste leave URLs; inner whitespace is not.
     url = url.strip(" \t\r\n")
     if not url or len(url) > MAX_URL_LENGTH or _FORBIDDEN_RE.search(url):
@@ -138,7 +150,16 @@ def _canonical(url: str, depth: int) -> str | None:
     hostport = _canonical_authority(authority, scheme)
     if hostport is None:
         return None
-    host, port = hostport
+    return scheme, hostport[0], hostport[1], path, has_query, query
+
+
+def _canonical(url: str, depth: int) -> str | None:
+    if not isinstance(url, str):
+        return None
+    parts = _split(url)
+    if parts is None:
+        return None
+    scheme, host, port, path, has_query, query = parts
 
     if depth == 0 and _is_amp_cache(host):
         origin = _amp_cache_origin(path, query if has_query else None)

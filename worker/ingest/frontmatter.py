@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from worker.enrich.urls import canonical_item_url, canonical_url
+from worker.enrich.urls import canonical_item_url, canonical_url, is_http_url
 from worker.ingest.topics import display_name
 from worker.ingest.yamlload import load_yaml
 
@@ -236,7 +236,7 @@ class _Fields:
             published_at=self.datetime(raw.get("publishedDateTime"), "publishedDateTime", strict=True),
             category=self.text(raw, "category", cap=200),
             type=self.text(raw, "type", cap=100),
-            original_url=canonical_url(original) and original if isinstance(original, str) else None,
+            original_url=original if isinstance(original, str) and is_http_url(original) else None,
             quality=self.integer(raw, "quality"),
             heat=self.integer(raw, "heat"),
             is_published=published,
@@ -326,7 +326,7 @@ class _Fields:
         for index, item in items:
             url = item.get("url") if isinstance(item, dict) else item if isinstance(item, str) else None
             url = url.strip() if isinstance(url, str) else None
-            if not url or _NOT_XML.search(url) or canonical_url(url) is None:
+            if not url or _NOT_XML.search(url) or not is_http_url(url):
                 self.warnings.append(f"{key}[{index}]: dropped, no absolute http(s) url")
                 continue
             width = item.get("width") if isinstance(item, dict) else None

@@ -109,9 +109,15 @@ def propagate_changes(conn: Connection, changed: Changed, now: datetime) -> int:
     target = A.alias("target")
     if changed.everything:  # no neighbour outside the change: the whole graph in one statement
         conn.execute(sa.delete(E))
+        # No DISTINCT: an article lists a URL once (the parser drops repeats) and a URL is one
+        # article, so each pair comes once. The target index is built once, after.
         edges = sa.select(R.c.article_id, target.c.id).select_from(R.join(target, target.c.url == R.c.url))
-        edges = edges.where(target.c.id != R.c.article_id).distinct()
+        edges = edges.where(target.c.id != R.c.article_id)
+        for index in E.indexes:
+            index.drop(conn)
         conn.execute(sa.insert(E).from_select(["source_id", "target_id"], edges))
+        for index in E.indexes:
+            index.create(conn)
         return 0
     neighbours: set[int] = set()
     for chunk in in_chunks(changed.ids):

@@ -15,7 +15,7 @@ ATOM = "{http://www.w3.org/2005/Atom}"
 CONTENT = "{http://purl.org/rss/1.0/modules/content/}"
 RFC822 = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} [+-]\d{4}$")
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?([+-]\d{2}:\d{2}|Z)$")
-ABSOLUTE = re.compile(r"^(https?|mailto):")
+ABSOLUTE = re.compile(r"^(https?|mailto):", re.IGNORECASE)  # schemes are case-insensitive (RFC 3986)
 
 
 def strict_parse(data: bytes) -> etree._Element:

@@ -26,6 +26,7 @@ __all__ = [
     "FIGURES",
     "Measurement",
     "judge",
+    "kept_analysis",
     "machine_info",
     "main",
     "measure",
@@ -656,6 +657,21 @@ def _target_rows(targets: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
+# Everything from this line on in the Markdown report is written by hand (profiles, what
+# stands in the way) and kept when the results above it are written again.
+ANALYSIS_MARKER = "<!-- analysis: written by hand, kept by bench/run.py -->"
+
+
+def kept_analysis(markdown: Path) -> str:
+    """The hand-written part of an existing report, from ANALYSIS_MARKER on, or ""."""
+    try:
+        text = markdown.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+    position = text.find(ANALYSIS_MARKER)
+    return "\n" + text[position:] if position != -1 else ""
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     """docs/benchmarks.md: how to run, then every figure, the targets and the machine."""
     m, lines = results["machine"], [HOW_TO, "## Latest results", ""]
@@ -769,7 +785,8 @@ def main(argv: list[str] | None = None) -> int:
     results["load_end"] = _load()
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
-    args.markdown.write_text(render_markdown(results), encoding="utf-8")
+    kept = kept_analysis(args.markdown)
+    args.markdown.write_text(render_markdown(results) + kept, encoding="utf-8")
     _print_summary(results)
     _log(f"wrote {args.out / 'results.json'} and {args.markdown}")
     return 0

@@ -45,7 +45,10 @@ def _assert_figures(results: dict, markdown: str) -> dict:
 
 
 def test_runner_writes_every_figure(tmp_path: Path) -> None:
+    analysis = "<!-- analysis: written by hand, kept by bench/run.py -->\n## Profiles\nkept\n"
+    (tmp_path / "benchmarks.md").write_text("# Old results\n\n" + analysis, encoding="utf-8")
     results, markdown = _run_bench(tmp_path, "off")
+    assert "# Old results" not in markdown and markdown.endswith(analysis)  # new results, same analysis
     size = _assert_figures(results, markdown)
     assert size["hugo"] is None and size["ratios_to_hugo"] is None
     assert "scaled linearly" in size["hugo_reference_basis"]

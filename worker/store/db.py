@@ -24,9 +24,9 @@ __all__ = [
     "bulk_insert",
     "connect",
     "cycle_lock",
-    "indexes_deferred",
     "held_lock_descriptors",
     "in_chunks",
+    "indexes_deferred",
     "transaction",
 ]
 
@@ -55,18 +55,11 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
 
+        from worker.store.quick import db_time
+
         # The bulk-insert hot path: the same text SQLAlchemy's SQLite DATETIME stores, in one step.
         def to_text(value: datetime | None) -> str | None:
-            if value is None:
-                return None
-            if value.tzinfo is None:
-                raise ValueError("naive datetime given to the store")
-            if value.utcoffset():
-                value = value.astimezone(UTC)
-            return (
-                f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
-                f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
-            )
+            return None if value is None else db_time(value)
 
         return to_text
 
@@ -253,12 +246,13 @@ _MIGRATIONS: dict[int, list[str | Callable[[Connection], None]]] = {
     2: [
         # Entry HTML is rendered when a feed is, for the few entries feeds show, not per file stored.
         "ALTER TABLE article DROP COLUMN body_html",
-        # Related items are stored whole in their article's row; related_item keeps what the
-        # graph queries need, so a first run writes one narrow row an item.
-        # The large fields move to their own table (see models.Article).
-        "CREATE TABLE article_content (article_id INTEGER NOT NULL, body VARCHAR, extra_json VARCHAR,"
-        " related_json VARCHAR, PRIMARY KEY (article_id), FOREIGN KEY(article_id) REFERENCES article (id)"
-        " ON DELETE CASCADE)",
+        # The large fields move to their own table (see models.Article), with the related items
+        # whole as JSON; related_item keeps what the graph queries need: one narrow row an item.
+        (
+            "CREATE TABLE article_content (article_id INTEGER NOT NULL, body VARCHAR, extra_json VARCHAR,"
+            " related_json VARCHAR, PRIMARY KEY (article_id), FOREIGN KEY(article_id) REFERENCES article (id)"
+            " ON DELETE CASCADE)"
+        ),
         "INSERT INTO article_content (article_id, body, extra_json) SELECT id, body, extra_json FROM article",
         "ALTER TABLE article DROP COLUMN body",
         "ALTER TABLE article DROP COLUMN extra_json",
@@ -266,8 +260,10 @@ _MIGRATIONS: dict[int, list[str | Callable[[Connection], None]]] = {
         "DROP INDEX ix_related_item_url",  # made again, covering (see models.RelatedItem)
         "ALTER TABLE related_item ADD COLUMN wants_page BOOLEAN NOT NULL DEFAULT 0",
         "ALTER TABLE related_item ADD COLUMN shows_page BOOLEAN NOT NULL DEFAULT 0",
-        "UPDATE related_item SET wants_page = (title IS NULL OR excerpt IS NULL OR image_url IS NULL),"
-        " shows_page = (title IS NULL OR (provider_name IS NULL AND provider_domain IS NULL))",
+        (
+            "UPDATE related_item SET wants_page = (title IS NULL OR excerpt IS NULL OR image_url IS NULL),"
+            " shows_page = (title IS NULL OR (provider_name IS NULL AND provider_domain IS NULL))"
+        ),
         *(
             f"ALTER TABLE related_item DROP COLUMN {column}"
             for column in (

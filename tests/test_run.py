@@ -483,3 +483,14 @@ def test_many_feeds_rendered_by_two_processes_equal_those_rendered_by_one(projec
     assert stats.written == 2 * (PARALLEL_FROM + 4 + 2) + 1  # topics, the shared one, all; and the index
     serial = {path.relative_to(settings.dir).as_posix(): path.read_bytes() for path in settings.dir.rglob("*.*")}
     assert serial == {name: data for name, (data, _) in project.feed_files().items()}
+
+
+def test_every_event_of_a_run_carries_its_run_id(project: Project):
+    project.article("a.txt", title="A", web_url="https://a.example/a", topics=["AI"])
+    project.write("bad.txt", "no front matter")
+    result = project.cli("run", "--json")
+    run_id = json.loads(result.stdout)["run_id"]
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    names = {event["event"] for event in events}
+    assert {"feed.written", "file.quarantined", "run.finished"} <= names
+    assert all(event.get("run_id") == run_id for event in events), events

@@ -214,7 +214,9 @@ def _full_cycle(
             report.run_id = runs.start(conn, now)
         bound = log.bind(run_id=report.run_id)
         try:
-            _cycle(engine, config, now, report, bound, should_stop, found)
+            # Events of the modules the cycle calls (feeds written, pages fetched) carry the run too.
+            with structlog.contextvars.bound_contextvars(run_id=report.run_id):
+                _cycle(engine, config, now, report, bound, should_stop, found)
         except (StoreError, FeedWriteError, OSError) as exc:
             report.status = "failed"
             report.message = _one_line(exc)

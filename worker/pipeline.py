@@ -110,10 +110,10 @@ def run_cycle(
     try:
         with cycle_lock(config.database_url, on_wait):
             report.waited_s = round(time.monotonic() - started, 3)
-            done, found = _quick_cycle(config, clock, started, report.waited_s, should_stop)
+            done, found, stats = _quick_cycle(config, clock, started, report.waited_s, should_stop)
             if done is not None:
                 return done
-            _full_cycle(config, clock, started, report, should_stop, found)
+            _full_cycle(config, clock, started, report, should_stop, found, stats)
     except StoreError as exc:
         report.status = "failed"
         report.message = _one_line(exc)
@@ -130,15 +130,15 @@ def _quick_cycle(
     started: float,
     waited_s: float,
     should_stop: Callable[[], bool] | None,
-) -> tuple[RunReport | None, Scan | None]:
+) -> tuple[RunReport | None, Scan | None, dict[str, tuple[int, int]] | None]:
     """The whole run when nothing changed: checked and recorded with sqlite3 alone (see
-    worker.store.quick). Otherwise (None, the scan made on the way, if any), and the full
-    cycle runs."""
+    worker.store.quick). Otherwise (None, the scan and the stored stats read on the way, if
+    any), and the full cycle runs."""
     if config.enrich.fetch and config.enrich.max_fetches > 0:
-        return None, None  # fetching related pages is work on every run
+        return None, None, None  # fetching related pages is work on every run
     store = quick.open_store(config.database_url, config.busy_timeout_s)
     if store is None:
-        return None, None
+        return None, None, None
     with _collection_paused(), store:
         return _quick_run(store, config, clock, started, waited_s, should_stop)
 
@@ -150,12 +150,12 @@ def _quick_run(
     started: float,
     waited_s: float,
     should_stop: Callable[[], bool] | None,
-) -> tuple[RunReport | None, Scan | None]:
+) -> tuple[RunReport | None, Scan | None, dict[str, tuple[int, int]] | None]:
     now = clock()
     answer = store.check(_feed_settings(config), now, lambda: _scan(config))
     facts, found = answer.facts, answer.found
     if facts is None or found is None or (should_stop is not None and should_stop()):
-        return None, found
+        return None, found, answer.stats
     report = RunReport(waited_s=waited_s, started_at=now.isoformat())
     report.files.update(facts.plan.counts, quarantined=len(facts.quarantined))
     report.articles.update(facts.articles)
@@ -170,14 +170,14 @@ def _quick_run(
         return finished, report.to_json().decode()
 
     if not store.record_run(now, finish):
-        return None, found
+        return None, found, answer.stats
     bound = log.bind(run_id=report.run_id)
     for path, problem in found.problems:
         bound.warning("source.unreadable", path=path, reason=problem)
     _log_finished(bound, report, quick=True)
     # The scan is not handed on: freed here, while collection is still paused, it is never
     # traversed by the collector at all.
-    return report, None
+    return report, None, None
 
 
 @contextmanager
@@ -201,6 +201,7 @@ def _full_cycle(
     report: RunReport,
     should_stop: Callable[[], bool] | None,
     found: Scan | None,
+    stats: dict[str, tuple[int, int]] | None = None,
 ) -> None:
     """The cycle through SQLAlchemy: creates or migrates the schema, ingests, enriches, publishes."""
     from worker.store import runs
@@ -216,7 +217,7 @@ def _full_cycle(
         try:
             # Events of the modules the cycle calls (feeds written, pages fetched) carry the run too.
             with structlog.contextvars.bound_contextvars(run_id=report.run_id):
-                _cycle(engine, config, now, report, bound, should_stop, found)
+                _cycle(engine, config, now, report, bound, should_stop, found, stats)
         except (StoreError, FeedWriteError, OSError) as exc:
             report.status = "failed"
             report.message = _one_line(exc)
@@ -281,7 +282,10 @@ def _cycle(
     log: Any,
     should_stop: Callable[[], bool] | None = None,
     found: Scan | None = None,
+    stats: dict[str, tuple[int, int]] | None = None,
 ) -> None:
+    """`found` and `stats`: the scan and every stored file's (size, mtime_ns), when the
+    no-change check already made them; then only the files to act on are read in full."""
     from worker.enrich.stage import enrich_related
     from worker.publish.feeds import publish
     from worker.store import articles as store
@@ -294,8 +298,12 @@ def _cycle(
         report.errors.append({"path": path, "message": problem})
 
     with engine.connect() as conn:
-        known = store.known_files(conn)
-    plan = plan_reads(found, {path: (file.size, file.mtime_ns) for path, file in known.items()})
+        if stats is None:
+            known = store.known_files(conn)
+            plan = plan_reads(found, {path: (file.size, file.mtime_ns) for path, file in known.items()})
+        else:
+            plan = plan_reads(found, stats)
+            known = store.known_files(conn, plan.read + plan.too_large + plan.deleted)
     counts = report.files
     counts.update(plan.counts)
     to_read: list[tuple[str, int, str | None]] = [  # path, max_bytes, known hash
@@ -319,6 +327,8 @@ def _cycle(
         # Another file still carrying a deleted file's article is read again, so the article
         # shows that file's content rather than the deleted one's.
         again = set(store.files_carrying(conn, orphans)) - {task[0] for task in to_read}
+        if stats is not None:
+            known.update(store.known_files(conn, list(again)))
         topics = store.TopicRegistry(conn)
         if too_large:
             orphans |= store.write_batch(conn, too_large, known, topics, now)
@@ -332,7 +342,8 @@ def _cycle(
     batch: list[store.Ingested] = []
     touched: list[tuple[str, int, int]] = []
     stopped = False
-    with indexes_deferred(engine, defer=not known and len(to_read) >= DEFER_INDEXES_FROM):
+    first_run = not (known if stats is None else stats)  # no file stored yet
+    with indexes_deferred(engine, defer=first_run and len(to_read) >= DEFER_INDEXES_FROM):
         results = _read_all(to_read, limits)
         for result in results:
             if isinstance(result, tuple):  # same bytes as stored, only the stat changed

@@ -129,10 +129,16 @@ def _stored_items(related_json: str | None) -> tuple[StoredItem, ...]:
     return tuple(StoredItem(**fields) for fields in orjson.loads(related_json)) if related_json else ()
 
 
-def known_files(conn: Connection) -> dict[str, KnownFile]:
-    """Every stored file's last stat: read on every run, so as plain tuples, not ORM rows."""
+def known_files(conn: Connection, paths: Sequence[str] | None = None) -> dict[str, KnownFile]:
+    """The last stat of every stored file, or of those of `paths`: read on every run, so as
+    plain tuples, not ORM rows."""
     query = sa.select(F.c.path, F.c.size, F.c.mtime_ns, F.c.hash, F.c.state, F.c.article_url)
-    return {path: KnownFile(*rest) for path, *rest in conn.execute(query)}
+    if paths is None:
+        return {path: KnownFile(*rest) for path, *rest in conn.execute(query)}
+    known: dict[str, KnownFile] = {}
+    for chunk in in_chunks(sorted(set(paths))):
+        known.update((path, KnownFile(*rest)) for path, *rest in conn.execute(query.where(F.c.path.in_(chunk))))
+    return known
 
 
 class TopicRegistry:

@@ -68,6 +68,7 @@ class Answer:
 
     facts: NoChange | None = None
     found: Scan | None = None  # the scan, when the check got that far: no need to walk twice
+    stats: dict[str, tuple[int, int]] | None = None  # every stored file's (size, mtime_ns), if read
 
 
 def open_store(url: str, busy_timeout_s: float) -> QuickStore | None:
@@ -127,7 +128,7 @@ class QuickStore:
             return Answer(found=found)
         plan = plan_reads(found, known)
         if not plan.idle or counting.articles is None:
-            return Answer(found=found)
+            return Answer(found=found, stats=known)
         return Answer(NoChange(plan, counting.articles, quarantined), found)
 
     def record_run(self, started_at: datetime, finish: Callable[[int], tuple[datetime, str]]) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -104,12 +105,14 @@ def bulk_insert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -
     keys = tuple(rows[0])
     sql, order, processors = _insert_plan(conn.dialect, table, keys)
     converters = [(position, processor) for position, processor in enumerate(processors) if processor is not None]
-    params: list[Any] = []
-    for row in rows:
-        values = [row[key] for key in order]
-        for position, processor in converters:
-            values[position] = processor(values[position])
-        params.append(tuple(values))
+    pick = operator.itemgetter(*order)
+    params: list[Any] = list(map(pick, rows)) if len(order) > 1 else [(pick(row),) for row in rows]
+    if converters:
+        for index, values in enumerate(params):
+            converted = list(values)
+            for position, processor in converters:
+                converted[position] = processor(converted[position])
+            params[index] = tuple(converted)
     if not _is_positional(conn.dialect):
         params = [dict(zip(order, values, strict=True)) for values in params]
     conn.exec_driver_sql(sql, params)
@@ -124,9 +127,16 @@ def _insert_plan(dialect: sa.Dialect, table: sa.Table, keys: tuple[str, ...]) ->
     if plan is None:
         compiled = sa.insert(table).compile(dialect=dialect, column_keys=list(keys))
         order = tuple(compiled.positiontup) if compiled.positional else keys  # type: ignore[arg-type]
-        processors = [table.c[key].type.bind_processor(dialect) for key in order]
+        processors = [_bind_processor(table.c[key].type, dialect) for key in order]
         plan = _PLANS[cache_key] = (str(compiled), order, processors)
     return plan
+
+
+def _bind_processor(column_type: sa.types.TypeEngine[Any], dialect: sa.Dialect) -> Any:
+    # sqlite3 already stores a Python bool as the 0 or 1 SQLAlchemy's processor would make.
+    if dialect.name == "sqlite" and isinstance(column_type, sa.Boolean):
+        return None
+    return column_type.bind_processor(dialect)
 
 
 def _is_positional(dialect: sa.Dialect) -> bool:

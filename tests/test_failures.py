@@ -348,3 +348,43 @@ def test_files_rewritten_renamed_and_deleted_during_runs_settle_correctly(tmp_pa
         state, _url = texts[name]
         assert state == ("ok" if data.startswith(b"---\ntitle:") and len(data) > 40 else "quarantined"), name
     assert report.articles["total"] == len({url for state, url in texts.values() if state == "ok"})
+
+
+def _secondary_indexes(database: Path) -> set[str]:
+    with sqlite3.connect(database) as conn:
+        rows = conn.execute("select name from sqlite_master where type = 'index' and name like 'ix_%'").fetchall()
+    return {name for (name,) in rows}
+
+
+def test_a_first_run_killed_while_its_indexes_are_off_gets_them_back(tmp_path: Path):
+    from worker.pipeline import DEFER_INDEXES_FROM
+
+    inbox = tmp_path / "inbox"
+    corpus(inbox, DEFER_INDEXES_FROM + 300)  # large enough for a first run to defer its indexes
+    reference = make_project(tmp_path / "reference", sources=[{"path": str(inbox)}])
+    reference.cli("run", env=CLOCK)
+    every_index = _secondary_indexes(reference.database)
+    assert {"ix_related_item_url", "ix_article_published_at", "ix_article_topic_topic_id"} <= every_index
+
+    interrupted = make_project(tmp_path / "interrupted", sources=[{"path": str(inbox)}])
+    process = popen_run(interrupted, CLOCK)
+    deadline = time.monotonic() + 60
+    stored = 0
+    while stored < 300 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+        try:
+            with sqlite3.connect(f"file:{interrupted.database}?mode=ro", uri=True) as conn:
+                stored = conn.execute("select count(*) from source_file").fetchone()[0]
+        except sqlite3.Error:
+            continue  # the schema is still being made
+    process.kill()
+    process.wait()
+    assert 0 < stored < DEFER_INDEXES_FROM + 300, "the run was not caught mid-way"
+    assert "ix_related_item_url" not in _secondary_indexes(interrupted.database)  # killed with them off
+
+    report = json.loads(interrupted.cli("run", "--json", env=CLOCK).stdout)
+    assert report["status"] == "ok"
+    assert _secondary_indexes(interrupted.database) == every_index
+    assert store_snapshot(interrupted.database) == store_snapshot(reference.database)
+    assert interrupted.feed_files().keys() == reference.feed_files().keys()
+    assert all(interrupted.feed(name) == reference.feed(name) for name in reference.feed_files())

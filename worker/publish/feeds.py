@@ -102,7 +102,8 @@ def publish(
         jobs.append(_FeedJob("all", None, settings.title, "Every published article", window))
     if helper is not None and len(jobs) >= PARALLEL_FROM:
         with helper() as executor:
-            theirs = executor.submit(render_feeds_of, str(engine.url), settings, now, jobs[1::2])
+            url = engine.url.render_as_string(hide_password=False)  # str() would mask a password
+            theirs = executor.submit(render_feeds_of, url, settings, now, jobs[1::2])
             outcomes = _render_jobs(engine, settings, now, jobs[0::2]) + theirs.result()
     else:
         outcomes = _render_jobs(engine, settings, now, jobs)

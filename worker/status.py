@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from worker.config import Config
 from worker.store import articles as store
 from worker.store import pages, runs
-from worker.store.db import StoreError, connect
+from worker.store.db import connect
+from worker.store.errors import StoreError
 from worker.store.models import Article, Topic
 
 __all__ = ["StatusError", "read_status"]

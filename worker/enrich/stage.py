@@ -43,10 +43,10 @@ def enrich_related(engine: Engine, config: EnrichConfig, now: datetime, log: Any
             # Nothing will fetch: the queue is brought up to date, whole, when fetching is switched on.
             if changed.ids:
                 page_store.set_queue_stale(conn)
-        elif page_store.queue_stale(conn):
-            queued = page_store.enqueue(conn, [], [], now, everything=True)
+        elif changed.everything or page_store.queue_stale(conn):
+            queued = page_store.enqueue_all(conn, now)
         else:
-            queued = page_store.enqueue(conn, changed.ids, changed.gone_urls, now, everything=changed.everything)
+            queued = page_store.enqueue(conn, changed.ids, changed.gone_urls, now)
     if touched or queued:
         log.info("enrich.linked", articles_changed=len(changed.ids), neighbours_updated=touched, pages_queued=queued)
     if config.fetch and config.max_fetches > 0:

@@ -78,6 +78,7 @@ def publish(
         dirty = {row.id for row in store.dirty_topics(conn)}
         all_dirty = store.all_feed_dirty(conn)
         settings_changed = store.meta_value(conn, SETTINGS_KEY) != fingerprint(settings)
+        windows = {} if settings_changed else store.meta_values(conn, _WINDOW_KEY)
     if settings_changed:  # a new base URL, title, entry count or renderer: every feed again
         dirty |= {row.id for row in visible}
         all_dirty = True
@@ -88,8 +89,6 @@ def publish(
     all_missing = not (settings.dir / "all.rss").exists() or not (settings.dir / "all.atom").exists()
     all_dirty = all_dirty or all_missing
 
-    with engine.connect() as conn:
-        windows = {} if settings_changed else store.meta_values(conn, _WINDOW_KEY)
     jobs = []
     for row in visible:
         if row.id in dirty:

@@ -199,7 +199,8 @@ def _stored_run(config: Config, run_id: int) -> dict[str, Any] | None:
 
 
 def _read_store(config: Config, read: Callable[[Any], Any]) -> Any:
-    from worker.store.db import StoreError, connect
+    from worker.store.db import connect
+    from worker.store.errors import StoreError
 
     path = config.database_path
     if path is not None and not path.exists():

@@ -412,7 +412,7 @@ def feed_window(conn: Connection, topic_id: int | None, limit: int) -> list[tupl
 
 def meta_values(conn: Connection, prefix: str) -> dict[str, str]:
     """Meta values whose keys start with `prefix`, by key."""
-    return {row.key: row.value for row in conn.execute(sa.select(M.c.key, M.c.value).where(M.c.key.startswith(prefix)))}
+    return {row.key: row.value for row in conn.execute(sa.select(M.c.key, M.c.value).where(M.c.key.startswith(prefix, autoescape=True)))}
 
 
 @dataclass(frozen=True, slots=True)

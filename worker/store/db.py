@@ -15,17 +15,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
 from worker.store.errors import StoreError
-from worker.store.lock import cycle_lock, held_lock_descriptors
 from worker.store.version import SCHEMA_VERSION
 
 __all__ = [
     "SCHEMA_VERSION",
-    "StoreError",
     "UTCDateTime",
     "bulk_insert",
     "connect",
-    "cycle_lock",
-    "held_lock_descriptors",
+    "create_indexes",
+    "drop_indexes",
     "in_chunks",
     "indexes_deferred",
     "transaction",
@@ -215,13 +213,25 @@ def indexes_deferred(engine: Engine, defer: bool) -> Iterator[None]:
     if not defer:
         yield
         return
-    indexes = [index for table in _DEFERRED for index in SQLModel.metadata.tables[table].indexes]
+    tables = [SQLModel.metadata.tables[name] for name in _DEFERRED]
     with transaction(engine) as conn:
-        for index in indexes:
-            index.drop(conn, checkfirst=True)
+        drop_indexes(conn, tables)
     yield
     with transaction(engine) as conn:
-        for index in indexes:
+        create_indexes(conn, tables)
+
+
+def drop_indexes(conn: Connection, tables: list[sa.Table]) -> None:
+    """Drop the secondary (non-unique) indexes of these tables, where they exist."""
+    for table in tables:
+        for index in table.indexes:
+            index.drop(conn, checkfirst=True)
+
+
+def create_indexes(conn: Connection, tables: list[sa.Table]) -> None:
+    """Create the secondary indexes of these tables, where they are missing."""
+    for table in tables:
+        for index in table.indexes:
             index.create(conn, checkfirst=True)
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "PageRecord",
     "due_urls",
     "enqueue",
+    "enqueue_all",
     "page_counts",
     "pages_by_url",
     "pending_count",
@@ -79,29 +80,37 @@ def _due(now: datetime, ttl_s: float) -> sa.ColumnElement[bool]:
     )
 
 
-def enqueue(
-    conn: Connection, article_ids: Sequence[int], gone_urls: Sequence[str], now: datetime, *, everything: bool = False
-) -> int:
-    """Queue the pages asked for by the related items of these articles, and by the items
-    pointing at these URLs (articles gone, so no stored article any more). Returns how many.
-    `everything`: the articles are all there are (a first run); one statement does."""
+_QUEUED_COLUMNS = ["url", "status", "next_fetch_at", "failures"]
+
+
+def _missing_pages(now: datetime) -> sa.Select:  # type: ignore[type-arg]
+    """Page rows to queue: URLs a published article's items ask for that have no page row yet."""
     listing = A.alias("listing")
     has_page = sa.exists(sa.select(P.c.id).where(P.c.url == R.c.url))
-    rows = (
+    return (
         sa.select(R.c.url, sa.literal(PENDING), sa.literal(now, P.c.next_fetch_at.type), sa.literal(0))
         .select_from(R.join(listing, listing.c.id == R.c.article_id))
         .where(_visible(listing), _wanted(R.c.url), ~has_page)
         .distinct()
     )
-    columns = ["url", "status", "next_fetch_at", "failures"]
-    if everything:
-        queued = conn.execute(sa.insert(P).from_select(columns, rows)).rowcount
-        set_meta_value(conn, _QUEUE_STALE, "0")
-        return queued
+
+
+def enqueue(conn: Connection, article_ids: Sequence[int], gone_urls: Sequence[str], now: datetime) -> int:
+    """Queue the pages asked for by the related items of these articles, and by the items
+    pointing at these URLs (articles gone, so no stored article any more). Returns how many."""
+    rows = _missing_pages(now)
     queued = 0
     for column, values in ((R.c.article_id, list(article_ids)), (R.c.url, list(gone_urls))):
         for chunk in in_chunks(values):
-            queued += conn.execute(sa.insert(P).from_select(columns, rows.where(column.in_(chunk)))).rowcount
+            queued += conn.execute(sa.insert(P).from_select(_QUEUED_COLUMNS, rows.where(column.in_(chunk)))).rowcount
+    return queued
+
+
+def enqueue_all(conn: Connection, now: datetime) -> int:
+    """Queue every page the stored articles ask for, in one statement (a first run, or fetching
+    switched on after articles were written with it off). Returns how many."""
+    queued = conn.execute(sa.insert(P).from_select(_QUEUED_COLUMNS, _missing_pages(now))).rowcount
+    set_meta_value(conn, _QUEUE_STALE, "0")
     return queued
 
 

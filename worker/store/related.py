@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from worker.enrich.related import LinkedArticle, PageInfo
 from worker.store.articles import mark_all_dirty
-from worker.store.db import in_chunks
+from worker.store.db import create_indexes, drop_indexes, in_chunks
 from worker.store.models import Article, ArticleTopic, Meta, Page, RelatedEdge, RelatedItem, Topic
 
 __all__ = ["Changed", "Graph", "changed_articles", "load_graph", "propagate_changes", "touch_listing"]
@@ -113,11 +113,9 @@ def propagate_changes(conn: Connection, changed: Changed, now: datetime) -> int:
         # article, so each pair comes once. The target index is built once, after.
         edges = sa.select(R.c.article_id, target.c.id).select_from(R.join(target, target.c.url == R.c.url))
         edges = edges.where(target.c.id != R.c.article_id)
-        for index in E.indexes:
-            index.drop(conn)
+        drop_indexes(conn, [E])
         conn.execute(sa.insert(E).from_select(["source_id", "target_id"], edges))
-        for index in E.indexes:
-            index.create(conn)
+        create_indexes(conn, [E])
         return 0
     neighbours: set[int] = set()
     for chunk in in_chunks(changed.ids):

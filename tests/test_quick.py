@@ -207,10 +207,27 @@ def test_a_missing_feed_file_takes_the_full_path_and_is_written_again(settled: P
 
 
 def test_a_feed_of_a_topic_no_longer_shown_takes_the_full_path_and_is_removed(settled: Project):
+    sql(settled, "INSERT INTO topic (key, name, slug, created_at, dirty) VALUES ('gone', 'Gone', 'gone', '2024-01-01', 0)")
     (settled.feeds / "topics" / "gone.rss").write_bytes(settled.feed("topics/ai.rss"))
     report, quick = run(settled)
     assert not quick and report["feeds"]["removed"] == 1
     assert not (settled.feeds / "topics" / "gone.rss").exists()
+    assert run(settled)[1]
+
+
+def test_a_feed_file_feedworker_did_not_write_is_left_alone_by_the_quick_path(settled: Project):
+    (settled.feeds / "topics" / "hand-made.rss").write_bytes(b"<rss/>")
+    result = settled.cli("run", "--json")  # (run() would check that file as one of ours)
+    assert finished_event(result.stderr).get("quick") is True
+    assert (settled.feeds / "topics" / "hand-made.rss").read_bytes() == b"<rss/>"
+
+
+def test_an_orphan_candidate_a_killed_run_left_takes_the_full_path(settled: Project):
+    url = sql(settled, "SELECT url FROM article LIMIT 1")[0][0]
+    sql(settled, f"INSERT INTO orphan_candidate (url) VALUES ('{url}')")
+    report, quick = run(settled)
+    assert not quick and report["status"] == "ok"
+    assert sql(settled, "SELECT count(*) FROM orphan_candidate") == [(0,)]
     assert run(settled)[1]
 
 

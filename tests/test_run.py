@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from worker.store.version import SCHEMA_VERSION
 from tests.conftest import ROOT, SAMPLE, Project, article_text, make_project
 from tests.feedcheck import ATOM, CONTENT, assert_valid_atom, assert_valid_rss
 
@@ -445,7 +446,8 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path):
     report = json.loads(upgraded.cli("run", "--json", env=clock).stdout)
     assert report["files"]["changed"] == 0 and report["files"]["new"] == 0  # only the stats of the copies moved
     with db(upgraded) as conn:
-        assert conn.execute("select value from meta where key = 'schema_version'").fetchone() == ("2",)
+        assert conn.execute("select value from meta where key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+        assert conn.execute("select count(*) from orphan_candidate").fetchone() == (0,)
         assert {row[1] for row in conn.execute("pragma table_info(article)")}.isdisjoint({"body_html", "body"})
 
     fresh = make_project(tmp_path / "fresh")

@@ -14,6 +14,7 @@ import orjson
 
 from worker.config import Config, ConfigError, default_config_path, load_config
 from worker.logging import configure_logging
+from worker.text import printable
 
 __all__ = ["main"]
 
@@ -115,13 +116,18 @@ def status(config_path: Path | None, as_json: bool) -> None:
         f"{enrich['failed']} failed, {enrich['pending']} pending"
     )
     last = info["last_run"]
-    if last:
-        click.echo(f"last run: {last['status']} at {last.get('finished_at')} in {last['duration_s']}s")
-    else:
+    if not last:
         click.echo("last run: never")
+    elif last["status"] == "interrupted":
+        click.echo(f"last run: interrupted (run {last.get('run_id')}, started at {last.get('started_at')}): {last.get('message')}")
+    else:
+        click.echo(f"last run: {last['status']} at {last.get('finished_at')} in {last['duration_s']}s")
+        if last.get("message"):
+            click.echo(f"  {printable(str(last['message']))}")
     click.echo(f"quarantined: {len(info['quarantined'])}")
     for item in info["quarantined"]:
-        click.echo(f"  {item['path']}: {item['message']}")
+        # Paths and messages come from file names and contents: a newline must not forge a line.
+        click.echo(f"  {printable(item['path'])}: {printable(item['message'])}")
 
 
 @cli.command()
@@ -130,29 +136,43 @@ def status(config_path: Path | None, as_json: bool) -> None:
 def check(files: tuple[Path, ...], config_path: Path | None) -> None:
     """Validate article files without storing anything; exit 1 if any is invalid."""
     from worker.ingest.frontmatter import ArticleError, ParseLimits, parse_article
+    from worker.ingest.read import NotReadable, read_regular_file
 
     limits = ParseLimits()
+    max_bytes = _DEFAULT_MAX_BYTES
     if config_path is not None or default_config_path().exists():
-        limits = _limits(_load(config_path))
+        config = _load(config_path)
+        limits = _limits(config)
+        max_bytes = max((source.max_bytes for source in config.sources), default=max_bytes)
     invalid = 0
     for path in files:
+        shown = printable(str(path))
         try:
-            data = path.read_bytes()
+            data, _ = read_regular_file(str(path), max_bytes)
+            if len(data) > max_bytes:
+                raise NotReadable(f"larger than max_bytes ({max_bytes} bytes)")
             article = parse_article(data, str(path), limits)
         except ArticleError as exc:
-            click.echo(str(exc))
+            click.echo(f"{shown}: {printable(exc.detail)}")
+            invalid += 1
+            continue
+        except NotReadable as exc:
+            click.echo(f"{shown}: cannot be read: {exc}")
             invalid += 1
             continue
         except OSError as exc:
-            click.echo(f"{path}: cannot be read: {exc.strerror or exc}")
+            click.echo(f"{shown}: cannot be read: {exc.strerror or exc}")
             invalid += 1
             continue
         for warning in article.warnings:
-            click.echo(f"{path}: warning: {warning}")
+            click.echo(f"{shown}: warning: {printable(warning)}")
     if invalid:
         click.echo(f"{invalid} of {len(files)} {_files(len(files))} invalid", err=True)
         sys.exit(1)
     click.echo(f"{len(files)} {_files(len(files))} valid", err=True)
+
+
+_DEFAULT_MAX_BYTES = 10 * 1024 * 1024  # sources[].max_bytes when check runs without a config
 
 
 def _files(count: int) -> str:

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "Config",
@@ -31,6 +43,13 @@ DEFAULT_CONFIG = Path("config/feedworker.yaml")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_HOUR = 3600.0
+_DAY = 86400.0
+_YEAR = 365 * _DAY
+_MiB = 1024 * 1024
+
+_TRUE = frozenset({"true", "yes", "on"})
+_FALSE = frozenset({"false", "no", "off"})
 
 
 class ConfigError(Exception):
@@ -38,37 +57,97 @@ class ConfigError(Exception):
 
 
 def parse_duration(value: object) -> float:
-    """`30s`, `5m`, `1h`, `7d`, or a number of seconds -> seconds."""
+    """`30s`, `5m`, `1h`, `7d`, or a number of seconds -> seconds (finite, not negative)."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30s, 5m, 1h or 7d")
+        raise ValueError("expected a duration such as 30s, 5m, 1h or 7d")  # noqa: TRY004  (pydantic wants ValueError)
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond any float
+            seconds = math.inf
     else:
         match = _DURATION.match(str(value))
         if not match:
             raise ValueError(f"{value!r} is not a duration such as 30s, 5m, 1h or 7d")
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not math.isfinite(seconds):
+        raise ValueError("must be a finite duration such as 30s, 5m, 1h or 7d")
     if seconds < 0:
         raise ValueError("must not be negative")
     return seconds
 
 
+def _show_seconds(seconds: float) -> str:
+    for unit, size in (("d", _DAY), ("h", _HOUR), ("m", 60.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def _seconds_between(low: float, high: float, *, low_excluded: bool = False) -> AfterValidator:
+    """Bounds of a duration, with a message in the units people write."""
+
+    def check(seconds: float | None) -> float | None:
+        if seconds is None:
+            return None
+        if seconds < low or (low_excluded and seconds == low):
+            raise ValueError(f"must be more than {_show_seconds(low)}" if low_excluded
+                             else f"must be at least {_show_seconds(low)}")
+        if seconds > high:
+            raise ValueError(f"must be at most {_show_seconds(high)}")
+        return seconds
+
+    return AfterValidator(check)
+
+
+def _not_a_bool(value: object) -> object:
+    # Pydantic's lax mode reads True as 1: a boolean is never a number here.
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not a boolean")  # noqa: TRY004  (pydantic wants ValueError)
+    return value
+
+
+def _boolean(value: object) -> bool:
+    # YAML's booleans, and their spellings as text (environment variables); never a number.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+    raise ValueError("must be true or false")
+
+
+def _not_empty_path(value: object) -> object:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+_DURATION_IN = BeforeValidator(parse_duration)
+_NUMBER = BeforeValidator(_not_a_bool)
+Bool = Annotated[bool, BeforeValidator(_boolean)]
+FolderPath = Annotated[Path, BeforeValidator(_not_empty_path)]
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SourceConfig(_Section):
-    path: Path
+    path: FolderPath
     include: tuple[str, ...] = ("**/*.txt", "**/*.md")
-    max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
-    settle_s: float = Field(default=0.0, ge=0)
+    max_bytes: Annotated[int, _NUMBER, Field(gt=0, le=1024 * _MiB)] = 10 * _MiB
+    settle_s: Annotated[float, _DURATION_IN, _seconds_between(0, _DAY)] = 0.0
 
 
 class FeedsConfig(_Section):
-    dir: Path = Path("feeds")
+    dir: FolderPath = Path("feeds")
     base_url: str = "http://localhost:8080/feeds/"
     title: str = "News"
-    max_entries: int = Field(default=50, ge=1, le=10_000)
+    max_entries: Annotated[int, _NUMBER, Field(ge=1, le=10_000)] = 50
 
     @field_validator("base_url")
     @classmethod
@@ -85,20 +164,16 @@ class FeedsConfig(_Section):
         return value.strip()
 
 
-class ScheduleConfig(_Section):
-    every: float | None = 300.0
-    cron: str | None = None
-    jitter_s: float = Field(default=0.0, ge=0)
+def _every(value: object) -> float | None:
+    if value is None or value == "":
+        return None
+    return parse_duration(value)
 
-    @field_validator("every", mode="before")
-    @classmethod
-    def _every(cls, value: object) -> float | None:
-        if value is None or value == "":
-            return None
-        seconds = parse_duration(value)
-        if seconds < 1:
-            raise ValueError("must be at least 1s")
-        return seconds
+
+class ScheduleConfig(_Section):
+    every: Annotated[float | None, BeforeValidator(_every), _seconds_between(1, _YEAR)] = 300.0
+    cron: str | None = None
+    jitter_s: Annotated[float, _DURATION_IN, _seconds_between(0, _DAY)] = 0.0
 
     @field_validator("cron")
     @classmethod
@@ -109,45 +184,59 @@ class ScheduleConfig(_Section):
             raise ValueError("must have five fields: minute hour day month weekday")
         return value.strip()
 
+    @model_validator(mode="after")
+    def _one_of(self) -> ScheduleConfig:
+        if self.every is None and self.cron is None:
+            raise ValueError("set either every or cron")
+        return self
+
 
 class EnrichConfig(_Section):
-    fetch: bool = True
-    allow_private_networks: bool = False
-    ttl: float = 7 * 86400.0
-    retry_after: float = 3600.0
-    max_fetches: int = Field(default=200, ge=0)
-    max_seconds: float = Field(default=20.0, ge=0)
-    timeout_s: float = Field(default=10.0, gt=0)
-    max_bytes: int = Field(default=1_000_000, gt=0)
-    concurrency: int = Field(default=8, ge=1)
-    per_host: int = Field(default=2, ge=1)
-
-    @field_validator("ttl", "retry_after", "max_seconds", "timeout_s", mode="before")
-    @classmethod
-    def _durations(cls, value: object) -> float:
-        return parse_duration(value)
+    fetch: Bool = True
+    allow_private_networks: Bool = False
+    ttl: Annotated[float, _DURATION_IN, _seconds_between(0, _YEAR)] = 7 * _DAY
+    retry_after: Annotated[float, _DURATION_IN, _seconds_between(0, _YEAR)] = _HOUR
+    max_fetches: Annotated[int, _NUMBER, Field(ge=0, le=1_000_000)] = 200
+    max_seconds: Annotated[float, _DURATION_IN, _seconds_between(0, _DAY)] = 20.0
+    timeout_s: Annotated[float, _DURATION_IN, _seconds_between(0, _HOUR, low_excluded=True)] = 10.0
+    max_bytes: Annotated[int, _NUMBER, Field(gt=0, le=100 * _MiB)] = 1_000_000
+    concurrency: Annotated[int, _NUMBER, Field(ge=1, le=256)] = 8
+    per_host: Annotated[int, _NUMBER, Field(ge=1, le=64)] = 2
 
 
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
+    port: Annotated[int, _NUMBER, Field(ge=0, le=65535)] = 8080
     token: str = Field(default="", repr=False)
-    grace_s: float = Field(default=30.0, ge=0)
-    healthy_within: float = 3600.0
+    grace_s: Annotated[float, _DURATION_IN, _seconds_between(0, _DAY)] = 30.0
+    healthy_within: Annotated[float, _DURATION_IN, _seconds_between(0, _YEAR, low_excluded=True)] = _HOUR
 
-    @field_validator("grace_s", "healthy_within", mode="before")
+    @field_validator("host")
     @classmethod
-    def _durations(cls, value: object) -> float:
-        return parse_duration(value)
+    def _host(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty (0.0.0.0 listens on every address)")
+        if any(char.isspace() for char in value):
+            raise ValueError("must be a host name or an IP address, without spaces")
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        # It travels in an HTTP header, which compares it stripped and as ASCII; the message
+        # never shows the value.
+        if value != value.strip() or not all(" " <= char <= "~" for char in value):
+            raise ValueError("must be printable ASCII without leading or trailing spaces (value not shown)")
+        return value
 
 
 class LimitsConfig(_Section):
-    max_topics: int = Field(default=20, ge=1)
-    max_related: int = Field(default=50, ge=0)
-    max_images: int = Field(default=20, ge=0)
-    max_title_chars: int = Field(default=300, ge=10)
-    max_excerpt_chars: int = Field(default=2000, ge=10)
-    max_body_chars: int = Field(default=200_000, ge=100)
+    max_topics: Annotated[int, _NUMBER, Field(ge=1, le=1_000)] = 20
+    max_related: Annotated[int, _NUMBER, Field(ge=0, le=10_000)] = 50
+    max_images: Annotated[int, _NUMBER, Field(ge=0, le=1_000)] = 20
+    max_title_chars: Annotated[int, _NUMBER, Field(ge=10, le=10_000)] = 300
+    max_excerpt_chars: Annotated[int, _NUMBER, Field(ge=10, le=1_000_000)] = 2000
+    max_body_chars: Annotated[int, _NUMBER, Field(ge=100, le=100_000_000)] = 200_000
 
 
 class Config(_Section):
@@ -158,15 +247,17 @@ class Config(_Section):
     enrich: EnrichConfig = EnrichConfig()
     server: ServerConfig = ServerConfig()
     limits: LimitsConfig = LimitsConfig()
-    busy_timeout_s: float = Field(default=30.0, gt=0)
+    # SQLite keeps its busy timeout as an int of milliseconds (at most 24.8 days).
+    busy_timeout_s: Annotated[float, _DURATION_IN, _seconds_between(0, _DAY, low_excluded=True)] = 30.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     path: Path | None = Field(default=None, exclude=True)
 
-    @model_validator(mode="after")
-    def _database(self) -> Config:
-        if not self.database.strip():
-            raise ValueError("database: must not be empty")
-        return self
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
 
     @property
     def database_url(self) -> str:
@@ -211,13 +302,32 @@ def load_config(path: Path | str | None = None, environ: Mapping[str, str] | Non
     from_env: dict[str, str] = {}
     raw = _apply_env(raw, environ, from_env)
     raw.pop("path", None)
+
+    def fail(key: str, message: str) -> ConfigError:
+        return ConfigError(_redact(f"{_where(key, from_env, path)}: {key}: {message}", raw))
+
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        key, message = _describe(exc)
-        where = f"environment variable {from_env[key]}" if key in from_env else str(path)
-        raise ConfigError(f"{where}: {key}: {message}") from None
-    return _resolve_paths(config, path.resolve().parent).model_copy(update={"path": path.resolve()})
+        raise fail(*_describe(exc)) from None
+    problem = _database_problem(config.database)
+    if problem:
+        raise fail("database", problem)
+    config = _resolve_paths(config, path.resolve().parent).model_copy(update={"path": path.resolve()})
+    problem = _feeds_dir_problem(config)
+    if problem:
+        raise fail("feeds.dir", problem)
+    return config
+
+
+def _where(key: str, from_env: Mapping[str, str], path: Path) -> str:
+    """The environment variable that set this key (or a section or list holding it), else the file."""
+    parts = re.split(r"[.\[]", key)
+    for end in range(len(parts), 0, -1):
+        name = from_env.get(".".join(parts[:end]))
+        if name:
+            return f"environment variable {name}"
+    return str(path)
 
 
 def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], from_env: dict[str, str]) -> dict[str, Any]:
@@ -228,7 +338,7 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], from_env: dict[s
         parts = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
         if not all(parts) or len(parts) > 2:
             raise ConfigError(f"environment variable {name}: expected FEEDWORKER_<SECTION>__<KEY>")
-        value = _env_value(name, environ[name])
+        value = _env_value(parts, environ[name])
         from_env[".".join(parts)] = name
         if len(parts) == 1:
             raw[parts[0]] = value
@@ -243,13 +353,41 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], from_env: dict[s
     return raw
 
 
-def _env_value(name: str, text: str) -> Any:
-    # YAML scalars, so that `FEEDWORKER_ENRICH__FETCH=false` is a bool and a list can be given
-    # as `[...]`; a value YAML cannot read is taken as the plain string.
+def _env_value(parts: list[str], text: str) -> Any:
+    """The variable's text as it is, except for a list or a section, which is read as YAML.
+
+    Text fields (the token, the host, paths, URLs) must not lose a `#...` or their quotes to
+    YAML; numbers, durations and booleans are parsed from the text by the field itself, so
+    `true` is no port and `1` no boolean.
+    """
+    if not _structured(_field_type(parts)):
+        return text
     try:
         return yaml.load(text, Loader=yaml.CSafeLoader) if text.strip() else ""
     except yaml.YAMLError:
         return text
+
+
+def _field_type(parts: list[str]) -> Any:
+    model: Any = Config
+    annotation: Any = None
+    for part in parts:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        annotation = model = field.annotation
+    return annotation
+
+
+def _structured(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_structured(arg) for arg in typing.get_args(annotation) if arg is not type(None))
+    if origin in (tuple, list, dict, set, frozenset):
+        return True
+    return isinstance(annotation, type) and issubclass(annotation, (BaseModel, tuple, list, dict))
 
 
 def _resolve_paths(config: Config, base: Path) -> Config:
@@ -268,6 +406,90 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     return config.model_copy(update={"sources": sources, "feeds": feeds, "database": database})
 
 
+# --------------------------------------------------------------------------- checks after validation
+
+
+def _database_problem(database: str) -> str | None:
+    """Why this database URL cannot be opened (its driver is missing, ...), or None.
+
+    SQLite paths and URLs need nothing but the standard library, and are not looked at
+    here: this keeps SQLAlchemy out of a run that has nothing to do.
+    """
+    if "://" not in database:
+        return None
+    scheme = database.split("://", 1)[0].lower()
+    if scheme in ("sqlite", "sqlite+pysqlite"):
+        return None
+    shown = mask_url(database)
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(database)
+    except (ArgumentError, ValueError):
+        return f"{shown}: not a database URL (dialect://user:password@host/name)"
+    try:
+        dialect = url.get_dialect()
+    except NoSuchModuleError:
+        return f"{shown}: unknown database kind {url.drivername!r}"
+    except Exception as exc:  # noqa: BLE001  (a dialect's own import error, whatever it is)
+        return f"{shown}: {url.drivername} cannot be used: {type(exc).__name__}"
+    try:
+        dialect.import_dbapi()
+    except Exception as exc:  # noqa: BLE001  (ImportError, or a driver failing as it loads)
+        driver = getattr(dialect, "driver", None) or url.get_driver_name()
+        reason = "is not installed" if isinstance(exc, ImportError) else f"cannot be loaded ({type(exc).__name__})"
+        return (
+            f"{shown}: driver {driver} for {url.get_backend_name()} {reason}; install it, or name an installed "
+            f"driver in the URL ({url.get_backend_name()}+<driver>://)"
+        )
+    return None
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password (and password-like query values) replaced by ***."""
+    masked = re.sub(r"^([\w+.-]+://[^:/@?#]*):.*@", r"\1:***@", url, flags=re.DOTALL)
+    return re.sub(r"(?i)([?&][^=&]*(?:pass|pwd|secret|token)[^=&]*=)[^&]*", r"\1***", masked)
+
+
+def _real(path: Path) -> Path:
+    """The absolute path with the symlinks of its existing part resolved."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
+def _within(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def _feeds_dir_problem(config: Config) -> str | None:
+    """Everything in feeds.dir is served over HTTP: it must hold nothing but the feeds."""
+    feeds = _real(config.feeds.dir)
+    served = "everything in feeds.dir is served over HTTP: give the feeds a folder of their own"
+    if feeds == Path(feeds.anchor):
+        return f"{feeds} is the root folder; {served}"
+    database = config.database_path
+    if database is not None and _within(_real(database), feeds):
+        return f"{feeds} contains the database {database}; {served}"
+    if config.path is not None and _within(_real(config.path), feeds):
+        return f"{feeds} contains the config file {config.path}; {served}"
+    for index, source in enumerate(config.sources):
+        folder = _real(source.path)
+        if _within(folder, feeds):
+            return f"{feeds} contains the source folder sources[{index}].path {source.path}; {served}"
+        if _within(feeds, folder):
+            return (
+                f"{feeds} is inside the source folder sources[{index}].path {source.path}; feedworker never "
+                "writes into a source folder"
+            )
+    return None
+
+
+# --------------------------------------------------------------------------- messages
+
+
 def _describe(exc: ValidationError) -> tuple[str, str]:
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
@@ -282,5 +504,27 @@ def _describe(exc: ValidationError) -> tuple[str, str]:
     return key, f"{message}{more}"
 
 
+def _redact(message: str, raw: Mapping[str, Any]) -> str:
+    """A last guard: the token and the database password never appear in a message."""
+    secrets: list[str] = []
+    server = raw.get("server")
+    if isinstance(server, Mapping) and isinstance(server.get("token"), str):
+        secrets.append(server["token"])
+    database = raw.get("database")
+    if isinstance(database, str):
+        match = re.match(r"^[\w+.-]+://[^:/@?#]*:(.*)@", database, flags=re.DOTALL)
+        if match:
+            secrets.append(match.group(1))
+    for secret in secrets:
+        if len(secret) >= 4:
+            message = message.replace(secret, "***")
+    return _one_line_text(message)
+
+
+def _one_line_text(text: str) -> str:
+    return " ".join(text.split()) if "\n" in text or "\r" in text else text
+
+
 def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
+

@@ -7,6 +7,9 @@ import sys
 from typing import TextIO
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+from worker.text import printable
 
 __all__ = ["configure_logging"]
 
@@ -19,12 +22,16 @@ def configure_logging(level: str = "info", stream: TextIO | None = None, *, json
     if json is None:
         json = not stream.isatty()
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    # JSON escapes control characters itself; on a terminal, a file name with a newline or an
+    # escape sequence in it must not forge a line or move the cursor.
+    on_terminal = [] if json else [_printable_values]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            *on_terminal,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
@@ -36,3 +43,7 @@ def configure_logging(level: str = "info", stream: TextIO | None = None, *, json
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(_LEVELS.get(level, logging.INFO), logging.WARNING))
+
+
+def _printable_values(logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
+    return {key: printable(value) if isinstance(value, str) and key != "exception" else value for key, value in event.items()}

@@ -52,8 +52,9 @@ BATCH = 500  # files per transaction
 INLINE_BELOW = 64  # fewer files than this are parsed without a process pool
 CHUNK = 32  # files per task sent to a parser process
 # What read_article needs, loaded before parser processes start so that none imports it again.
-_PARSER_MODULES = ("worker.ingest.frontmatter", "worker.store.articles")
+_PARSER_MODULES = ("worker.ingest.frontmatter", "worker.ingest.read", "worker.store.articles")
 DEFER_INDEXES_FROM = 2000  # files a first run reads, from which it builds its indexes at the end
+_Task = tuple[str, int, "str | None", str]  # path, max_bytes, known hash, real path of its source folder
 
 
 def utcnow() -> datetime:
@@ -212,6 +213,10 @@ def _full_cycle(
         now = clock()
         report.started_at = now.isoformat()
         with transaction(engine) as conn:
+            # Under the cycle lock, a run still marked running died (kill -9, power loss).
+            for run_id, run_started in runs.unfinished(conn):
+                runs.finish(conn, run_id, "interrupted", _interrupted_report(run_id, run_started), None)
+                log.warning("run.interrupted", interrupted_run_id=run_id, started_at=run_started.isoformat())
             report.run_id = runs.start(conn, now)
         bound = log.bind(run_id=report.run_id)
         try:
@@ -235,6 +240,15 @@ def _full_cycle(
         _finish(engine, report, bound, finished)
     finally:
         engine.dispose()
+
+
+INTERRUPTED_MESSAGE = "the process running this cycle ended before it finished (killed?); the next cycle took over its work"
+
+
+def _interrupted_report(run_id: int, started_at: datetime) -> str:
+    report = RunReport(status="interrupted", run_id=run_id, started_at=started_at.isoformat())
+    report.message = INTERRUPTED_MESSAGE
+    return report.to_json().decode()
 
 
 def _finish(engine: Engine, report: RunReport, bound: Any, finished: datetime) -> None:
@@ -306,8 +320,9 @@ def _cycle(
             known = store.known_files(conn, plan.read + plan.too_large + plan.deleted)
     counts = report.files
     counts.update(plan.counts)
-    to_read: list[tuple[str, int, str | None]] = [  # path, max_bytes, known hash
-        (path, found.files[path].max_bytes, known[path].hash if path in known else None) for path in plan.read
+    to_read: list[_Task] = [
+        (path, found.files[path].max_bytes, known[path].hash if path in known else None, found.files[path].root)
+        for path in plan.read
     ]
     too_large: list[store.Ingested] = []
     for path in plan.too_large:
@@ -318,23 +333,25 @@ def _cycle(
                 file.size,
                 file.mtime_ns,
                 f"size:{file.size}",
-                error=f"larger than max_bytes ({file.size} > {file.max_bytes} bytes)",
+                error=file.problem or f"larger than max_bytes ({file.size} > {file.max_bytes} bytes)",
             )
         )
     deleted = plan.deleted
     with transaction(engine) as conn:
-        orphans = store.delete_files(conn, deleted, known)
+        store.delete_files(conn, deleted, known)
         # Another file still carrying a deleted file's article is read again, so the article
-        # shows that file's content rather than the deleted one's.
-        again = set(store.files_carrying(conn, orphans)) - {task[0] for task in to_read}
+        # shows that file's content rather than the deleted one's (candidates a killed run
+        # left included).
+        again = set(store.files_carrying(conn, store.orphan_candidates(conn))) - {task[0] for task in to_read}
         if stats is not None:
             known.update(store.known_files(conn, list(again)))
         topics = store.TopicRegistry(conn)
         if too_large:
-            orphans |= store.write_batch(conn, too_large, known, topics, now)
+            store.write_batch(conn, too_large, known, topics, now)
     for path in sorted(again):
-        if path in found.files and found.files[path].size <= found.files[path].max_bytes:
-            to_read.append((path, found.files[path].max_bytes, None))
+        file = found.files.get(path)
+        if file is not None and file.problem is None and file.size <= file.max_bytes:
+            to_read.append((path, file.max_bytes, None, file.root))
 
     # Oldest edit first, so that where two files carry one article the newest edit wins.
     to_read.sort(key=lambda task: (found.files[task[0]].mtime_ns, task[0]))
@@ -359,23 +376,23 @@ def _cycle(
                     log.warning("file.warning", path=result.path, reason=warning)
             batch.append(result)
             if len(batch) >= BATCH:
-                orphans |= _store_batch(engine, batch, touched, known, topics, now)
+                _store_batch(engine, batch, touched, known, topics, now)
                 batch, touched = [], []
                 if should_stop is not None and should_stop():
                     stopped = True
                     break
         results.close()  # shuts the parser pool down now when the loop stopped early
-        orphans |= _store_batch(engine, batch, touched, known, topics, now)
-
-    with transaction(engine) as conn:
-        for url in store.remove_orphans(conn, orphans, now):
-            log.info("article.removed", url=url)
+        _store_batch(engine, batch, touched, known, topics, now)
 
     if stopped or (should_stop is not None and should_stop()):
+        # Orphan candidates stay for the next run: a moved file not read yet still carries its article.
         # Files not read yet are seen as new or changed next run; the feeds are rebuilt then.
         report.status = "failed"
         report.message = "stopped at a safe point before the end of the cycle (shutting down)"
         return
+    with transaction(engine) as conn:
+        for url in store.remove_orphans(conn, now):
+            log.info("article.removed", url=url)
     report.enrich.update(enrich_related(engine, config.enrich, now, log))
     stats = publish(
         engine, _feed_settings(config), now, helper=_process_pool_of_one if (os.cpu_count() or 1) > 1 else None
@@ -395,15 +412,15 @@ def _store_batch(
     known: dict[str, store.KnownFile],
     topics: store.TopicRegistry,
     now: datetime,
-) -> set[str]:
+) -> None:
     from worker.store import articles as store
     from worker.store.db import transaction
 
     if not batch and not touched:
-        return set()
+        return
     with transaction(engine) as conn:
         store.touch_files(conn, touched)
-        return store.write_batch(conn, batch, known, topics, now)
+        store.write_batch(conn, batch, known, topics, now)
 
 
 def parse_limits(config: Config) -> ParseLimits:
@@ -421,13 +438,13 @@ def parse_limits(config: Config) -> ParseLimits:
 
 
 def _read_all(
-    tasks: Sequence[tuple[str, int, str | None]], limits: ParseLimits
+    tasks: Sequence[_Task], limits: ParseLimits
 ) -> Iterator[store.Ingested | tuple[str, int, int]]:
     """Read and parse files across all cores, yielding results in task order, with a bounded
     number of chunks in flight so memory does not grow with the corpus."""
     if len(tasks) < INLINE_BELOW:
         for task in tasks:
-            result = read_article(*task, limits)
+            result = read_article(*task[:3], limits, task[3])
             if result is not None:
                 yield result
         return
@@ -505,7 +522,13 @@ def _parser_init(inherited_locks: tuple[int, ...] = (), parent: int | None = Non
     A forked child closes its copy of the cycle lock, or the lock would outlive a parent
     killed with SIGKILL. Ctrl-C reaches the whole process group: it is the parent's to
     handle (stop at a safe point), not a reason for a parser to die mid-chunk.
+
+    A child of the fork server was tied to the server as it was forked (_forkserver_guard):
+    by now the server may be gone and the child adopted by init, so its parent is the
+    server's pid, never what getppid() says here.
     """
+    import sys
+
     from worker._parentdeath import die_with_parent
 
     for fd in inherited_locks:
@@ -514,6 +537,8 @@ def _parser_init(inherited_locks: tuple[int, ...] = (), parent: int | None = Non
         except OSError:
             pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is None:
+        parent = getattr(sys.modules.get("worker._forkserver_guard"), "SERVER_PID", None)
     die_with_parent(parent)
 
 
@@ -525,14 +550,15 @@ def _take(iterator: Iterator[Any], n: int) -> Iterable[Any]:
             return
 
 
-def _read_chunk(chunk: Sequence[tuple[str, int, str | None]], limits: ParseLimits) -> list[Any]:
-    return [read_article(path, max_bytes, known_hash, limits) for path, max_bytes, known_hash in chunk]
+def _read_chunk(chunk: Sequence[_Task], limits: ParseLimits) -> list[Any]:
+    return [read_article(path, max_bytes, known_hash, limits, root) for path, max_bytes, known_hash, root in chunk]
 
 
 def read_article(
-    path: str, max_bytes: int, known_hash: str | None, limits: ParseLimits | None = None
+    path: str, max_bytes: int, known_hash: str | None, limits: ParseLimits | None = None, root: str | None = None
 ) -> store.Ingested | tuple[str, int, int] | None:
-    """Read one file and parse it, unless its bytes hash to `known_hash`.
+    """Read one file and parse it, unless its bytes hash to `known_hash`. Only a regular file
+    (inside `root`, the real path of its source folder, when given) is read.
 
     Returns the ingested file, `(path, size, mtime_ns)` when only the stat changed, or None
     when the file vanished since the scan (it is seen as deleted next run).
@@ -545,12 +571,14 @@ def read_article(
 
     if limits is None:
         limits = parsing.ParseLimits()
+    from worker.ingest.read import NotReadable, read_regular_file
+
     try:
-        with open(path, "rb") as handle:
-            st = os.fstat(handle.fileno())
-            data = handle.read(max_bytes + 1)
+        data, st = read_regular_file(path, max_bytes, root)
     except FileNotFoundError:
         return None
+    except NotReadable as exc:
+        return store.Ingested(path, -1, -1, "", error=f"cannot be read: {exc}")
     except OSError as exc:
         # No stat recorded (-1): the file is read again next run, when it may have settled.
         return store.Ingested(path, -1, -1, "", error=f"cannot be read: {exc.strerror or exc}")
@@ -563,9 +591,12 @@ def read_article(
         return (path, st.st_size, st.st_mtime_ns)
     try:
         article = parsing.parse_article(data, path, limits)
+        return store.Ingested.of_article(path, st.st_size, st.st_mtime_ns, digest, article)
     except parsing.ArticleError as exc:
         return store.Ingested(path, st.st_size, st.st_mtime_ns, digest, error=exc.detail)
-    return store.Ingested.of_article(path, st.st_size, st.st_mtime_ns, digest, article)
+    except Exception as exc:  # noqa: BLE001  (nothing one file holds may fail the run)
+        reason = f"cannot be stored: {type(exc).__name__}: {_one_line(exc)}"[:500]
+        return store.Ingested(path, st.st_size, st.st_mtime_ns, digest, error=reason)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -12,9 +12,12 @@ from worker.store import articles as store
 from worker.store import pages, runs
 from worker.store.db import connect
 from worker.store.errors import StoreError
+from worker.store.lock import cycle_running
 from worker.store.models import Article, Topic
 
 __all__ = ["StatusError", "read_status"]
+
+_DIED = "the process running this cycle ended before it finished (killed?); the next cycle will take over its work"
 
 
 class StatusError(Exception):
@@ -47,9 +50,21 @@ def read_status(config: Config) -> dict[str, Any]:
                 "topics_known": all_topics,
                 "quarantined": store.quarantined_files(conn),
                 "enrich": pages.page_counts(conn, datetime.now(UTC), config.enrich.ttl),
-                "last_run": runs.last_report(conn),
+                "last_run": _last_run(conn, config),
             }
     except sa.exc.SQLAlchemyError as exc:
         raise StatusError(f"database cannot be read: {exc}") from None
     finally:
         engine.dispose()
+
+
+def _last_run(conn: sa.Connection, config: Config) -> dict[str, Any] | None:
+    """The last finished run's report; a run marked running that no process holds the cycle
+    lock for died, and is shown as interrupted until the next cycle records it so."""
+    newest = runs.newest_run(conn)
+    if newest is not None and newest[1] == "running":
+        run_id, _, started_at = newest
+        if cycle_running(config.database_url) is False:
+            return {"status": "interrupted", "run_id": run_id, "started_at": started_at.isoformat(),
+                    "finished_at": None, "duration_s": None, "message": _DIED}
+    return runs.last_report(conn)

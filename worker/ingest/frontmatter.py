@@ -13,6 +13,7 @@ import yaml
 from worker.enrich.urls import canonical_item_url, canonical_url, is_http_url
 from worker.ingest.topics import display_name
 from worker.ingest.yamlload import load_yaml
+from worker.text import has_visible_text
 
 __all__ = [
     "Article",
@@ -313,6 +314,10 @@ class _Fields:
             if not isinstance(item, str):
                 raise self.error(f"topics[{index}]", f"must be a string, not {_type_name(item)}")
             name = display_name(item)[:200]
+            if name and not has_visible_text(name):
+                # Markup or controls alone: shown as nothing, and never shown raw.
+                self.warnings.append(f"topics[{index}]: dropped, no visible text in {_shorten(name)!r}")
+                continue
             if name and name not in names:
                 names.append(name)
         if len(names) > self.limits.max_topics:
@@ -425,13 +430,25 @@ def _storable(value: Any, depth: int = 0) -> Any:
     strings, and so does anything nested deeper than _MAX_EXTRA_DEPTH."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value if -(2**63) <= value < 2**63 else str(value)
-    if isinstance(value, (dict, list)) and depth >= _MAX_EXTRA_DEPTH:
-        return str(value)
+    if isinstance(value, (dict, list, tuple, set, frozenset)) and depth >= _MAX_EXTRA_DEPTH:
+        try:
+            return str(value)
+        except RecursionError:  # str() recurses as deep as the value goes
+            return "…"
     if isinstance(value, dict):
-        return {_storable(key, depth + 1): _storable(item, depth + 1) for key, item in value.items()}
-    if isinstance(value, list):
+        return {_storable_key(key, depth + 1): _storable(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, (set, frozenset)):  # !!set: in a stable order, so equal files store equal rows
+        return sorted((_storable(item, depth + 1) for item in value), key=repr)
+    if isinstance(value, (list, tuple)):  # !!pairs and !!omap load as lists of tuples
         return [_storable(item, depth + 1) for item in value]
-    return value
+    if value is None or isinstance(value, (bool, float, str)):
+        return value
+    return str(value)  # dates, times, bytes (!!binary): their text
+
+
+def _storable_key(key: Any, depth: int) -> Any:
+    stored = _storable(key, depth)
+    return stored if isinstance(stored, (str, int, float, bool)) or stored is None else str(stored)
 
 
 def _dimension(value: Any) -> int | None:

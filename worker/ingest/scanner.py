@@ -32,6 +32,8 @@ class FoundFile:
     size: int
     mtime_ns: int
     max_bytes: int
+    root: str = ""  # the real path of its source folder: a read never leaves it
+    problem: str | None = None  # why it is quarantined without being read (its name)
 
 
 @dataclass(slots=True)
@@ -67,11 +69,26 @@ def scan(sources: Sequence[Source], now_ns: int) -> Scan:
         for path, rel, st in _walk(root, real_root, result):
             if not matcher.match(rel):
                 continue
+            problem = None
+            if not _is_utf8(path):
+                # The store, the logs and the feeds hold text: the name is kept escaped, the
+                # file quarantined unread, and the other files go on.
+                path = os.fsencode(path).decode("utf-8", "backslashreplace")
+                problem = f"the file name is not UTF-8 text ({path}); rename the file to have it read"
             if settle_ns and now_ns - st.st_mtime_ns < settle_ns:
                 result.unsettled.add(path)
                 continue
-            result.files.setdefault(path, FoundFile(path, st.st_size, st.st_mtime_ns, source.max_bytes))
+            found = FoundFile(path, st.st_size, st.st_mtime_ns, source.max_bytes, real_root, problem)
+            result.files.setdefault(path, found)
     return result
+
+
+def _is_utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes of the name, kept as lone surrogates
+        return False
+    return True
 
 
 def _matcher(patterns: tuple[str, ...]) -> Any:

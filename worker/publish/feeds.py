@@ -23,6 +23,7 @@ from worker.publish.writer import remove_feed, remove_temp_files, write_if_chang
 from worker.store import articles as store
 from worker.store import related as graph_store
 from worker.store.db import transaction
+from worker.text import topic_label
 
 if TYPE_CHECKING:  # the renderer (feedgen, lxml, nh3) is imported only when a feed is rendered
     from worker.publish.render import Entry, FeedInfo
@@ -75,6 +76,7 @@ def publish(
     remove_temp_files(settings.dir)
     with engine.connect() as conn:
         visible = store.published_topics(conn)
+        known_slugs = store.topic_slugs(conn)
         dirty = {row.id for row in store.dirty_topics(conn)}
         all_dirty = store.all_feed_dirty(conn)
         settings_changed = store.meta_value(conn, SETTINGS_KEY) != fingerprint(settings)
@@ -92,7 +94,7 @@ def publish(
     jobs = []
     for row in visible:
         if row.id in dirty:
-            name = _topic_name(row.name)
+            name = _topic_name(row.name, row.slug)
             stem = f"topics/{row.slug}"
             window = windows.get(_WINDOW_KEY + stem) if row.id not in missing else None
             jobs.append(_FeedJob(stem, row.id, f"{settings.title}: {name}", f"Articles about {name}", window))
@@ -112,9 +114,11 @@ def publish(
             continue
         for suffix, changed in zip(("rss", "atom"), written, strict=True):
             _count(changed, f"{stem}.{suffix}", stats)
+    # Only feeds of topics it knows are feedworker's: a file someone else put there stays.
     for name in sorted(on_disk):
         slug, _, suffix = name.rpartition(".")
-        if slug not in visible_slugs and suffix in ("rss", "atom") and remove_feed(topics_dir / name):
+        ours = slug in known_slugs and suffix in ("rss", "atom")
+        if ours and slug not in visible_slugs and remove_feed(topics_dir / name):
             stats.removed += 1
             log.info("feed.removed", feed=f"topics/{name}")
     # The index changes only with the set of feeds or the settings, which both pass above.
@@ -175,7 +179,9 @@ def _write_index(
     links = [FeedLink("All articles", _url(settings, "all.rss"), _url(settings, "all.atom"))]
     links += [
         FeedLink(
-            _topic_name(row.name), _url(settings, f"topics/{row.slug}.rss"), _url(settings, f"topics/{row.slug}.atom")
+            _topic_name(row.name, row.slug),
+            _url(settings, f"topics/{row.slug}.rss"),
+            _url(settings, f"topics/{row.slug}.atom"),
         )
         for row in visible
     ]
@@ -236,7 +242,7 @@ def _entry(stored: store.StoredEntry, graph: graph_store.Graph) -> Entry:
             web_url=article.web_url,
         ),
         provider=provider,
-        categories=tuple(_topic_name(name) for name in stored.topics),
+        categories=tuple(label for label in map(topic_label, stored.topics) if label),
         image_url=image.url if image is not None else None,
         image_width=image.width if image is not None else None,
         image_height=image.height if image is not None else None,
@@ -244,11 +250,10 @@ def _entry(stored: store.StoredEntry, graph: graph_store.Graph) -> Entry:
     )
 
 
-def _topic_name(name: str) -> str:
-    """Topic names are shown as plain text, like titles: markup in one is reduced to its text."""
-    from worker.publish.sanitize import plain_text
-
-    return plain_text(name) or name.strip() or "topic"
+def _topic_name(name: str, slug: str) -> str:
+    """A topic as feeds name it: its label, or its slug for a name with no visible text
+    (stored before such names were dropped at parse time); never the raw name."""
+    return topic_label(name) or slug
 
 
 def _entry_updated(article: Any) -> datetime:

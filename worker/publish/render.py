@@ -12,7 +12,7 @@ from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
 from lxml import etree
 
-from worker.publish.sanitize import plain_text, xml_safe
+from worker.text import xml_safe
 
 __all__ = [
     "Entry",
@@ -40,7 +40,7 @@ class Entry:
 
     id: str
     link: str
-    title: str
+    title: str  # plain text (characters, not markup), as summary
     published: datetime
     updated: datetime
     summary: str
@@ -155,12 +155,15 @@ def _add_entry(fg: FeedGenerator, entry: Entry) -> None:
     fe = fg.add_entry(order="append")
     fe.id(entry.id)
     fe.guid(entry.id, permalink=False)
-    fe.title(plain_text(entry.title) or entry.link)
+    # Titles and summaries are plain text, and readers take RSS titles and descriptions for
+    # HTML: escaped once more, their characters show as characters and never become markup.
+    # Atom says so with type="html" (set in _EntryLinksExtension), as jekyll-feed does.
+    fe.title(html.escape(xml_safe(entry.title) or entry.link, quote=False))
     fe.link(href=entry.link, rel="alternate")
     fe.published(entry.published)
     fe.updated(entry.updated)
-    summary = xml_safe(entry.summary)
-    fe.summary(summary)  # Atom <summary>; RSS <description>
+    summary = html.escape(xml_safe(entry.summary), quote=False)
+    fe.summary(summary, type="html")  # Atom <summary>; RSS <description>
     fe.description(summary)
     fe.content(xml_safe(body_html(entry.content_html, entry.related)), type="html")
     if entry.provider:
@@ -191,6 +194,9 @@ class _EntryLinksExtension(BaseEntryExtension):
         self.image_url: str | None = None
 
     def extend_atom(self, entry: etree._Element) -> etree._Element:
+        title = entry.find("title")
+        if title is not None:
+            title.set("type", "html")
         for item in self.related:
             # feedgen builds Atom elements without a namespace under a default-namespace root.
             link = etree.SubElement(entry, "link")

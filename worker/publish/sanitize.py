@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import html
-import re
 from functools import lru_cache
 from urllib.parse import urljoin, urlsplit
 
 import nh3
 from markdown_it import MarkdownIt
 
+from worker.text import plain_text, xml_safe
+
 __all__ = ["article_html", "markdown_html", "plain_text", "sanitize_html", "xml_safe"]
 
-# Characters XML 1.0 forbids (lxml refuses them), and lone surrogates.
-_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 _ALLOWED_TAGS = {
     "a", "abbr", "b", "blockquote", "br", "caption", "cite", "code", "dd", "del", "details", "dl",
     "dt", "em", "figcaption", "figure", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins",
@@ -31,25 +30,6 @@ _ALLOWED_ATTRIBUTES = {
 }
 _URL_ATTRIBUTES = {"href", "src", "cite"}
 _SAFE_SCHEMES = {"http", "https", "mailto"}
-
-
-def xml_safe(text: str) -> str:
-    """Drop the characters that XML 1.0 cannot carry."""
-    return _XML_ILLEGAL.sub("", text)
-
-
-def plain_text(text: str) -> str:
-    """Markup reduced to its text, whitespace collapsed: titles are never HTML."""
-    text = xml_safe(text)
-    # Until nothing changes: unescaping `&lt;script&gt;` yields markup again, which must go too.
-    for _ in range(8):
-        if "<" not in text and "&" not in text:
-            break
-        cleaned = xml_safe(html.unescape(nh3.clean(text, tags=set(), clean_content_tags={"script", "style"})))
-        if cleaned == text:
-            break
-        text = cleaned
-    return " ".join(text.split())
 
 
 def sanitize_html(fragment: str, base_url: str) -> str:

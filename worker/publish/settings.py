@@ -8,7 +8,7 @@ from pathlib import Path
 __all__ = ["RENDER_VERSION", "SETTINGS_KEY", "FeedSettings", "fingerprint"]
 
 # Bump when the rendered bytes change for the same entries: every feed is rendered again.
-RENDER_VERSION = 2
+RENDER_VERSION = 3
 # The meta key holding the fingerprint of the settings the feeds on disk were rendered with.
 SETTINGS_KEY = "feeds_settings"
 

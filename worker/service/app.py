@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
+import logging
 import os
+import resource
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any, ClassVar
 
+import h11
 import structlog
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from worker.config import Config, ConfigError, load_config
 from worker.logging import configure_logging
@@ -20,7 +28,20 @@ from worker.service.http import create_app
 from worker.service.metrics import ServiceMetrics
 from worker.service.scheduler import Runner, ServiceScheduler, build_trigger
 
-__all__ = ["SAFE_POINT_WAIT_S", "ServiceError", "serve"]
+__all__ = [
+    "KEEP_ALIVE_S",
+    "LISTEN_BACKLOG",
+    "LOG_INTERVAL_S",
+    "MAX_CONNECTIONS",
+    "REQUEST_TIMEOUT_S",
+    "SAFE_POINT_WAIT_S",
+    "LogThrottle",
+    "ServiceError",
+    "Throttle",
+    "connection_limit",
+    "http_server",
+    "serve",
+]
 
 log = structlog.get_logger("worker.service")
 
@@ -29,21 +50,221 @@ log = structlog.get_logger("worker.service")
 SAFE_POINT_WAIT_S = 30.0
 HTTP_SHUTDOWN_S = 5.0  # open keep-alive connections do not hold the exit longer than this
 
+# uvicorn has no deadline for receiving a request, and every byte resets its keep-alive
+# timer: a client sending one header line every few seconds held a connection for as long
+# as it liked. A complete request (headers and body) must now arrive within this many
+# seconds of the connection opening, or of the previous response on a kept-alive one.
+REQUEST_TIMEOUT_S = 10.0
+KEEP_ALIVE_S = 5  # idle time allowed between two requests on one connection
+MAX_CONNECTIONS = 1000  # open connections at most (fewer under a low descriptor limit)
+_MIN_CONNECTIONS = 16
+# Descriptors kept for everything but connections: the database, feed files being served,
+# source files of a cycle, the parser processes' pipes, enrichment fetches.
+_DESCRIPTOR_RESERVE = 256
+# Both the listen queue and how many connections asyncio accepts in one go: each is a
+# descriptor before the cap below can close it, so a burst must fit beside the reserve.
+LISTEN_BACKLOG = 128
+LOG_INTERVAL_S = 60.0  # a message repeated by every connection is logged at most this often
+# accept() failures asyncio reports: it retries them itself, so one line a minute is enough.
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# Loggers third-party code writes per connection on: asyncio logs every failed accept() (with
+# a traceback, up to LISTEN_BACKLOG times a second), uvicorn every malformed or refused request.
+_THROTTLED_LOGGERS = ("asyncio", "uvicorn.error")
+_TIMEOUT_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 15\r\nconnection: close\r\n\r\nRequest Timeout"
+)
+
 
 class ServiceError(Exception):
     """The service cannot start (address in use, bad schedule); the message says why."""
 
 
+class Throttle:
+    """At most one event per key and interval; counts the ones it holds back in between."""
+
+    def __init__(self, interval_s: float = LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._quiet_until: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def __call__(self, key: str) -> int | None:
+        """None to hold this event back; else how many with this key were held back since the last."""
+        with self._lock:
+            now = self._clock()
+            if now < self._quiet_until.get(key, now):
+                self._held[key] = self._held.get(key, 0) + 1
+                return None
+            if len(self._quiet_until) >= 1024:
+                # Keys come from message texts: a bound, should some text vary without end.
+                self._quiet_until.clear()
+                self._held.clear()
+            self._quiet_until[key] = now + self.interval_s
+            return self._held.pop(key, 0)
+
+
+class LogThrottle(logging.Filter):
+    """A logging filter: each message (by its first line) once per interval, with a count of the
+    ones held back, and without the traceback of an out-of-descriptors error."""
+
+    def __init__(self, throttle: Throttle | None = None) -> None:
+        super().__init__()
+        self.throttle = throttle or Throttle()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        first_line = str(record.msg).partition("\n")[0]
+        held = self.throttle(f"{record.name}\x00{first_line}")
+        if held is None:
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, OSError) and error.errno in _RESOURCE_ERRNOS:
+            # Where asyncio's accept() failed says nothing the error's text does not.
+            record.msg, record.args = f"{record.getMessage()}\n{error.strerror}", ()
+            record.exc_info, record.exc_text = None, None
+        if held:
+            record.msg, record.args = (
+                f"{record.getMessage()}\n({held} more like this in the last {self.throttle.interval_s:g}s not logged)",
+                (),
+            )
+        return True
+
+
+def _throttled(throttle: Throttle, level: int, event: str, **fields: Any) -> None:
+    held = throttle(event)
+    if held is not None:
+        log.log(level, event, not_logged_since_last=held, **fields)
+
+
+class _GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each complete request and a cap on connections.
+
+    Connections waiting for a request are kept oldest first; at the cap, a new connection
+    closes the oldest of them: a client that sends its request at once is served even while
+    slow or silent ones hold every other connection. One class per server (http_server).
+    """
+
+    request_timeout_s: ClassVar[float]
+    max_connections: ClassVar[int]
+    throttle: ClassVar[Throttle]
+    waiting: ClassVar[dict[_GuardedH11Protocol, None]]  # insertion order: the oldest first
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections and not self._evict_oldest():
+            # Every other connection has a request in progress: nothing to make room with.
+            _throttled(self.throttle, logging.WARNING, "http.connection_refused",
+                       reason="connection limit reached", limit=self.max_connections)
+            transport.close()
+            return
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self._deadline is not None and self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR):
+            self._disarm()  # the request is in; answering it has no deadline here
+
+    def on_response_complete(self) -> None:
+        # Armed before uvicorn looks at pipelined requests, which may complete (and disarm) at once.
+        if not self.transport.is_closing():
+            self._arm()
+        super().on_response_complete()
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.request_timeout_s, self._timed_out)
+        self.waiting[self] = None
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self.waiting.pop(self, None)
+
+    def _timed_out(self) -> None:
+        self._deadline = None
+        self.waiting.pop(self, None)
+        if self.transport.is_closing():
+            return
+        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+            # Part of a request line or headers came: say why the connection ends. (Once the
+            # headers are in, the app has the request and may be answering it: no 408 then.)
+            self.transport.write(_TIMEOUT_RESPONSE)
+        _throttled(self.throttle, logging.INFO, "http.request_timeout", timeout_s=self.request_timeout_s)
+        self.transport.close()
+
+    def _evict_oldest(self) -> bool:
+        victim = next((other for other in self.waiting if other is not self), None)
+        if victim is None:
+            return False
+        victim._disarm()
+        victim.transport.close()
+        _throttled(self.throttle, logging.WARNING, "http.connection_evicted",
+                   reason="connection limit reached: the oldest connection waiting for a request was closed",
+                   limit=self.max_connections)
+        return True
+
+
+def connection_limit(descriptors: int | None = None) -> int:
+    """How many connections to keep open at most, given the descriptor limit (default: this process's)."""
+    if descriptors is None:
+        descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if descriptors < 0 or descriptors == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(_MIN_CONNECTIONS, min(MAX_CONNECTIONS, descriptors - _DESCRIPTOR_RESERVE - LISTEN_BACKLOG))
+
+
 class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling.
+    """uvicorn without its own signal handling, and with per-connection log lines throttled.
 
     uvicorn >= 0.29 restores the previous SIGTERM handler after a graceful shutdown and
     raises the signal again, so the process would die with -15; `serve` handles signals.
     """
 
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.log_filter = LogThrottle()
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        loggers = [logging.getLogger(name) for name in _THROTTLED_LOGGERS]
+        for logger in loggers:
+            logger.addFilter(self.log_filter)
+        try:
+            await super().serve(sockets)
+        finally:
+            for logger in loggers:
+                logger.removeFilter(self.log_filter)
+
+
+def http_server(
+    app: Any, *, request_timeout_s: float = REQUEST_TIMEOUT_S, max_connections: int | None = None
+) -> uvicorn.Server:
+    """The uvicorn server of `serve` for `app`; run it with `.run(sockets=[a listening socket])`."""
+    limit = connection_limit() if max_connections is None else max_connections
+    protocol = type("GuardedH11Protocol", (_GuardedH11Protocol,), {
+        "request_timeout_s": request_timeout_s, "max_connections": limit, "throttle": Throttle(), "waiting": {},
+    })
+    config = uvicorn.Config(
+        app, http=protocol, log_config=None, access_log=False, lifespan="off", server_header=False,
+        timeout_graceful_shutdown=HTTP_SHUTDOWN_S, timeout_keep_alive=KEEP_ALIVE_S, backlog=LISTEN_BACKLOG,
+        # uvicorn answers 503 from this many connections or requests in flight. The protocol
+        # keeps connections at `limit`, so this is the backstop for requests in flight.
+        limit_concurrency=limit + 1,
+    )
+    return _Server(config)
 
 
 class _Service:
@@ -53,13 +274,7 @@ class _Service:
         self.metrics = ServiceMetrics()
         self.runner = Runner(config, metrics=self.metrics)
         self.scheduler = ServiceScheduler(self.runner)
-        app = create_app(self.runner, self.metrics)
-        self.server = _Server(
-            uvicorn.Config(
-                app, log_config=None, access_log=False, lifespan="off", server_header=False,
-                timeout_graceful_shutdown=HTTP_SHUTDOWN_S,
-            )
-        )
+        self.server = http_server(create_app(self.runner, self.metrics))
         self.sock = sock
         self.clean = True
         self._stopping = False
@@ -163,7 +378,7 @@ def _listen(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        sock.listen(2048)
+        sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         sock.close()
         raise ServiceError(f"cannot listen on {host}:{port}: {exc.strerror}") from None

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import hmac
 import os
+import re
 import stat
 import time
 from collections import OrderedDict
@@ -33,6 +34,7 @@ from worker.store import runs
 
 __all__ = [
     "CONTENT_TYPES",
+    "MAX_RUN_ID",
     "FeedFiles",
     "create_app",
     "health",
@@ -42,14 +44,21 @@ __all__ = [
 
 log = structlog.get_logger("worker.service")
 
+# The documents feedworker writes, and the only files /feeds/ serves: anything else an operator
+# or another program leaves in the folder (a database, a config, a temporary file) is 404.
 # Set explicitly: Debian's mimetypes says application/x-rss+xml for .rss and knows no .opml.
 CONTENT_TYPES = {
     ".rss": "application/rss+xml; charset=utf-8",
     ".atom": "application/atom+xml; charset=utf-8",
+    ".json": "application/feed+json; charset=utf-8",
     ".opml": "text/x-opml; charset=utf-8",
-    ".xml": "application/xml; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
 }
 MAX_FEED_BYTES = 64 * 1024 * 1024  # far above any feed; a guard against serving something huge
+MAX_RUN_ID = 2**63 - 1  # the largest SQLite integer: a larger id cannot be stored, so it is no run
+# ASCII digits only: str.isdigit() also takes '²' and other digits int() refuses, and 19 digits
+# keep int() far from its 4300-digit limit.
+_RUN_ID = re.compile(r"[0-9]{1,19}")
 
 
 def create_app(runner: Runner, metrics: ServiceMetrics, *, clock: Callable[[], float] = time.time) -> Starlette:
@@ -82,11 +91,13 @@ def create_app(runner: Runner, metrics: ServiceMetrics, *, clock: Callable[[], f
         found = runner.get(run_id)
         if found is not None:
             return _json(found.to_dict())
-        if run_id.isdigit():
-            stored = await run_in_threadpool(_stored_run, runner.config, int(run_id))
+        store_id = _store_run_id(run_id)
+        if store_id is not None:
+            stored = await run_in_threadpool(_stored_run, runner.config, store_id)
             if stored is not None:
                 return _json(stored)
-        return _json({"error": f"no run {run_id}"}, 404)
+        # The id is not echoed: it is whatever the client sent, up to the request line's size.
+        return _json({"error": "no such run"}, 404)
 
     routes = [
         Route("/feeds/{path:path}", _guard(feed), methods=["GET", "HEAD"]),
@@ -179,6 +190,14 @@ def newest_report(stored: dict[str, Any] | None, in_process: dict[str, Any] | No
     return in_process if in_process["run_id"] >= (stored.get("run_id") or 0) else stored
 
 
+def _store_run_id(text: str) -> int | None:
+    """The database run id `text` spells (plain ASCII decimal, 1..MAX_RUN_ID), else None."""
+    if _RUN_ID.fullmatch(text) is None:
+        return None
+    value = int(text)
+    return value if 1 <= value <= MAX_RUN_ID else None
+
+
 def _stored_last_report(config: Config) -> dict[str, Any] | None:
     return _read_store(config, runs.last_report)
 
@@ -221,19 +240,70 @@ def _read_store(config: Config, read: Callable[[Any], Any]) -> Any:
 
 
 def resolve_feed_path(root: Path, relative: str) -> Path | None:
-    """The file under `root` that a decoded URL path names, or None when it names anything else.
+    """The feed document under `root` that a decoded URL path names, or None when it names anything else.
 
     Refused: empty, `.`/`..` and hidden segments (the writer's temporary files are hidden),
-    backslashes, NUL, and anything whose real path (symlinks resolved) leaves `root`.
+    backslashes, NUL, anything whose real path (symlinks resolved) leaves `root`, and any name,
+    asked for or real, that is hidden or does not end in a suffix of CONTENT_TYPES.
     """
+    resolved = _resolve(root, relative)
+    return None if resolved is None else Path(resolved[0], *resolved[1])
+
+
+def _resolve(root: Path, relative: str) -> tuple[str, list[str]] | None:
+    """(the real path of `root`, the segments of the real path of the file below it), or None."""
     parts = relative.split("/")
     if not relative or any(not part or part.startswith(".") or "\\" in part or "\x00" in part for part in parts):
+        return None
+    if not _is_feed_name(parts[-1]):
         return None
     real_root = os.path.realpath(root)
     candidate = os.path.realpath(os.path.join(real_root, *parts))
     if os.path.commonpath([real_root, candidate]) != real_root or candidate == real_root:
         return None
-    return Path(candidate)
+    # A symlink inside the folder may point at a hidden or non-feed file inside it too.
+    real_parts = os.path.relpath(candidate, real_root).split(os.sep)
+    if any(part.startswith(".") for part in real_parts) or not _is_feed_name(real_parts[-1]):
+        return None
+    return real_root, real_parts
+
+
+def _is_feed_name(name: str) -> bool:
+    stem, dot, suffix = name.rpartition(".")
+    return bool(stem) and bool(dot) and f".{suffix.lower()}" in CONTENT_TYPES
+
+
+def _open_feed(real_root: str, parts: list[str]) -> tuple[int, os.stat_result] | None:
+    """A read-only descriptor of the regular file `parts` names below `real_root`, and its stat; or None.
+
+    Each folder below the root is opened in the one above it without following symlinks, so a
+    symlink swapped in after _resolve checked the path is refused, not followed. O_NONBLOCK:
+    opening a FIFO for reading waits for a writer, which would hold a server thread for good;
+    with it the open returns at once, and fstat refuses anything that is not a regular file.
+    """
+    cloexec = getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(real_root, os.O_RDONLY | os.O_DIRECTORY | cloexec)
+    except OSError:
+        return None
+    try:
+        for folder in parts[:-1]:
+            inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | cloexec, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        file_fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | cloexec, dir_fd=fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        st = os.fstat(file_fd)
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FEED_BYTES:
+        os.close(file_fd)
+        return None
+    return file_fd, st
 
 
 class FeedFiles:
@@ -246,17 +316,12 @@ class FeedFiles:
         self._etags: OrderedDict[tuple[int, int, int, int], str] = OrderedDict()
 
     def respond(self, relative: str, method: str, headers: Any) -> Response:
-        path = resolve_feed_path(self._root(), relative)
-        if path is None:
+        resolved = _resolve(self._root(), relative)
+        opened = None if resolved is None else _open_feed(*resolved)
+        if opened is None:
             return _not_found()
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
-            return _not_found()
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FEED_BYTES:
-            os.close(fd)
-            return _not_found()
+        fd, st = opened
+        media_type = CONTENT_TYPES[os.path.splitext(resolved[1][-1])[1].lower()]
         with os.fdopen(fd, "rb") as handle:
             key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             etag = self._etags.get(key)
@@ -273,7 +338,6 @@ class FeedFiles:
             }
             if _not_modified(headers, etag, st.st_mtime):
                 return Response(status_code=304, headers=meta)
-            media_type = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
             if method == "HEAD":
                 return _head(meta, media_type, st.st_size)
             if data is None:

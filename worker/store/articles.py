@@ -20,6 +20,7 @@ from worker.store.models import (
     ArticleImage,
     ArticleTopic,
     Meta,
+    OrphanCandidate,
     RelatedItem,
     SourceFile,
     Topic,
@@ -44,10 +45,12 @@ __all__ = [
     "meta_value",
     "meta_values",
     "newest_update",
+    "orphan_candidates",
     "published_topics",
     "quarantined_files",
     "remove_orphans",
     "set_meta_value",
+    "topic_slugs",
     "touch_files",
     "write_batch",
 ]
@@ -60,6 +63,7 @@ AT = ArticleTopic.__table__
 AI = ArticleImage.__table__
 R = RelatedItem.__table__
 M = Meta.__table__
+O = OrphanCandidate.__table__
 _ALL_DIRTY = "all_feeds_dirty"
 
 
@@ -88,9 +92,12 @@ class Ingested:
     error: str | None = None
     related_json: str | None = None
     related_links: tuple[tuple[str, bool, bool], ...] = ()  # (url, wants_page, shows_page) per item
+    extra_json: str | None = None  # the unknown fields
 
     @classmethod
     def of_article(cls, path: str, size: int, mtime_ns: int, hash: str, article: ParsedArticle) -> Ingested:
+        """The article as rows: everything that could fail on what one file holds fails here,
+        in the parser, where it quarantines that file alone."""
         items = article.related
         links = tuple(
             (
@@ -101,7 +108,8 @@ class Ingested:
             for item in items
         )
         encoded = _json([_item_fields(item) for item in items]) if items else None
-        return cls(path, size, mtime_ns, hash, replace(article, related=()), None, encoded, links)
+        extra = _json(article.extra) if article.extra else None
+        return cls(path, size, mtime_ns, hash, replace(article, related=(), extra={}), None, encoded, links, extra)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,9 +178,9 @@ class TopicRegistry:
 
 def write_batch(
     conn: Connection, items: Sequence[Ingested], known: dict[str, KnownFile], topics: TopicRegistry, now: datetime
-) -> set[str]:
-    """Store one batch of read files in the caller's transaction. Returns URLs that may have lost
-    their last file (to check with remove_orphans once the run has written everything)."""
+) -> None:
+    """Store one batch of read files in the caller's transaction. A URL a file no longer carries
+    becomes an orphan candidate in the same transaction (see remove_orphans)."""
     by_url: dict[str, Ingested] = {}
     for item in items:  # the caller orders items oldest edit first: the newest edit of a URL wins
         if item.article is not None:
@@ -184,9 +192,9 @@ def write_batch(
         previous = known.get(item.path)
         if previous and previous.article_url and item.article and previous.article_url != item.article.url:
             orphans.add(previous.article_url)
+    _add_orphan_candidates(conn, orphans)
     if changed_ids:
         mark_all_dirty(conn)
-    return orphans
 
 
 def _write_articles(conn: Connection, by_url: dict[str, Ingested], topics: TopicRegistry, now: datetime) -> list[int]:
@@ -278,7 +286,7 @@ def _content_row(item: Ingested) -> dict[str, Any]:
     assert article is not None
     return {
         "body": article.body,
-        "extra_json": _json(article.extra) if article.extra else None,
+        "extra_json": item.extra_json,
         "related_json": item.related_json,
     }
 
@@ -315,17 +323,34 @@ def touch_files(conn: Connection, rows: Sequence[tuple[str, int, int]]) -> None:
         )
 
 
-def delete_files(conn: Connection, paths: Sequence[str], known: dict[str, KnownFile]) -> set[str]:
-    """Forget files that are gone; returns the URLs that may have lost their last file."""
+def delete_files(conn: Connection, paths: Sequence[str], known: dict[str, KnownFile]) -> None:
+    """Forget files that are gone; the URLs they carried become orphan candidates in the same
+    transaction, so a run killed after this still takes their articles out of the feeds."""
     for chunk in in_chunks(list(paths)):
         conn.execute(sa.delete(F).where(F.c.path.in_(chunk)))
-    return {known[path].article_url for path in paths if known[path].article_url}  # type: ignore[misc]
+    _add_orphan_candidates(conn, {known[path].article_url for path in paths if known[path].article_url})  # type: ignore[misc]
 
 
-def remove_orphans(conn: Connection, urls: Iterable[str], now: datetime) -> list[str]:
-    """Mark removed the articles no file carries any more; returns their URLs."""
-    removed: list[str] = []
+def _add_orphan_candidates(conn: Connection, urls: set[str]) -> None:
+    new: set[str] = set()
     for chunk in in_chunks(sorted(urls)):
+        new.update(chunk)
+        new.difference_update(conn.execute(sa.select(O.c.url).where(O.c.url.in_(chunk))).scalars())
+    bulk_insert(conn, O, [{"url": url} for url in sorted(new)])
+
+
+def orphan_candidates(conn: Connection) -> list[str]:
+    """Article URLs that lost a file, this run or in a run that did not finish."""
+    return list(conn.execute(sa.select(O.c.url).order_by(O.c.url)).scalars())
+
+
+def remove_orphans(conn: Connection, now: datetime) -> list[str]:
+    """Mark removed the articles of the orphan candidates that no file carries any more, and
+    settle every candidate; returns the URLs of the articles removed."""
+    removed: list[str] = []
+    urls = orphan_candidates(conn)
+    for chunk in in_chunks(urls):
+        conn.execute(sa.delete(O).where(O.c.url.in_(chunk)))
         carried = set(conn.execute(sa.select(F.c.article_url).where(F.c.article_url.in_(chunk))).scalars())
         gone = [url for url in chunk if url not in carried]
         if not gone:
@@ -399,6 +424,11 @@ def published_topics(conn: Connection) -> list[Row[Any]]:
         .where(AT.c.topic_id == T.c.id, A.c.is_published.is_(True), A.c.removed.is_(False))
     )
     return conn.execute(sa.select(T.c.id, T.c.slug, T.c.name).where(published).order_by(T.c.key)).all()
+
+
+def topic_slugs(conn: Connection) -> set[str]:
+    """The slug of every topic ever given one: the only topic feed files feedworker writes."""
+    return set(conn.execute(sa.select(T.c.slug)).scalars())
 
 
 def feed_window(conn: Connection, topic_id: int | None, limit: int) -> list[tuple[int, datetime]]:

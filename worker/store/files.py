@@ -18,7 +18,7 @@ class Plan:
 
     counts: dict[str, int]  # seen, new, changed, unchanged, deleted, as far as the stat tells
     read: list[str]  # new, or stat changed, within max_bytes: in scan order
-    too_large: list[str]  # new, or stat changed, over max_bytes: quarantined unread
+    too_large: list[str]  # new, or stat changed, over max_bytes or badly named: quarantined unread
     deleted: list[str]  # stored, gone from disk (not merely unsettled or under an unreadable folder)
 
     @property
@@ -44,7 +44,7 @@ def plan_reads(found: Scan, known: Mapping[str, tuple[int, int]]) -> Plan:
         elif previous[0] == file.size and previous[1] == file.mtime_ns:
             unchanged += 1
             continue
-        if file.size > file.max_bytes:
+        if file.problem is not None or file.size > file.max_bytes:
             if previous is not None:
                 changed += 1
             too_large.append(path)

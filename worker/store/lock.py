@@ -10,7 +10,7 @@ from pathlib import Path
 
 from worker.store.errors import StoreError
 
-__all__ = ["cycle_lock", "held_lock_descriptors"]
+__all__ = ["cycle_lock", "cycle_running", "held_lock_descriptors"]
 
 # Descriptors of the cycle locks this process holds: a forked child must close them, or
 # it would keep the lock after this process dies.
@@ -50,3 +50,25 @@ def cycle_lock(url: str, on_wait: Callable[[], None] | None = None) -> Iterator[
     finally:
         _HELD_LOCKS.discard(fd)
         os.close(fd)  # closing releases the lock
+
+
+def cycle_running(url: str) -> bool | None:
+    """Whether some process holds the cycle lock of this database now; None when it cannot tell."""
+    if not url.startswith("sqlite:///") or url == "sqlite:///:memory:":
+        return None
+    try:
+        fd = os.open(url[len("sqlite:///"):] + ".lock", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        # A shared lock conflicts only with a cycle's exclusive one, and is let go at once.
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return False

@@ -16,6 +16,7 @@ __all__ = [
     "ArticleImage",
     "ArticleTopic",
     "Meta",
+    "OrphanCandidate",
     "Page",
     "RelatedEdge",
     "RelatedItem",
@@ -156,6 +157,15 @@ class Page(SQLModel, table=True):
     site_name: str | None = None
     failures: int = 0  # in a row; resets on success
     error: str | None = None
+
+
+class OrphanCandidate(SQLModel, table=True):
+    """An article URL that lost a file (deleted, or now carrying another webUrl), written in the
+    same transaction as that change: whether the article goes is decided once the run has read
+    every file, and a run killed before then leaves the question here for the next one."""
+
+    __tablename__ = "orphan_candidate"
+    url: str = Field(primary_key=True)
 
 
 class Run(SQLModel, table=True):

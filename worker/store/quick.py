@@ -42,6 +42,7 @@ _VISIBLE_SLUGS = """
         SELECT 1 FROM article_topic AS at JOIN article AS a ON a.id = at.article_id
         WHERE at.topic_id = t.id AND a.is_published IS 1 AND a.removed IS 0)
 """
+_ALL_SLUGS = "SELECT slug FROM topic"
 # Every stored file's stat, and the error of each quarantined one (NULL for the others).
 _KNOWN_FILES = """
     SELECT path, size, mtime_ns, CASE WHEN state = 'quarantined' THEN coalesce(error, '') END
@@ -110,7 +111,7 @@ class QuickStore:
         `scan` called, and its files classified exactly as the full cycle would."""
         try:
             slugs = self._settled(settings, now)
-            if slugs is None or not _feeds_in_place(settings.dir, slugs):
+            if slugs is None or not _feeds_in_place(settings.dir, *slugs):
                 return Answer()
         except (sqlite3.Error, OSError, ValueError, TypeError):
             return Answer()
@@ -158,8 +159,8 @@ class QuickStore:
             raise
         return True
 
-    def _settled(self, settings: FeedSettings, now: datetime) -> set[str] | None:
-        """The slugs of the visible topics when the store has nothing pending for the feeds."""
+    def _settled(self, settings: FeedSettings, now: datetime) -> tuple[set[str], set[str]] | None:
+        """The slugs of the visible topics, and of all, when the store has nothing pending for the feeds."""
         conn = self._conn
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         if meta.get("schema_version") != str(SCHEMA_VERSION):
@@ -177,7 +178,9 @@ class QuickStore:
             return None  # a failed run, or one killed while running, may have left work half done
         if conn.execute("SELECT 1 FROM topic WHERE dirty IS 1 LIMIT 1").fetchone() is not None:
             return None
-        return {slug for (slug,) in conn.execute(_VISIBLE_SLUGS)}
+        if conn.execute("SELECT 1 FROM orphan_candidate LIMIT 1").fetchone() is not None:
+            return None  # an article may have lost its last file: the full cycle decides
+        return {slug for (slug,) in conn.execute(_VISIBLE_SLUGS)}, {slug for (slug,) in conn.execute(_ALL_SLUGS)}
 
     def _known_files(self) -> tuple[dict[str, tuple[int, int]], list[dict[str, str]]]:
         """Every stored file's (size, mtime_ns), and the quarantined ones as the report lists them."""
@@ -208,8 +211,9 @@ class _Counting(threading.Thread):
         self.articles = {"total": total, "published": published}
 
 
-def _feeds_in_place(directory: Path, slugs: set[str]) -> bool:
-    """Every feed file the full cycle would write is there, and nothing it would remove."""
+def _feeds_in_place(directory: Path, slugs: set[str], known: set[str]) -> bool:
+    """Every feed file the full cycle would write is there, and nothing it would remove (a
+    feed of a known topic not shown; files of other names are not feedworker's)."""
     topics = directory / "topics"
     for folder in (directory, topics):
         try:
@@ -229,7 +233,7 @@ def _feeds_in_place(directory: Path, slugs: set[str]) -> bool:
         return False
     for name in on_disk:
         slug, _, suffix = name.rpartition(".")
-        if suffix in ("rss", "atom") and slug not in slugs:
+        if suffix in ("rss", "atom") and slug in known and slug not in slugs:
             return False  # a feed of a topic no longer shown: the full cycle removes it
     return True
 

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from worker.store.models import Run
 
-__all__ = ["finish", "last_report", "start"]
+__all__ = ["finish", "last_report", "newest_run", "start", "unfinished"]
 
 T = Run.__table__
 
@@ -20,7 +20,19 @@ def start(conn: Connection, now: datetime) -> int:
     return conn.execute(sa.insert(T).values(started_at=now, status="running")).inserted_primary_key[0]
 
 
-def finish(conn: Connection, run_id: int | None, status: str, report_json: str, finished_at: datetime) -> None:
+def unfinished(conn: Connection) -> list[tuple[int, datetime]]:
+    """(id, started_at) of the runs still marked running: under the cycle lock, runs that died."""
+    query = sa.select(T.c.id, T.c.started_at).where(T.c.status == "running").order_by(T.c.id)
+    return [(row.id, row.started_at) for row in conn.execute(query)]
+
+
+def newest_run(conn: Connection) -> tuple[int, str, datetime] | None:
+    """(id, status, started_at) of the newest run, finished or not."""
+    row = conn.execute(sa.select(T.c.id, T.c.status, T.c.started_at).order_by(T.c.id.desc()).limit(1)).first()
+    return (row.id, row.status, row.started_at) if row is not None else None
+
+
+def finish(conn: Connection, run_id: int | None, status: str, report_json: str, finished_at: datetime | None) -> None:
     values = {"status": status, "report_json": report_json, "finished_at": finished_at}
     conn.execute(sa.update(T).where(T.c.id == run_id).values(**values))
 

@@ -3,4 +3,4 @@
 __all__ = ["SCHEMA_VERSION"]
 
 # Bump with a migration in db._MIGRATIONS.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3

@@ -140,7 +140,8 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
 def fill(folder: Path) -> Path:
     """Fill the file system holding `folder`; returns the filler file."""
     filler = folder / "filler.bin"
-    with open(filler, "wb") as handle:
+    # Unbuffered: a buffered file would flush what did not fit once more on close, and raise there.
+    with open(filler, "wb", buffering=0) as handle:
         try:
             while True:
                 handle.write(b"\0" * 65536)

@@ -493,6 +493,14 @@ def test_run_deadline_stops_new_fetches(server: Server) -> None:
     assert time.monotonic() - started < 1.0
 
 
+def test_the_run_deadline_starts_when_fetching_does(server: Server) -> None:
+    # Building the client alone takes longer than this (30-160 ms: its TLS context): a deadline
+    # counted from before it would let no fetch start at all.
+    urls = [server.url(f"/busy?s=0.3&d=start{i}") for i in range(3)]
+    results = fetch(*urls, policy=replace(FAST, concurrency=1), deadline_s=0.02)
+    assert [r.url for r in results] == urls[:1]
+
+
 def test_no_time_no_fetch(server: Server) -> None:
     before = server.total
     assert fetch(server.url("/og"), deadline_s=0) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import signal
 import sqlite3
 import subprocess
@@ -384,6 +385,14 @@ def test_trigger_command(served: Served, tmp_path: Path) -> None:
     assert waited.stdout.startswith("run ") and " ok: " in waited.stdout and len(waited.stdout.splitlines()) == 1
     plain = cli("trigger", "--config", config)
     assert plain.returncode == 0 and plain.stdout.split()[2] in ("queued", "running")
+    # What the README shows a user is what the program prints.
+    queued = re.compile(r"run [0-9a-f]{16} (queued|running)")
+    finished = re.compile(r"run [0-9a-f]{16} ok: \d+ files \(\d+ new, \d+ changed, \d+ deleted, \d+ quarantined\); "
+                          r"\d+ of \d+ articles published in \d+\.\d\ds")
+    assert queued.fullmatch(plain.stdout.strip()) and finished.fullmatch(waited.stdout.strip()), (plain.stdout, waited.stdout)
+    readme = (ROOT / "README.md").read_text().splitlines()
+    shown = [line[2:] for line in readme if line.startswith("# run ")]
+    assert len(shown) == 2 and queued.fullmatch(shown[0]) and finished.fullmatch(shown[1]), shown
 
     wrong = cli("trigger", "--config", config, env={"FEEDWORKER_SERVER__TOKEN": "wrong"})
     assert wrong.returncode == 1 and "refused the token" in wrong.stderr

@@ -15,6 +15,8 @@ import yaml
 
 from tests.feedcheck import assert_valid_feeds
 
+pytest_plugins = ["tests.nodns"]  # no test resolves a name outside the machine
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "examples" / "inbox" / "2021" / "01" / "000_5ffeefc380e2a43b.txt"
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,9 +16,10 @@ import pytest
 import yaml
 from lxml import etree
 
-from tests.conftest import Project, make_project
+from tests.conftest import ROOT, Project, make_project
 from tests.feedcheck import ATOM, CONTENT, assert_valid_feeds
 from tests.localserver import LocalServer
+from tests.nodns import fake_names
 from worker.config import EnrichConfig
 from worker.enrich.fetcher import FetchResult
 from worker.enrich.metadata import PageMetadata
@@ -70,7 +74,8 @@ def _handler(server: PageServer) -> type[BaseHTTPRequestHandler]:
 
 @pytest.fixture
 def pages() -> Iterator[PageServer]:
-    server = PageServer()
+    with fake_names():  # http.server asks for the name of the address it binds: answered here
+        server = PageServer()
     yield server
     server.close()
 
@@ -171,7 +176,7 @@ def test_a_new_article_updates_the_entries_it_relates_to(project: Project):
     c.unlink()
     project.run()
     assert atom_related(project, "topics/space.atom", "Article A") == []
-    assert "Related coverage" not in rss_content(project, "topics/space.rss", "Article A")
+    assert rss_content(project, "topics/space.rss", "Article A") is None  # no body, no related list: no content
 
 
 def test_an_edit_dropping_a_related_item_takes_the_reverse_link_away(project: Project):
@@ -261,16 +266,33 @@ def test_a_page_that_never_answers_stays_within_the_budget(tmp_path: Path, pages
 
 
 def test_no_network_at_all_stays_within_the_budget(tmp_path: Path):
+    """A name that does not exist, a resolver that never answers, an address nobody routes.
+
+    The real command line, in a process of its own under the fake resolver of tests/nodns.py
+    (no lookup leaves the machine): the hung lookup must not hold up the run nor its exit.
+    """
     project = make_project(tmp_path, enrich={"fetch": True, "max_seconds": "2s"})
+    related = ["http://nonexistent.invalid/page", "http://no-answer.invalid/page", "https://10.255.255.1/x"]
     project.article("a.txt", title="Article A", web_url="https://a.example/a",
-                    related=[{"webUrl": "http://nonexistent.invalid/page"}, {"webUrl": "https://10.255.255.1/x"}])
+                    related=[{"webUrl": url} for url in related])
     started = time.monotonic()
-    report = project.run()
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.nodns", "--fail", "nonexistent.invalid", "--hang", "no-answer.invalid",
+         "run", "--json", "--config", str(project.config)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+        env={key: value for key, value in os.environ.items() if not key.startswith("FEEDWORKER_")},
+    )
     assert time.monotonic() - started < 2 + 8  # the whole process, interpreter start included
+    assert result.returncode == 0, result.stderr  # 86: it looked up a name outside the machine
+    report = json.loads(result.stdout)
     assert report["duration_s"] < 2 + 3
-    assert report["enrich"]["failed"] + report["enrich"]["refused"] == 2
+    assert (report["enrich"]["failed"], report["enrich"]["refused"]) == (2, 1)
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    fetched = {event["url"]: event for event in events if event["event"] == "enrich.fetched"}
+    assert [fetched[url]["status"] for url in related] == ["error", "timeout", "refused"]
+    assert fetched[related[0]]["error"].startswith("cannot resolve host")
     assert [title for _, title in atom_related(project, "topics/ai.atom", "Article A")] == [
-        "nonexistent.invalid", "10.255.255.1"
+        "nonexistent.invalid", "no-answer.invalid", "10.255.255.1"
     ]
 
 

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.localserver import LocalServer
+from tests.nodns import FakeNames, fake_names
 from worker.enrich import fetcher
 from worker.enrich.fetcher import (
     FetchPolicy,
@@ -174,16 +175,24 @@ def _make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    srv = Server("127.0.0.1")
+    with fake_names():  # http.server asks for the name of the address it binds: answered here
+        srv = Server("127.0.0.1")
     yield srv
     srv.close()
 
 
 @pytest.fixture()
-def public_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+def names() -> Iterator[FakeNames]:
+    """The fake resolver: tests resolve no name outside the machine (see tests/nodns.py)."""
+    with fake_names() as fake:
+        yield fake
+
+
+@pytest.fixture()
+def public_server(monkeypatch: pytest.MonkeyPatch, names: FakeNames) -> Iterator[Server]:
     """A server on 127.0.0.2 that the fetcher is made to treat as a public address."""
     try:
-        srv = Server("127.0.0.2")
+        srv = Server("127.0.0.2")  # under the fake: no PTR query for 127.0.0.2 leaves the machine
     except OSError:
         pytest.skip("cannot bind 127.0.0.2 on this system")
     real = fetcher.is_public_address
@@ -376,10 +385,53 @@ def test_non_http_schemes_refused(url: str) -> None:
     assert fetch_one(url).status == "refused"
 
 
-def test_invalid_url_is_an_error() -> None:
+def test_invalid_url_is_an_error(names: FakeNames) -> None:
+    names.fail("exa%20mple.com")  # the host as httpx quotes it, should it get as far as a lookup
     result = fetch_one("http://exa mple.com:99999999/")
     assert result.status in {"error", "refused"}
     assert result.error
+
+
+# --- name resolution (a fake resolver: no lookup leaves the machine) -----------------------
+
+
+def test_a_name_that_does_not_resolve_is_an_error(names: FakeNames) -> None:
+    names.fail("nonexistent.invalid")
+    result = fetch_one("http://nonexistent.invalid/page")
+    assert result.status == "error"
+    assert (result.error or "").startswith("cannot resolve host:"), result.error
+    assert result.http_status is None and result.final_url == "http://nonexistent.invalid/page"
+
+
+def test_a_lookup_that_never_answers_ends_at_the_page_deadline(names: FakeNames) -> None:
+    names.hang("no-answer.invalid")
+    started = time.monotonic()
+    # Not asyncio.run: at its end it would wait for the lookup's thread, still waiting.
+    loop = asyncio.new_event_loop()
+    try:
+        [result] = loop.run_until_complete(fetch_many(
+            [FetchRequest("http://no-answer.invalid/page")], replace(FAST, total_timeout=0.4), deadline_s=30))
+    finally:
+        loop.close()
+    assert result.status == "timeout"
+    assert time.monotonic() - started < 2
+
+
+def test_a_resolved_name_is_fetched_from_its_address_under_its_own_name(
+    names: FakeNames, public_server: Server
+) -> None:
+    names.answer("news.example", "127.0.0.2")
+    result = fetch_one(f"http://news.example:{public_server.port}/echo-host", FetchPolicy(total_timeout=2.0))
+    assert result.status == "ok", result.error
+    assert result.metadata is not None and result.metadata.title == f"news.example:{public_server.port}"
+
+
+def test_a_name_with_any_non_public_address_is_refused(names: FakeNames, public_server: Server) -> None:
+    names.answer("mixed.example", "127.0.0.2", "10.0.0.1")
+    result = fetch_one(f"http://mixed.example:{public_server.port}/og", FetchPolicy(total_timeout=2.0))
+    assert result.status == "refused"
+    assert "10.0.0.1" in (result.error or "")
+    assert public_server.total == 0
 
 
 # --- bounds ------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON on stdout.")
 def run(config_path: Path | None, as_json: bool) -> None:
     """Run one full cycle (scan, ingest, enrich, render) and exit."""
-    from worker.pipeline import CycleError, run_cycle
+    from worker.pipeline import CycleError, run_cycle, unreadable_sources
 
     config = _load(config_path)
 
@@ -89,7 +89,16 @@ def run(config_path: Path | None, as_json: bool) -> None:
             f"ok: {files['seen']} files ({files['new']} new, {files['changed']} changed, {files['deleted']} deleted, "
             f"{files['quarantined']} quarantined); {report.articles['published']} of {report.articles['total']} "
             f"articles published; {report.feeds['written']} feeds written in {report.duration_s:.2f}s"
+            + _unreadable_note(report.sources, unreadable_sources(report.sources, report.errors))
         )
+
+
+def _unreadable_note(sources: list[dict[str, Any]], shown: str) -> str:
+    """`; 1 source unreadable: /data/inbox2 (No such file or directory)`, or nothing."""
+    count = sum(1 for source in sources if source.get("state") != "ok")
+    if not count:
+        return ""
+    return f"; {count} {'source' if count == 1 else 'sources'} unreadable: {printable(shown)}"
 
 
 @cli.command()
@@ -124,10 +133,32 @@ def status(config_path: Path | None, as_json: bool) -> None:
         click.echo(f"last run: {last['status']} at {last.get('finished_at')} in {last['duration_s']}s")
         if last.get("message"):
             click.echo(f"  {printable(str(last['message']))}")
+    sources = info["sources"]
+    unreadable = sum(1 for source in sources if source["state"] != "ok")
+    click.echo(f"sources:  {len(sources)}" + (f" ({unreadable} unreadable)" if unreadable else ""))
+    for source in sources:
+        click.echo(f"  {printable(source['path'])}: {_source_line(source)}")
     click.echo(f"quarantined: {len(info['quarantined'])}")
     for item in info["quarantined"]:
         # Paths and messages come from file names and contents: a newline must not forge a line.
         click.echo(f"  {printable(item['path'])}: {printable(item['message'])}")
+
+
+def _source_line(source: dict[str, Any]) -> str:
+    """`ok, 12 files` (as the last run counted them), `missing (No such file or directory)`,
+    and what the last run found when it differs from now."""
+    files, last_state = source.get("files"), source.get("last_run_state")
+    if source["state"] == "ok":
+        line = "ok" if files is None else f"ok, {files} {_files(files)}"
+        if last_state not in (None, "ok"):
+            line += f" ({last_state} at the last run)"
+        return line
+    line = f"{source['state']} ({printable(str(source.get('reason') or 'cannot be read'))})"
+    if last_state == "ok" and isinstance(files, int):
+        line += f"; ok at the last run, {files} {_files(files)}"
+    elif last_state not in (None, source["state"]):
+        line += f"; {last_state} at the last run"
+    return line
 
 
 @cli.command()
@@ -164,6 +195,7 @@ def check(files: tuple[Path, ...], config_path: Path | None) -> None:
             click.echo(f"{shown}: cannot be read: {exc.strerror or exc}")
             invalid += 1
             continue
+        click.echo(f"{shown}: {_valid(article)}")
         for warning in article.warnings:
             click.echo(f"{shown}: warning: {printable(warning)}")
     if invalid:
@@ -173,6 +205,15 @@ def check(files: tuple[Path, ...], config_path: Path | None) -> None:
 
 
 _DEFAULT_MAX_BYTES = 10 * 1024 * 1024  # sources[].max_bytes when check runs without a config
+
+
+def _valid(article: Any) -> str:
+    """What a valid file becomes: `valid`, or valid and where it will (not) be shown."""
+    if not article.is_published:
+        return "valid (draft: in no feed)"
+    if not article.topics:
+        return "valid (no topics: in the all-articles feeds only)"
+    return "valid"
 
 
 def _files(count: int) -> str:
@@ -226,11 +267,15 @@ def trigger(config_path: Path | None, wait: bool, timeout_s: float | None) -> No
         click.echo(f"run {run_id} {result['status']}: {result.get('message') or 'see the server log'}", err=True)
         sys.exit(1)
     files, articles = report.get("files", {}), report.get("articles", {})
+    from worker.pipeline import unreadable_sources
+
+    sources = report.get("sources") or []
     click.echo(
         f"run {run_id} ok: {files.get('seen', 0)} files ({files.get('new', 0)} new, {files.get('changed', 0)} "
         f"changed, {files.get('deleted', 0)} deleted, {files.get('quarantined', 0)} quarantined); "
         f"{articles.get('published', 0)} of {articles.get('total', 0)} articles published "
         f"in {report.get('duration_s', 0):.2f}s"
+        + _unreadable_note(sources, unreadable_sources(sources, report.get("errors") or []))
     )
 
 

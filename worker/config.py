@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -148,6 +149,7 @@ class FeedsConfig(_Section):
     base_url: str = "http://localhost:8080/feeds/"
     title: str = "News"
     max_entries: Annotated[int, _NUMBER, Field(ge=1, le=10_000)] = 50
+    opml_format: Literal["atom", "rss"] = "atom"  # the format of the topic feeds index.opml lists
 
     @field_validator("base_url")
     @classmethod
@@ -309,7 +311,7 @@ def load_config(path: Path | str | None = None, environ: Mapping[str, str] | Non
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        raise fail(*_describe(exc)) from None
+        raise ConfigError(_redact(_joined(_describe(exc), from_env, path), raw)) from None
     problem = _database_problem(config.database)
     if problem:
         raise fail("database", problem)
@@ -360,12 +362,32 @@ def _env_value(parts: list[str], text: str) -> Any:
     YAML; numbers, durations and booleans are parsed from the text by the field itself, so
     `true` is no port and `1` no boolean.
     """
+    if parts == ["sources"]:
+        return _sources_value(text)
     if not _structured(_field_type(parts)):
         return text
     try:
         return yaml.load(text, Loader=yaml.CSafeLoader) if text.strip() else ""
     except yaml.YAMLError:
         return text
+
+
+def _sources_value(text: str) -> Any:
+    """FEEDWORKER_SOURCES: a folder, or folders separated by commas, taken as written
+    (`/data/inbox`, `/data/a,/data/b`); or YAML: a list of sources (`[{path: /data/inbox}]`),
+    of folders (`[/data/a, /data/b]`), or one source (`{path: /data/inbox}`)."""
+    stripped = text.strip()
+    if not (stripped.startswith(("[", "{", "- ")) or "\n" in stripped):
+        return [{"path": part.strip()} for part in text.split(",") if part.strip()]
+    try:
+        value = yaml.load(text, Loader=yaml.CSafeLoader)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, dict):
+        value = [value]
+    if isinstance(value, list):
+        value = [{"path": item} if isinstance(item, str) else item for item in value]
+    return value
 
 
 def _field_type(parts: list[str]) -> Any:
@@ -490,18 +512,134 @@ def _feeds_dir_problem(config: Config) -> str | None:
 # --------------------------------------------------------------------------- messages
 
 
-def _describe(exc: ValidationError) -> tuple[str, str]:
-    error = exc.errors()[0]
-    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    key = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", key)
-    message = error["msg"]
-    if error["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif error["type"] == "missing":
-        message = "required key is missing"
-    message = message.removeprefix("Value error, ")
-    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return key, f"{message}{more}"
+def _describe(exc: ValidationError) -> list[tuple[str, str]]:
+    """Every problem as (key, message in plain words): unknown keys first, then the others
+    in the order of the file."""
+    errors = exc.errors()
+    locs = [tuple(error["loc"]) for error in errors]
+    problems: list[tuple[str, str]] = []
+    for error, loc in zip(errors, locs, strict=True):
+        # A list whose items failed is also "too short" once they are dropped: say the items' problems.
+        if error["type"] == "too_short" and any(other[: len(loc)] == loc and other != loc for other in locs):
+            continue
+        key = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", ".".join(str(part) for part in loc)) or "(top level)"
+        problem = (key, _plain(error, loc))
+        if problem not in problems:
+            problems.append(problem)
+    return sorted(problems, key=lambda problem: not problem[1].startswith("unknown key"))
+
+
+_LIST_TYPES = frozenset({"tuple_type", "list_type", "set_type", "frozen_set_type", "iterable_type"})
+_SECTION_TYPES = frozenset({"model_type", "model_attributes_type", "dict_type", "dataclass_type"})
+_PLAIN = {
+    "missing": "required key is missing",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_parsing_size": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be text",
+    "string_unicode": "must be text",
+    "string_too_short": "must not be empty",
+    "path_type": "must be a path",
+    "frozen_instance": "cannot be changed",
+}
+
+
+def _plain(error: Any, loc: tuple[Any, ...]) -> str:
+    """The problem in the words of this file's keys, never the validation library's."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        meant = _meant(loc)
+        return f"unknown key (did you mean {meant}?)" if meant else "unknown key"
+    if kind in ("value_error", "assertion_error"):
+        return str(ctx.get("error") or error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind in _PLAIN:
+        return _PLAIN[kind]
+    if kind in _LIST_TYPES:
+        return "must be a list of folders: a path, or a list such as [{path: inbox}]" if loc == ("sources",) \
+            else "must be a list"
+    if kind in _SECTION_TYPES:
+        return "must be a section of keys, such as {path: inbox}" if loc[:1] == ("sources",) \
+            else "must be a section of keys"
+    if kind == "too_short":
+        if loc == ("sources",):
+            return "must list at least one folder"
+        return f"must have at least {ctx.get('min_length', 1)} entries"
+    if kind == "too_long":
+        return f"must have at most {ctx.get('max_length')} entries"
+    bounds = {"greater_than": ("gt", "more than"), "greater_than_equal": ("ge", "at least"),
+              "less_than": ("lt", "less than"), "less_than_equal": ("le", "at most")}
+    if kind in bounds:
+        name, words = bounds[kind]
+        return f"must be {words} {ctx.get(name)}"
+    if kind == "literal_error":
+        return "must be one of " + ", ".join(re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
+    return "is not a valid value"
+
+
+def _fold(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
+def _meant(loc: tuple[Any, ...]) -> str | None:
+    """The key an unknown one is probably a misspelling of (`source` -> sources), at its place
+    or, spelled the same, in another section (`token` -> server.token)."""
+    key = loc[-1] if loc else None
+    if not isinstance(key, str) or len(key) > 100:
+        return None
+    model = _model_at(loc[:-1])
+    if model is not None:
+        names = {_fold(name): name for name in model.model_fields if not (model is Config and name == "path")}
+        close = difflib.get_close_matches(_fold(key), names, n=1, cutoff=0.75)
+        if close:
+            return names[close[0]]
+    elsewhere = []
+    for section, name in _all_keys():
+        if _fold(name) == _fold(key) and section != _model_at(loc[:-1]):
+            elsewhere.append(f"{_SECTION_NAMES[section]}.{name}")
+    return " or ".join(elsewhere) if elsewhere else None
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    current: Any = Config
+    for part in loc:
+        if isinstance(part, int):  # an item of a list of sections
+            items = [arg for arg in typing.get_args(current) if arg is not Ellipsis]
+            current = items[0] if items else None
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        current = field.annotation
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+_SECTION_NAMES: dict[type[BaseModel], str] = {
+    SourceConfig: "sources[]", FeedsConfig: "feeds", ScheduleConfig: "schedule", EnrichConfig: "enrich",
+    ServerConfig: "server", LimitsConfig: "limits",
+}
+
+
+def _all_keys() -> list[tuple[type[BaseModel], str]]:
+    return [(section, name) for section in _SECTION_NAMES for name in section.model_fields]
+
+
+def _joined(problems: list[tuple[str, str]], from_env: Mapping[str, str], path: Path) -> str:
+    """One line: `<file>: key: problem; key: problem; environment variable X: key: problem`."""
+    parts = []
+    previous = None
+    for key, message in problems:
+        where = _where(key, from_env, path)
+        parts.append(f"{key}: {message}" if where == previous else f"{where}: {key}: {message}")
+        previous = where
+    return "; ".join(parts)
 
 
 def _redact(message: str, raw: Mapping[str, Any]) -> str:

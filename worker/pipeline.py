@@ -43,6 +43,7 @@ __all__ = [
     "read_article",
     "run_cycle",
     "start_parser_server",
+    "unreadable_sources",
     "utcnow",
 ]
 
@@ -78,6 +79,8 @@ class RunReport:
     articles: dict[str, int] = field(default_factory=lambda: {"total": 0, "published": 0})
     feeds: dict[str, int] = field(default_factory=lambda: {"written": 0, "unchanged": 0, "removed": 0})
     enrich: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ENRICH_COUNTS, 0))
+    # Each source folder in config order: {"path", "state": "ok" | "missing" | "unreadable", "files"}.
+    sources: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
     duration_s: float = 0.0
     run_id: int | None = None
@@ -103,22 +106,25 @@ def run_cycle(
     """Run one whole cycle. Waits for a cycle already running against the same database.
 
     Raises CycleError (with a failed report) when the cycle cannot complete; quarantined
-    files are not a failure. `should_stop` is asked between batches: when it says yes, the
-    cycle stops at that safe point (stored batches kept, feeds left as they were) and fails.
+    files are not a failure, nor are some source folders that cannot be read (all of them
+    is: then nothing is stored or written). `should_stop` is asked between batches: when it
+    says yes, the cycle stops at that safe point (stored batches kept, feeds left as they
+    were) and fails. `duration_s` is the work alone; the wait for the lock is `waited_s`.
     """
-    started = time.monotonic()
+    started = work_started = time.monotonic()
     report = RunReport()
     try:
         with cycle_lock(config.database_url, on_wait):
-            report.waited_s = round(time.monotonic() - started, 3)
-            done, found, stats = _quick_cycle(config, clock, started, report.waited_s, should_stop)
+            work_started = time.monotonic()
+            report.waited_s = round(work_started - started, 3)
+            done, found, stats = _quick_cycle(config, clock, work_started, report.waited_s, should_stop)
             if done is not None:
                 return done
-            _full_cycle(config, clock, started, report, should_stop, found, stats)
+            _full_cycle(config, clock, work_started, report, should_stop, found, stats)
     except StoreError as exc:
         report.status = "failed"
         report.message = _one_line(exc)
-        report.duration_s = round(time.monotonic() - started, 3)
+        report.duration_s = round(time.monotonic() - work_started, 3)
         log.error("run.failed", reason=report.message)
     if report.status != "ok":
         raise CycleError(report.message or "the cycle failed", report)
@@ -157,9 +163,12 @@ def _quick_run(
     facts, found = answer.facts, answer.found
     if facts is None or found is None or (should_stop is not None and should_stop()):
         return None, found, answer.stats
+    if _no_source_readable(found):
+        return None, found, answer.stats  # a failed run: the full cycle records it
     report = RunReport(waited_s=waited_s, started_at=now.isoformat())
     report.files.update(facts.plan.counts, quarantined=len(facts.quarantined))
     report.articles.update(facts.articles)
+    report.sources = _source_report(found)
     report.errors.extend({"path": path, "message": problem} for path, problem in found.problems)
     report.errors.extend(facts.quarantined)
 
@@ -226,9 +235,11 @@ def _full_cycle(
         except (StoreError, FeedWriteError, OSError) as exc:
             report.status = "failed"
             report.message = _one_line(exc)
+            _count_stored_if_possible(engine, report)  # what the batches before the failure stored
         except BaseException as exc:  # interrupted, or a bug: the run row must not stay "running"
             report.status = "failed"
             report.message = f"interrupted: {type(exc).__name__}: {_one_line(exc)}"
+            _count_stored_if_possible(engine, report)
             report.duration_s = round(time.monotonic() - started, 3)
             finished = clock()
             report.finished_at = finished.isoformat()
@@ -283,9 +294,30 @@ def _scan(config: Config) -> Scan:
     return scan(sources, time.time_ns())
 
 
+def _source_report(found: Scan) -> list[dict[str, Any]]:
+    return [{"path": source.path, "state": source.state, "files": source.files} for source in found.sources]
+
+
+def _no_source_readable(found: Scan) -> bool:
+    return bool(found.sources) and all(source.state != "ok" for source in found.sources)
+
+
+def unreadable_sources(sources: Iterable[dict[str, Any]], errors: Iterable[dict[str, str]]) -> str:
+    """The source folders of a run report that could not be read, with the reason of each:
+    `/data/inbox2 (No such file or directory), ...`; empty when every one was read."""
+    reasons = {error.get("path"): error.get("message", "") for error in errors}
+    shown = []
+    for source in sources:
+        if source.get("state") == "ok":
+            continue
+        reason = reasons.get(source.get("path"), "").rpartition("cannot be read: ")[2] or source.get("state")
+        shown.append(f"{source.get('path')} ({reason})")
+    return ", ".join(shown)
+
+
 def _feed_settings(config: Config) -> FeedSettings:
     feeds = config.feeds
-    return FeedSettings(feeds.dir, feeds.base_url, feeds.title, feeds.max_entries)
+    return FeedSettings(feeds.dir, feeds.base_url, feeds.title, feeds.max_entries, feeds.opml_format)
 
 
 def _cycle(
@@ -307,9 +339,16 @@ def _cycle(
 
     if found is None:
         found = _scan(config)
+    report.sources = _source_report(found)
     for path, problem in found.problems:
         log.warning("source.unreadable", path=path, reason=problem)
         report.errors.append({"path": path, "message": problem})
+    if _no_source_readable(found):
+        # Nothing to go by: no file is taken as deleted, no feed is touched.
+        report.status = "failed"
+        report.message = f"no source folder could be read: {unreadable_sources(report.sources, report.errors)}"
+        _count_stored(engine, report)
+        return
 
     with engine.connect() as conn:
         if stats is None:
@@ -389,6 +428,7 @@ def _cycle(
         # Files not read yet are seen as new or changed next run; the feeds are rebuilt then.
         report.status = "failed"
         report.message = "stopped at a safe point before the end of the cycle (shutting down)"
+        _count_stored(engine, report)  # what the batches stored so far
         return
     with transaction(engine) as conn:
         for url in store.remove_orphans(conn, now):
@@ -398,11 +438,28 @@ def _cycle(
         engine, _feed_settings(config), now, helper=_process_pool_of_one if (os.cpu_count() or 1) > 1 else None
     )
     report.feeds.update(written=stats.written, unchanged=stats.unchanged, removed=stats.removed)
+    _count_stored(engine, report)
+
+
+def _count_stored(engine: Engine, report: RunReport) -> None:
+    """The store's articles and quarantine into the report (the cycle's last step: a failure
+    in here leaves the report's errors as they were)."""
+    from worker.store import articles as store
+
     with engine.connect() as conn:
-        report.articles.update(store.article_counts(conn))
+        articles = store.article_counts(conn)
         quarantined = store.quarantined_files(conn)
-    counts["quarantined"] = len(quarantined)
+    report.articles.update(articles)
+    report.files["quarantined"] = len(quarantined)
     report.errors.extend(quarantined)
+
+
+def _count_stored_if_possible(engine: Engine, report: RunReport) -> None:
+    """After a failure, the counts of what is stored, when the store can still tell."""
+    try:
+        _count_stored(engine, report)
+    except Exception:  # the run already failed; its reason stays the first one
+        log.debug("run.counts_unavailable", exc_info=True)
 
 
 def _store_batch(

@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from worker.config import Config
+from worker.ingest.scanner import folder_state
 from worker.store import articles as store
 from worker.store import pages, runs
 from worker.store.db import connect
@@ -32,6 +33,7 @@ def read_status(config: Config) -> dict[str, Any]:
             "topics": 0,
             "quarantined": [],
             "enrich": {"fetched": 0, "cached": 0, "failed": 0, "pending": 0},
+            "sources": _sources(config, None),
             "last_run": None,
         }
     try:
@@ -44,18 +46,43 @@ def read_status(config: Config) -> dict[str, Any]:
             removed = conn.execute(sa.select(sa.func.count()).where(Article.__table__.c.removed.is_(True))).scalar_one()
             topics = len(store.published_topics(conn))
             all_topics = conn.execute(sa.select(sa.func.count()).select_from(Topic.__table__)).scalar_one()
+            last_run = _last_run(conn, config)
             return {
                 "articles": {**counts, "removed": removed},
                 "topics": topics,
                 "topics_known": all_topics,
                 "quarantined": store.quarantined_files(conn),
                 "enrich": pages.page_counts(conn, datetime.now(UTC), config.enrich.ttl),
-                "last_run": _last_run(conn, config),
+                "sources": _sources(config, last_run),
+                "last_run": last_run,
             }
     except sa.exc.SQLAlchemyError as exc:
         raise StatusError(f"database cannot be read: {exc}") from None
     finally:
         engine.dispose()
+
+
+def _sources(config: Config, last_run: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each source folder: its state now (`state`, `reason`: looked at, not walked), and the
+    last run's view of it (`files` counted under it, `last_run_state`; None when it has none)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for source in (last_run or {}).get("sources") or []:
+        if isinstance(source, dict) and isinstance(source.get("path"), str):
+            seen.setdefault(source["path"], source)
+    listed = []
+    for source in config.sources:
+        path = str(source.path)
+        state, reason, _ = folder_state(path, open_it=True)
+        last = seen.get(path, {})
+        files, last_state = last.get("files"), last.get("state")
+        listed.append({
+            "path": path,
+            "state": state,
+            "files": files if isinstance(files, int) else None,
+            "reason": reason,
+            "last_run_state": last_state if isinstance(last_state, str) else None,
+        })
+    return listed
 
 
 def _last_run(conn: sa.Connection, config: Config) -> dict[str, Any] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
@@ -31,6 +32,10 @@ KNOWN_FIELDS = frozenset(
         "quality", "heat", "published", "provider", "topics", "images", "related",
     }
 )
+# Known fields by their name in lower case (`_` and `-` dropped): `webURL`, `web_url` -> webUrl.
+_FOLDED_FIELDS = {name.lower(): name for name in sorted(KNOWN_FIELDS)}
+# Unknown fields that are meant as they are: never taken for a misspelling.
+_NOT_A_MISS = frozenset({"secured", "id"})
 _FENCE = re.compile(r"^(?:---|\.\.\.)[ \t]*$", re.MULTILINE)
 _OPEN_FENCE = re.compile(r"---[ \t]*\n")
 # A URL is linked to as written, so it must hold only characters XML can carry (canonical_url
@@ -210,7 +215,7 @@ class _Fields:
         title = self.text(raw, "title", required=True, cap=self.limits.max_title_chars)
         web_url_raw = raw.get("webUrl")
         if web_url_raw is None or web_url_raw == "":
-            raise self.error("webUrl", "required field is missing")
+            raise self.error("webUrl", "required field is missing" + self.found_instead(raw, "webUrl"))
         if not isinstance(web_url_raw, str):
             raise self.error("webUrl", f"must be a string, not {_type_name(web_url_raw)}")
         url = None if _NOT_XML.search(web_url_raw) else canonical_url(web_url_raw.strip())
@@ -227,7 +232,14 @@ class _Fields:
             body_text = body_text[: self.limits.max_body_chars]
             self.warnings.append(f"body: longer than {self.limits.max_body_chars} characters, cut (line {body_line})")
         original = raw.get("originalUrl")
-        extra = _storable({key: value for key, value in raw.items() if key not in KNOWN_FIELDS})
+        unknown = {key: value for key, value in raw.items() if key not in KNOWN_FIELDS}
+        for key in unknown:
+            meant = _likely_field(key)
+            if meant is not None:
+                line = self.line_of(key)
+                where = f" (line {line})" if line else ""
+                self.warnings.append(f"{key}: unknown field, stored but not used; did you mean {meant}?{where}")
+        extra = _storable(unknown)
         return Article(
             url=url,
             web_url=web_url_raw.strip(),
@@ -250,11 +262,22 @@ class _Fields:
             warnings=tuple(self.warnings),
         )
 
+    def found_instead(self, raw: dict[str, Any], key: str) -> str:
+        """`; found webURL (line 3): did you mean webUrl?` when a near miss of a missing field is there."""
+        if key in raw:
+            return ""
+        for other in raw:
+            if other not in KNOWN_FIELDS and _likely_field(other) == key:
+                line = self.line_of(other)
+                where = f" (line {line})" if line else ""
+                return f"; found {other}{where}: did you mean {key}?"
+        return ""
+
     def text(self, raw: dict[str, Any], key: str, *, required: bool = False, cap: int) -> str | None:
         value = raw.get(key)
         if value is None or (isinstance(value, str) and not value.strip()):
             if required:
-                raise self.error(key, "required field is missing or empty")
+                raise self.error(key, "required field is missing or empty" + self.found_instead(raw, key))
             return None
         if not isinstance(value, str):
             raise self.error(key, f"must be a string, not {_type_name(value)}")
@@ -396,6 +419,19 @@ class _Fields:
         return list(enumerate(value))
 
 
+def _likely_field(key: Any) -> str | None:
+    """The known field an unknown one is probably a misspelling of: the same name but for
+    case, `_` and `-` (`webURL`, `published_date_time`), else a close match (`topcis`)."""
+    if not isinstance(key, str) or key in _NOT_A_MISS or len(key) > 100:
+        return None
+    folded = key.lower().replace("_", "").replace("-", "")
+    exact = _FOLDED_FIELDS.get(folded)
+    if exact is not None:
+        return exact
+    close = difflib.get_close_matches(folded, _FOLDED_FIELDS, n=1, cutoff=0.8)
+    return _FOLDED_FIELDS[close[0]] if close else None
+
+
 _MIN_YEAR = 1000  # RSS dates (RFC 822) need a four-digit year; an earlier one is an error
 
 
@@ -441,9 +477,9 @@ def _storable(value: Any, depth: int = 0) -> Any:
         return sorted((_storable(item, depth + 1) for item in value), key=repr)
     if isinstance(value, (list, tuple)):  # !!pairs and !!omap load as lists of tuples
         return [_storable(item, depth + 1) for item in value]
-    if value is None or isinstance(value, (bool, float, str)):
-        return value
-    return str(value)  # dates, times, bytes (!!binary): their text
+    if value is None or isinstance(value, (bool, float, str, date, time)):
+        return value  # the JSON encoder writes dates and times as RFC 3339
+    return str(value)  # bytes (!!binary) and anything else: their text
 
 
 def _storable_key(key: Any, depth: int) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -12,7 +13,7 @@ from typing import Any
 
 from wcmatch import glob
 
-__all__ = ["FoundFile", "Scan", "Source", "is_ignored_name", "scan"]
+__all__ = ["FoundFile", "Scan", "Source", "SourceState", "folder_state", "is_ignored_name", "scan"]
 
 _GLOB_FLAGS = glob.GLOBSTAR | glob.BRACE | glob.NEGATE
 _IGNORED_SUFFIXES = ("~", ".tmp", ".swp", ".swo", ".swx", ".part", ".crdownload", ".partial")
@@ -36,6 +37,16 @@ class FoundFile:
     problem: str | None = None  # why it is quarantined without being read (its name)
 
 
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    """One source folder as this scan found it."""
+
+    path: str
+    state: str  # "ok", "missing" or "unreadable"
+    files: int = 0  # article files found under it (not counting files still being written)
+    reason: str | None = None  # why it is not ok: the system's words (No such file or directory)
+
+
 @dataclass(slots=True)
 class Scan:
     files: dict[str, FoundFile] = field(default_factory=dict)
@@ -44,6 +55,29 @@ class Scan:
     # Files present but not to be read this run (still being written): not deleted either.
     unsettled: set[str] = field(default_factory=set)
     problems: list[tuple[str, str]] = field(default_factory=list)
+    # Each source folder, in the order given.
+    sources: list[SourceState] = field(default_factory=list)
+
+
+def folder_state(root: str, *, open_it: bool = False) -> tuple[str, str | None, str | None]:
+    """`(state, reason, real path)` of a source folder: "ok", "missing" (it, or a folder on the
+    way to it, does not exist) or "unreadable" (not a folder, no permission). `open_it` also
+    opens the folder, as listing it would."""
+    try:
+        real_root = os.path.realpath(root, strict=True)
+    except FileNotFoundError as exc:
+        return "missing", exc.strerror or "No such file or directory", None
+    except OSError as exc:
+        return "unreadable", exc.strerror or type(exc).__name__, None
+    if not os.path.isdir(real_root):
+        return "unreadable", os.strerror(errno.ENOTDIR), None
+    if open_it:
+        try:
+            with os.scandir(real_root):
+                pass
+        except OSError as exc:
+            return "unreadable", exc.strerror or type(exc).__name__, None
+    return "ok", None, real_root
 
 
 def is_ignored_name(name: str) -> bool:
@@ -56,16 +90,16 @@ def scan(sources: Sequence[Source], now_ns: int) -> Scan:
     result = Scan()
     for source in sources:
         root = str(source.root)
-        try:
-            real_root = os.path.realpath(root, strict=True)
-            if not os.path.isdir(real_root):
-                raise NotADirectoryError(root)
-        except OSError as exc:
+        state, reason, real_root = folder_state(root)
+        if real_root is None:
             result.unreadable_roots.append(root)
-            result.problems.append((root, f"source folder cannot be read: {exc.strerror or type(exc).__name__}"))
+            result.problems.append((root, f"source folder cannot be read: {reason}"))
+            result.sources.append(SourceState(root, state, 0, reason))
             continue
         matcher = _matcher(source.include)
         settle_ns = int(source.settle_s * 1e9)
+        count = 0
+        walked = len(result.problems)
         for path, rel, st in _walk(root, real_root, result):
             if not matcher.match(rel):
                 continue
@@ -80,6 +114,12 @@ def scan(sources: Sequence[Source], now_ns: int) -> Scan:
                 continue
             found = FoundFile(path, st.st_size, st.st_mtime_ns, source.max_bytes, real_root, problem)
             result.files.setdefault(path, found)
+            count += 1
+        root_failed = next((why for where, why in result.problems[walked:] if where == root), None)
+        if root_failed is None:
+            result.sources.append(SourceState(root, "ok", count))
+        else:  # it could not be listed after all
+            result.sources.append(SourceState(root, "unreadable", 0, root_failed.partition(": ")[2] or root_failed))
     return result
 
 
@@ -127,7 +167,8 @@ def _walk(root: str, real_root: str, result: Scan) -> Iterator[tuple[str, str, o
             with os.scandir(directory) as entries:
                 children = sorted(entries, key=lambda entry: entry.name)
         except OSError as exc:
-            result.problems.append((directory, f"folder cannot be read: {exc.strerror or type(exc).__name__}"))
+            kind = "source folder" if directory == root else "folder"
+            result.problems.append((directory, f"{kind} cannot be read: {exc.strerror or type(exc).__name__}"))
             if directory == root:
                 result.unreadable_roots.append(root)
             else:

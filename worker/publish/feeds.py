@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from worker.enrich.related import GivenItem, related_links
 from worker.enrich.urls import entry_id
-from worker.publish.settings import SETTINGS_KEY, FeedSettings, fingerprint
+from worker.publish.settings import SETTINGS_KEY, FeedSettings, feeds_fingerprint, fingerprint
 from worker.publish.writer import remove_feed, remove_temp_files, write_if_changed
 from worker.store import articles as store
 from worker.store import related as graph_store
@@ -79,9 +79,12 @@ def publish(
         known_slugs = store.topic_slugs(conn)
         dirty = {row.id for row in store.dirty_topics(conn)}
         all_dirty = store.all_feed_dirty(conn)
-        settings_changed = store.meta_value(conn, SETTINGS_KEY) != fingerprint(settings)
-        windows = {} if settings_changed else store.meta_values(conn, _WINDOW_KEY)
-    if settings_changed:  # a new base URL, title, entry count or renderer: every feed again
+        rendered_with = store.meta_value(conn, SETTINGS_KEY)
+        settings_changed = rendered_with != fingerprint(settings)
+        # The index's own settings (its format) come last: a change of them alone renders the index alone.
+        feeds_changed = settings_changed and (rendered_with or "").rpartition("|")[0] != feeds_fingerprint(settings)
+        windows = {} if feeds_changed else store.meta_values(conn, _WINDOW_KEY)
+    if feeds_changed:  # a new base URL, title, entry count or renderer: every feed again
         dirty |= {row.id for row in visible}
         all_dirty = True
     visible_slugs = {row.slug for row in visible}
@@ -123,7 +126,7 @@ def publish(
             log.info("feed.removed", feed=f"topics/{name}")
     # The index changes only with the set of feeds or the settings, which both pass above.
     if stats.written or stats.removed or settings_changed or not (settings.dir / "index.opml").exists():
-        _write_index(engine, settings, visible, now, stats)
+        _write_index(settings, visible, stats)
     with transaction(engine) as conn:
         store.clear_dirty(conn, dirty, all_feed=all_dirty)
         for stem, window, written in outcomes:
@@ -171,24 +174,17 @@ def _render_jobs(engine: Engine, settings: FeedSettings, now: datetime, jobs: li
     return outcomes
 
 
-def _write_index(
-    engine: Engine, settings: FeedSettings, visible: list[Any], now: datetime, stats: PublishStats
-) -> None:
+def _write_index(settings: FeedSettings, visible: list[Any], stats: PublishStats) -> None:
+    """index.opml: each topic feed once, in the format of `opml_format`. Not the all feed: a
+    reader importing both would get every article twice (it is subscribed to on its own),
+    unless there is no topic feed at all: then it is the one feed listed (OPML wants one)."""
     from worker.publish.render import FeedLink, render_opml
 
-    links = [FeedLink("All articles", _url(settings, "all.rss"), _url(settings, "all.atom"))]
-    links += [
-        FeedLink(
-            _topic_name(row.name, row.slug),
-            _url(settings, f"topics/{row.slug}.rss"),
-            _url(settings, f"topics/{row.slug}.atom"),
-        )
-        for row in visible
-    ]
-    with engine.connect() as conn:
-        newest = store.newest_update(conn)
-    opml = render_opml(settings.title, links, newest or now)
-    _count(write_if_changed(settings.dir / "index.opml", opml), "index.opml", stats)
+    suffix = settings.opml_format
+    links = [FeedLink(_topic_name(row.name, row.slug), _url(settings, f"topics/{row.slug}.{suffix}")) for row in visible]
+    if not links:
+        links = [FeedLink(settings.title, _url(settings, f"all.{suffix}"))]
+    _count(write_if_changed(settings.dir / "index.opml", render_opml(settings.title, links)), "index.opml", stats)
 
 
 def _count(written: bool, name: str, stats: PublishStats) -> None:
@@ -227,6 +223,13 @@ def _entry(stored: store.StoredEntry, graph: graph_store.Graph) -> Entry:
     related = tuple(RelatedLink(link.url, link.title, link.provider) for link in links)
     image = stored.image
     provider = article.provider_name or article.provider_domain
+    content_html, has_body = article_html(
+        excerpt=article.excerpt,
+        body_markdown=article.body,
+        image_url=image.url if image is not None else None,
+        provider=provider,
+        web_url=article.web_url,
+    )
     return Entry(
         id=entry_id(article.url),
         link=article.web_url,
@@ -234,13 +237,8 @@ def _entry(stored: store.StoredEntry, graph: graph_store.Graph) -> Entry:
         published=article.published_at,
         updated=_entry_updated(article),
         summary=summary,
-        content_html=article_html(
-            excerpt=article.excerpt,
-            body_markdown=article.body,
-            image_url=image.url if image is not None else None,
-            provider=provider,
-            web_url=article.web_url,
-        ),
+        content_html=content_html,
+        has_body=has_body,
         provider=provider,
         categories=tuple(label for label in map(topic_label, stored.topics) if label),
         image_url=image.url if image is not None else None,

@@ -1,4 +1,10 @@
-"""Pure: feed entries -> RSS 2.0, Atom 1.0 and OPML bytes (feedgen), byte-identical for equal input."""
+"""Pure: feed entries -> RSS 2.0, Atom 1.0 and OPML bytes (feedgen), byte-identical for equal input.
+
+No element is ever blank. An entry's summary (Atom `summary`, RSS `description`, always
+plain text) is its excerpt, or its title when it has none; it has content (Atom `content`,
+RSS `content:encoded`, HTML) only when it has a body or related links. The summary comes
+before the content, the order feed readers and the W3C validator expect.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,6 @@ import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import format_datetime
 
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
@@ -25,6 +30,7 @@ __all__ = [
 ]
 
 GENERATOR = "feedworker"
+CONTENT_NS = "http://purl.org/rss/1.0/modules/content/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +49,9 @@ class Entry:
     title: str  # plain text (characters, not markup), as summary
     published: datetime
     updated: datetime
-    summary: str
-    content_html: str  # sanitised
+    summary: str  # the excerpt, plain text; empty: the title stands in
+    content_html: str  # sanitised: excerpt, body, lead image, provider
+    has_body: bool = True  # without a body (nor related links) the entry has no content element
     provider: str | None = None
     categories: tuple[str, ...] = ()
     image_url: str | None = None
@@ -67,9 +74,10 @@ class FeedInfo:
 
 @dataclass(frozen=True, slots=True)
 class FeedLink:
+    """A feed as the OPML index lists it."""
+
     title: str
-    rss_url: str
-    atom_url: str
+    url: str
 
 
 def body_html(entry_html: str, related: Sequence[RelatedLink]) -> str:
@@ -92,19 +100,17 @@ def render_feeds(info: FeedInfo, entries: Sequence[Entry], now: datetime) -> tup
     return generator.rss_str(pretty=True), generator.atom_str(pretty=True)
 
 
-def render_opml(title: str, feeds: Sequence[FeedLink], updated: datetime) -> bytes:
-    """An OPML 2.0 subscription list of every feed, in an RSS and an Atom folder."""
+def render_opml(title: str, feeds: Sequence[FeedLink]) -> bytes:
+    """An OPML 2.0 subscription list: one outline per feed, no folders, so that a reader
+    importing it subscribes to each feed once. No date: it changes with the list alone."""
     root = etree.Element("opml", version="2.0")
     head = etree.SubElement(root, "head")
     etree.SubElement(head, "title").text = xml_safe(title)
-    etree.SubElement(head, "dateModified").text = format_datetime(updated, usegmt=True)
     body = etree.SubElement(root, "body")
-    # One folder per format, so a reader importing the list subscribes to each topic once.
-    for label, attribute in (("RSS 2.0", "rss_url"), ("Atom 1.0", "atom_url")):
-        folder = etree.SubElement(body, "outline", text=label, title=label)
-        for feed in feeds:
-            name = xml_safe(feed.title)
-            etree.SubElement(folder, "outline", type="rss", text=name, title=name, xmlUrl=getattr(feed, attribute))
+    for feed in feeds:
+        name = xml_safe(feed.title)
+        # type="rss" is OPML's word for any feed subscription, Atom included.
+        etree.SubElement(body, "outline", type="rss", text=name, title=name, xmlUrl=feed.url)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
@@ -112,7 +118,7 @@ def _generator(info: FeedInfo, entries: Sequence[Entry], now: datetime) -> _Gene
     fg = FeedGenerator()
     fg.load_extension("media")
     fg.load_extension("dc", atom=False, rss=True)
-    fg.register_extension("feedworker", _LinksExtension, _EntryLinksExtension, atom=True, rss=False)
+    fg.register_extension("feedworker", _LinksExtension, _EntryLinksExtension, atom=True, rss=True)
     fg.id(info.id)
     fg.title(xml_safe(info.title))
     fg.subtitle(xml_safe(info.subtitle))
@@ -162,10 +168,13 @@ def _add_entry(fg: FeedGenerator, entry: Entry) -> None:
     fe.link(href=entry.link, rel="alternate")
     fe.published(entry.published)
     fe.updated(entry.updated)
-    summary = html.escape(xml_safe(entry.summary), quote=False)
-    fe.summary(summary, type="html")  # Atom <summary>; RSS <description>
-    fe.description(summary)
-    fe.content(xml_safe(body_html(entry.content_html, entry.related)), type="html")
+    # Summary and content are written by _EntryLinksExtension, where and only when they say something.
+    content = None
+    if entry.has_body or entry.related:  # the related list has no other place in RSS
+        content = xml_safe(body_html(entry.content_html, entry.related))
+    summary = xml_safe(entry.summary).strip() or xml_safe(entry.title).strip() or entry.link
+    fe.feedworker.summary = html.escape(summary, quote=False)
+    fe.feedworker.content = content
     if entry.provider:
         fe.author(name=xml_safe(entry.provider))  # Atom only: RSS <author> must be an e-mail
         fe.dc.dc_creator(xml_safe(entry.provider))
@@ -187,20 +196,47 @@ class _LinksExtension(BaseExtension):
 
 
 class _EntryLinksExtension(BaseEntryExtension):
-    """Atom entry links with their attributes: feedgen 1.0.0 drops rel, type and title."""
+    """Atom entry links with their attributes (feedgen 1.0.0 drops rel, type and title), and
+    the summary and content of both formats, in the order readers expect, never blank."""
 
     def __init__(self) -> None:
         self.related: tuple[RelatedLink, ...] = ()
         self.image_url: str | None = None
+        self.summary: str | None = None  # escaped, as RSS description and Atom summary type="html"
+        self.content: str | None = None  # HTML
 
     def extend_atom(self, entry: etree._Element) -> etree._Element:
         title = entry.find("title")
         if title is not None:
             title.set("type", "html")
+        # feedgen builds Atom elements without a namespace under a default-namespace root.
+        added = []
         for item in self.related:
-            # feedgen builds Atom elements without a namespace under a default-namespace root.
-            link = etree.SubElement(entry, "link")
-            link.set("rel", "related")
-            link.set("href", item.url)
-            link.set("title", xml_safe(item.title))
+            added.append(etree.Element("link", rel="related", href=item.url, title=xml_safe(item.title)))
+        if self.summary is not None:
+            added.append(_text_element("summary", self.summary, type="html"))
+        if self.content is not None:
+            added.append(_text_element("content", self.content, type="html"))
+        _insert_after(entry, entry.findall("link")[-1:] or [title], added)
         return entry
+
+    def extend_rss(self, item: etree._Element) -> etree._Element:
+        added = []
+        if self.summary is not None:
+            added.append(_text_element("description", self.summary))
+        if self.content is not None:
+            added.append(_text_element(f"{{{CONTENT_NS}}}encoded", self.content))
+        _insert_after(item, item.findall("link")[-1:] or item.findall("title"), added)
+        return item
+
+
+def _text_element(tag: str, text: str, **attributes: str) -> etree._Element:
+    element = etree.Element(tag, **attributes)
+    element.text = text
+    return element
+
+
+def _insert_after(parent: etree._Element, anchor: list[etree._Element], elements: list[etree._Element]) -> None:
+    position = parent.index(anchor[0]) + 1 if anchor and anchor[0] is not None else len(parent)
+    for offset, element in enumerate(elements):
+        parent.insert(position + offset, element)

@@ -64,15 +64,19 @@ def _markdown() -> MarkdownIt:
 
 def article_html(
     *, excerpt: str | None, body_markdown: str | None, image_url: str | None, provider: str | None, web_url: str
-) -> str:
-    """An article's entry content: excerpt, rendered body, lead image and provider, sanitised."""
-    parts = []
-    if excerpt:
-        parts.append(f"<p>{html.escape(plain_text(excerpt))}</p>")
-    if body_markdown:
-        parts.append(markdown_html(body_markdown))
+) -> tuple[str, bool]:
+    """An article's entry content, sanitised: excerpt, rendered body, lead image and provider;
+    and whether it has a body (Markdown that leaves something once sanitised)."""
+    body = sanitize_html(markdown_html(body_markdown), web_url).strip() if body_markdown else ""
+    before, after = [], []
+    text = plain_text(excerpt or "")
+    if text:
+        before.append(f"<p>{html.escape(text)}</p>")
     if image_url:
-        parts.append(f'<figure><img src="{html.escape(image_url)}" alt=""></figure>')
-    if provider:
-        parts.append(f'<p>Source: <a href="{html.escape(web_url)}">{html.escape(plain_text(provider))}</a></p>')
-    return sanitize_html("\n".join(parts), web_url)
+        after.append(f'<figure><img src="{html.escape(image_url)}" alt=""></figure>')
+    name = plain_text(provider or "")
+    if name:
+        after.append(f'<p>Source: <a href="{html.escape(web_url)}">{html.escape(name)}</a></p>')
+    # Each part sanitised on its own: markup a body leaves open cannot take in what follows it.
+    parts = (sanitize_html("\n".join(before), web_url), body, sanitize_html("\n".join(after), web_url))
+    return "\n".join(part for part in parts if part), bool(body)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import logging
 import os
@@ -36,6 +37,7 @@ __all__ = [
     "REQUEST_TIMEOUT_S",
     "SAFE_POINT_WAIT_S",
     "LogThrottle",
+    "OrphanReaper",
     "ServiceError",
     "Throttle",
     "connection_limit",
@@ -267,6 +269,119 @@ def http_server(
     return _Server(config)
 
 
+_PR_GET_CHILD_SUBREAPER = 37
+
+
+def adopts_orphans() -> bool:
+    """Whether processes that lose their parent below this one become its children: it is
+    PID 1 (a container without an init) or a child subreaper (Linux)."""
+    if os.getpid() == 1:
+        return True
+    flag = ctypes.c_int(0)
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        return prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) == 0 and flag.value != 0
+    except (OSError, AttributeError):  # not Linux
+        return False
+
+
+class OrphanReaper:
+    """Reaps the <defunct> children this process adopted and nobody else will wait for.
+
+    As PID 1 of a container without an init (or as a subreaper) `serve` becomes the parent
+    of every process below it that loses its own, e.g. the parser processes of a fork server
+    that died (killed by the OOM killer), or those of a `feedworker run` started with
+    `docker exec` and killed. Once they exit they stay zombies unless `serve` waits for them.
+
+    Children that their creator waits for itself are left alone: the fork server and the
+    resource tracker (multiprocessing waits for them when it starts them again, and fails if
+    they were reaped), any multiprocessing Process, and, for any other child, whoever waits
+    for it does so at once: only a zombie seen on two sweeps in a row, `interval_s` apart, is
+    reaped. No signal handler, no waitpid(-1): each reap names its pid.
+    """
+
+    def __init__(self, interval_s: float = 2.0) -> None:
+        self.interval_s = interval_s
+        self._seen: set[tuple[int, int]] = set()  # (pid, start time): a reused pid is another process
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="feedworker-reaper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def sweep(self) -> list[int]:
+        """Reap the zombie children already seen on the last sweep; returns their pids."""
+        own = _waited_for_by_their_creator()
+        zombies = {(pid, started) for pid, started in _zombie_children() if pid not in own}
+        reaped = []
+        for pid, started in sorted(zombies & self._seen):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    reaped.append(pid)
+            except ChildProcessError:
+                pass  # its creator was quicker
+        self._seen = {(pid, started) for pid, started in zombies if pid not in reaped}
+        if reaped:
+            log.info("service.reaped", pids=reaped, reason="orphans adopted by this process")
+        return reaped
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("service.reaper_failed")
+
+
+def _zombie_children() -> set[tuple[int, int]]:
+    """(pid, start time in clock ticks) of each zombie child of this process."""
+    me = os.getpid()
+    try:
+        tasks = os.listdir(f"/proc/{me}/task")
+    except OSError:
+        return set()
+    zombies = set()
+    for task in tasks:
+        try:
+            with open(f"/proc/{me}/task/{task}/children", "rb") as handle:
+                pids = [int(pid) for pid in handle.read().split()]
+        except OSError:  # a thread that just ended; or no CONFIG_PROC_CHILDREN
+            continue
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as handle:
+                    text = handle.read()
+            except OSError:
+                continue
+            fields = text[text.rindex(b")") + 2:].split()
+            if fields[0] == b"Z" and int(fields[1]) == me:
+                zombies.add((pid, int(fields[19])))
+    return zombies
+
+
+def _waited_for_by_their_creator() -> set[int]:
+    import multiprocessing.forkserver
+    import multiprocessing.process
+    import multiprocessing.resource_tracker
+
+    pids = {
+        getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None),
+        getattr(multiprocessing.resource_tracker._resource_tracker, "_pid", None),
+    }
+    for _ in range(5):
+        try:  # a set other threads change: copied again should it change meanwhile
+            pids.update(process.pid for process in list(multiprocessing.process._children))
+            break
+        except RuntimeError:
+            continue
+    else:
+        raise RuntimeError("multiprocessing's children kept changing")  # the caller skips this sweep
+    return {pid for pid in pids if isinstance(pid, int)}
+
+
 class _Service:
     """The running pieces and what signals do to them."""
 
@@ -274,8 +389,9 @@ class _Service:
         self.metrics = ServiceMetrics()
         self.runner = Runner(config, metrics=self.metrics)
         self.scheduler = ServiceScheduler(self.runner)
-        self.server = http_server(create_app(self.runner, self.metrics))
+        self.server = http_server(create_app(self.runner, self.metrics, next_run=self.scheduler.next_run_time))
         self.sock = sock
+        self.reaper = OrphanReaper() if adopts_orphans() else None
         self.clean = True
         self._stopping = False
         self._reload_lock = threading.Lock()
@@ -286,6 +402,8 @@ class _Service:
         try:
             self.runner.start()
             self.scheduler.start(config.schedule)
+            if self.reaper is not None:
+                self.reaper.start()
             host, port = self.sock.getsockname()[:2]
             log.info(
                 "service.started", host=host, port=port, every_s=config.schedule.every, cron=config.schedule.cron,
@@ -293,6 +411,8 @@ class _Service:
             )
             self.server.run(sockets=[self.sock])
         finally:
+            if self.reaper is not None:
+                self.reaper.stop()
             # Also reached when the HTTP server stops on its own: never leave a cycle behind.
             if not self._stopping:
                 self._stopping = True

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import gzip
 import hashlib
 import hmac
 import os
 import re
 import stat
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -25,21 +29,26 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
-from worker.config import Config
+from worker.config import Config, ScheduleConfig
 from worker.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from worker.service.metrics import ServiceMetrics
-from worker.service.scheduler import Runner, RunnerState, RunnerStopped
+from worker.service.scheduler import Runner, RunnerState, RunnerStopped, build_trigger
 from worker.store import runs
 
 __all__ = [
     "CONTENT_TYPES",
+    "MAX_AGE_CAP_S",
     "MAX_RUN_ID",
     "FeedFiles",
     "create_app",
+    "feed_max_age",
     "health",
+    "merge_sources",
     "newest_report",
     "resolve_feed_path",
+    "source_states",
 ]
 
 log = structlog.get_logger("worker.service")
@@ -59,20 +68,62 @@ MAX_RUN_ID = 2**63 - 1  # the largest SQLite integer: a larger id cannot be stor
 # ASCII digits only: str.isdigit() also takes '²' and other digits int() refuses, and 19 digits
 # keep int() far from its 4300-digit limit.
 _RUN_ID = re.compile(r"[0-9]{1,19}")
+GZIP_MIN_BYTES = 512  # smaller feeds go as they are: gzip would save next to nothing
+MAX_AGE_CAP_S = 86_400  # Cache-Control max-age never promises more than a day
+_GZIP_CACHE_BYTES = 64 * 1024 * 1024  # compressed bodies kept, in all
+_QUOTED_TAG = re.compile(r'"([^"]*)"')
 
 
-def create_app(runner: Runner, metrics: ServiceMetrics, *, clock: Callable[[], float] = time.time) -> Starlette:
-    """The ASGI app; reads the current config from the runner on each request (SIGHUP applies)."""
-    files = FeedFiles(lambda: runner.config.feeds.dir)
+def create_app(
+    runner: Runner,
+    metrics: ServiceMetrics,
+    *,
+    clock: Callable[[], float] = time.time,
+    next_run: Callable[[], datetime | None] | None = None,
+) -> Starlette:
+    """The ASGI app; reads the current config from the runner on each request (SIGHUP applies).
+
+    `next_run` tells when the scheduler fires next (ServiceScheduler.next_run_time): the feeds'
+    Cache-Control max-age runs until then. Without it, the schedule alone decides.
+    """
+
+    def max_age() -> int:
+        state = runner.state()
+        upcoming = None
+        if next_run is not None:
+            try:
+                upcoming = next_run()
+            except Exception:  # noqa: BLE001  (a scheduler shutting down: use the schedule)
+                upcoming = None
+        return feed_max_age(runner.config.schedule, clock(), upcoming, busy=state.running or state.queued)
+
+    files = FeedFiles(lambda: runner.config.feeds.dir, clock=clock, max_age=max_age)
 
     async def feed(request: Request) -> Response:
-        return await run_in_threadpool(files.respond, request.path_params["path"], request.method, request.headers)
+        path, method, headers = request.path_params["path"], request.method, request.headers
+        answer = await run_in_threadpool(files.respond, path, method, headers)
+        if isinstance(answer, float):
+            # Written within this very second: answered once it is over (FeedFiles).
+            await asyncio.sleep(answer)
+            answer = await run_in_threadpool(files.respond, path, method, headers, may_wait=False)
+        assert isinstance(answer, Response)
+        return answer
 
     async def healthz(request: Request) -> Response:
-        code, body = health(runner.state(), clock(), runner.config.server.healthy_within)
+        config = runner.config
+        live = await run_in_threadpool(source_states, config)
+        sources = merge_sources(live, runner.last_report())
+        code, body = health(runner.state(), clock(), config.server.healthy_within, sources=sources)
         return _json(body, code)
 
+    async def livez(request: Request) -> Response:
+        # Liveness: the process answers HTTP. Nothing else (a missing volume, a failed run,
+        # shutting down) is a reason to restart it; /healthz says whether it is any good.
+        return _json({"status": "ok"})
+
     async def metrics_endpoint(request: Request) -> Response:
+        live = await run_in_threadpool(source_states, runner.config)
+        metrics.observe_sources((entry["path"], entry["state"] == "ok") for entry in live)
         return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     async def trigger(request: Request) -> Response:
@@ -102,12 +153,43 @@ def create_app(runner: Runner, metrics: ServiceMetrics, *, clock: Callable[[], f
     routes = [
         Route("/feeds/{path:path}", _guard(feed), methods=["GET", "HEAD"]),
         Route("/healthz", _guard(healthz), methods=["GET", "HEAD"]),
+        Route("/livez", _guard(livez), methods=["GET", "HEAD"]),
         Route("/metrics", _guard(metrics_endpoint), methods=["GET"]),
         Route("/runs", _guard(trigger), methods=["POST"]),
         Route("/runs/latest", _guard(latest), methods=["GET"]),
         Route("/runs/{run_id}", _guard(one_run), methods=["GET"]),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(GZipMiddleware, minimum_size=512)])
+    return Starlette(routes=routes, middleware=[Middleware(_GZipUntagged, minimum_size=GZIP_MIN_BYTES)])
+
+
+class _GZipUntagged:
+    """Starlette's GZipMiddleware for responses without an ETag.
+
+    A response with an ETag (a feed) chose its encoding itself and carries the ETag of that
+    encoding; compressing it here would send the identity body's strong ETag with gzip bytes.
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], minimum_size: int) -> None:
+        self.app = app
+        self.minimum_size = minimum_size
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def app(scope: Scope, receive: Receive, compressing_send: Send) -> None:
+            direct = False
+
+            async def forward(message: Message) -> None:
+                nonlocal direct
+                if message["type"] == "http.response.start":
+                    direct = any(name.lower() == b"etag" for name, _ in message.get("headers", ()))
+                await (send if direct else compressing_send)(message)
+
+            await self.app(scope, receive, forward)
+
+        await GZipMiddleware(app, minimum_size=self.minimum_size)(scope, receive, send)
 
 
 def _guard(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -117,7 +199,7 @@ def _guard(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Requ
     async def guarded(request: Request) -> Response:
         try:
             return await endpoint(request)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("request.error", method=request.method, path=request.url.path)
             return _json({"error": "internal error"}, 500)
 
@@ -160,13 +242,26 @@ def _bearer_matches(header: str | None, token: str) -> bool:
     return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
-def health(state: RunnerState, now: float, healthy_within: float) -> tuple[int, dict[str, Any]]:
-    """200 when the last run of this server succeeded less than `healthy_within` seconds ago."""
+def health(
+    state: RunnerState, now: float, healthy_within: float, *, sources: Iterable[dict[str, Any]] = ()
+) -> tuple[int, dict[str, Any]]:
+    """200 when the last run of this server succeeded less than `healthy_within` seconds ago and
+    every source folder is there and readable (`sources`: merge_sources' entries)."""
     body: dict[str, Any] = {"running": state.running, "queued": state.queued}
     if state.last_success_at is not None:
         body["last_success_age_s"] = round(now - state.last_success_at, 3)
+    sources = list(sources)
+    if sources:
+        body["sources"] = sources
     if not state.accepting:
         return 503, {"status": "unavailable", "reason": "shutting down", **body}
+    for entry in sources:
+        if entry.get("state") != "ok":
+            return 503, {"status": "unavailable", "reason": f"source folder {entry['state']}: {entry['path']}", **body}
+    for entry in sources:
+        if entry.get("last_run_state") not in (None, "ok"):
+            reason = f"source folder {entry['path']} was {entry['last_run_state']} at the last run"
+            return 503, {"status": "unavailable", "reason": reason, **body}
     if state.last_status is None:
         return 503, {"status": "unavailable", "reason": "no run yet", **body}
     if state.last_status != "ok":
@@ -176,6 +271,68 @@ def health(state: RunnerState, now: float, healthy_within: float) -> tuple[int, 
         reason = f"last successful run {age:.0f}s ago, more than server.healthy_within ({healthy_within:.0f}s)"
         return 503, {"status": "unavailable", "reason": reason, **body}
     return 200, {"status": "ok", **body}
+
+
+def source_states(config: Config) -> list[dict[str, Any]]:
+    """Each source folder in config order, checked now (one stat and one access call, no scan):
+    {"path", "state": "ok" | "missing" | "unreadable"}, as the run report classifies them:
+    missing when it or a folder on the way does not exist; unreadable when it is no folder,
+    cannot be reached (permissions, a dead network mount) or not listed by this user."""
+    states = []
+    for source in config.sources:
+        path = str(source.path)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            state = "missing"
+        except OSError:
+            state = "unreadable"
+        else:
+            readable = stat.S_ISDIR(st.st_mode) and os.access(path, os.R_OK | os.X_OK)
+            state = "ok" if readable else "unreadable"
+        states.append({"path": path, "state": state})
+    return states
+
+
+def merge_sources(live: list[dict[str, Any]], report: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The live states with the last run's view of each folder: `files` seen under it and its
+    `last_run_state` (read defensively: older reports have no `sources`)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for entry in (report or {}).get("sources") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            seen[entry["path"]] = entry
+    merged = []
+    for entry in live:
+        last = seen.get(entry["path"], {})
+        files = last.get("files")
+        merged.append({
+            **entry,
+            "files": files if isinstance(files, int) else None,
+            "last_run_state": last.get("state") if isinstance(last.get("state"), str) else None,
+        })
+    return merged
+
+
+def feed_max_age(schedule: ScheduleConfig, now: float, next_run: datetime | None, *, busy: bool = False) -> int:
+    """Cache-Control max-age of the feeds: the seconds until the next scheduled run, when no
+    scheduled run can change them, between 0 and MAX_AGE_CAP_S.
+
+    0 while a run is under way or queued. `next_run` is the scheduler's next firing (jitter
+    included); without it, the next cron firing from now, or `every` seconds. Runs nobody
+    scheduled (`POST /runs`, `feedworker run`) may change a feed sooner: a cache serves the
+    old one until its max-age ends.
+    """
+    if busy:
+        return 0
+    if next_run is not None:
+        left = next_run.timestamp() - now
+    elif schedule.cron:
+        trigger = build_trigger(schedule.model_copy(update={"jitter_s": 0.0}))
+        fire = trigger.get_next_fire_time(None, datetime.fromtimestamp(now, UTC))
+        left = fire.timestamp() - now if fire is not None else MAX_AGE_CAP_S
+    else:
+        left = schedule.every or 0.0
+    return int(max(0.0, min(float(MAX_AGE_CAP_S), left)))
 
 
 def newest_report(stored: dict[str, Any] | None, in_process: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -306,48 +463,111 @@ def _open_feed(real_root: str, parts: list[str]) -> tuple[int, os.stat_result] |
     return file_fd, st
 
 
+_Key = tuple[int, int, int, int]
+
+
 class FeedFiles:
-    """Serves the files of the feeds folder with strong content-hash ETags and conditional GETs."""
+    """Serves the files of the feeds folder with content-hash ETags, gzip and conditional GETs.
 
-    def __init__(self, root: Callable[[], Path]) -> None:
+    Each encoding is its own representation with its own strong ETag: `"<hash>"` for the
+    bytes as they are, `"<hash>-gzip"` for them gzipped (deterministic: fixed level, no name,
+    no timestamp), as Apache names them. If-None-Match is compared (weakly) with the ETag of
+    the representation the request selects.
+
+    Last-Modified is the file's mtime, to the second. Two versions written within one second
+    share that date, so a client revalidating with it alone (If-Modified-Since) could get 304
+    for bytes it never saw. So a version is answered only once the second it was written in is
+    over: a request within that second waits for its end (respond returns how long, at most
+    1 s), and a date sent names exactly one version, the last one written in that second (a
+    later write gets a later mtime). Should the second still not be over after that wait (an
+    mtime in the future: a skewed clock), the answer carries no Last-Modified and
+    If-Modified-Since is not used for it.
+    """
+
+    def __init__(
+        self,
+        root: Callable[[], Path],
+        *,
+        clock: Callable[[], float] = time.time,
+        max_age: Callable[[], int] = lambda: 0,
+    ) -> None:
         self._root = root
-        # (device, inode, size, mtime_ns) -> ETag: feeds are replaced atomically (a new
+        self._clock = clock
+        self._max_age = max_age
+        self._lock = threading.Lock()
+        # (device, inode, size, mtime_ns) -> content hash: feeds are replaced atomically (a new
         # inode) whenever their bytes change, so the key changes exactly when they do.
-        self._etags: OrderedDict[tuple[int, int, int, int], str] = OrderedDict()
+        self._hashes: OrderedDict[_Key, str] = OrderedDict()
+        self._gzipped: OrderedDict[_Key, bytes] = OrderedDict()
+        self._gzipped_bytes = 0
 
-    def respond(self, relative: str, method: str, headers: Any) -> Response:
+    def respond(self, relative: str, method: str, headers: Any, *, may_wait: bool = True) -> Response | float:
+        """The response; or, when the file was written within the current second and
+        `may_wait`, the seconds until that second is over (then ask again)."""
         resolved = _resolve(self._root(), relative)
         opened = None if resolved is None else _open_feed(*resolved)
         if opened is None:
             return _not_found()
         fd, st = opened
         media_type = CONTENT_TYPES[os.path.splitext(resolved[1][-1])[1].lower()]
+        modified = st.st_mtime_ns // 1_000_000_000
+        wait = modified + 1 - self._clock()
+        if may_wait and 0 < wait <= 1:
+            os.close(fd)
+            return float(wait)
+        dated = wait <= 0  # that second is over: the date names one version
         with os.fdopen(fd, "rb") as handle:
             key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-            etag = self._etags.get(key)
+            with self._lock:
+                digest = self._hashes.get(key)
             data = None
-            if etag is None:
+            if digest is None:
                 data = handle.read()
-                etag = '"' + hashlib.blake2b(data, digest_size=16).hexdigest() + '"'
-                self._remember(key, etag)
+                digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+                self._remember_hash(key, digest)
+            compressed = st.st_size >= GZIP_MIN_BYTES and _prefers_gzip(headers.get("accept-encoding"))
+            etag = f'"{digest}-gzip"' if compressed else f'"{digest}"'
             meta = {
                 "ETag": etag,
-                "Last-Modified": formatdate(st.st_mtime, usegmt=True),
-                "Cache-Control": "no-cache",  # always revalidate: cheap with the ETag, and never stale
+                "Cache-Control": f"max-age={self._max_age()}",
+                "Vary": "Accept-Encoding",
                 "X-Content-Type-Options": "nosniff",
             }
-            if _not_modified(headers, etag, st.st_mtime):
+            if dated:
+                meta["Last-Modified"] = formatdate(modified, usegmt=True)
+            if _not_modified(headers, etag, modified if dated else None):
                 return Response(status_code=304, headers=meta)
-            if method == "HEAD":
-                return _head(meta, media_type, st.st_size)
-            if data is None:
-                data = handle.read()
-        return Response(data, 200, meta, media_type=media_type)
+            if compressed:
+                body = self._gzip(key, lambda: data if data is not None else handle.read())
+                meta["Content-Encoding"] = "gzip"
+            elif method == "HEAD":
+                body = b""
+            else:
+                body = data if data is not None else handle.read()
+        if method == "HEAD":
+            return _head(meta, media_type, len(body) if compressed else st.st_size)
+        return Response(body, 200, meta, media_type=media_type)
 
-    def _remember(self, key: tuple[int, int, int, int], etag: str) -> None:
-        self._etags[key] = etag
-        while len(self._etags) > 4096:
-            self._etags.popitem(last=False)
+    def _remember_hash(self, key: _Key, digest: str) -> None:
+        with self._lock:
+            self._hashes[key] = digest
+            while len(self._hashes) > 4096:
+                self._hashes.popitem(last=False)
+
+    def _gzip(self, key: _Key, read: Callable[[], bytes]) -> bytes:
+        with self._lock:
+            body = self._gzipped.get(key)
+            if body is not None:
+                self._gzipped.move_to_end(key)
+                return body
+        body = gzip.compress(read(), compresslevel=6, mtime=0)
+        with self._lock:
+            if key not in self._gzipped:
+                self._gzipped[key] = body
+                self._gzipped_bytes += len(body)
+                while self._gzipped_bytes > _GZIP_CACHE_BYTES and len(self._gzipped) > 1:
+                    self._gzipped_bytes -= len(self._gzipped.popitem(last=False)[1])
+        return body
 
 
 def _head(meta: dict[str, str], media_type: str, length: int) -> Response:
@@ -360,17 +580,64 @@ def _not_found() -> Response:
     return Response("Not Found", 404, media_type="text/plain; charset=utf-8")
 
 
-def _not_modified(headers: Any, etag: str, mtime: float) -> bool:
-    """RFC 9110: If-None-Match (weak comparison) decides when present; else If-Modified-Since."""
-    if_none_match = headers.get("if-none-match")
-    if if_none_match is not None:
-        tags = [tag.strip() for tag in if_none_match.split(",")]
-        return "*" in tags or any(tag.removeprefix("W/") == etag for tag in tags)
-    if_modified_since = headers.get("if-modified-since")
-    if if_modified_since:
-        try:
-            since = parsedate_to_datetime(if_modified_since).timestamp()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return False
-        return int(mtime) <= since
-    return False
+def _not_modified(headers: Any, etag: str, last_modified: int | None) -> bool:
+    """RFC 9110 13.1.2-13.2.2: If-None-Match, when present, decides by a weak comparison with
+    `etag` (`*` and lists included); else If-Modified-Since, compared as a date (a later one
+    too), with `last_modified`, None while no date is sent for this version."""
+    if_none_match = ", ".join(headers.getlist("if-none-match")) if hasattr(headers, "getlist") else (
+        headers.get("if-none-match")
+    )
+    if if_none_match:
+        return _etag_matches(if_none_match, etag)
+    if last_modified is None:
+        return False
+    values = headers.getlist("if-modified-since") if hasattr(headers, "getlist") else [headers.get("if-modified-since")]
+    if len(values) != 1 or not values[0]:
+        return False  # absent, or more than one: ignored
+    try:
+        since = parsedate_to_datetime(values[0])
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return False
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)  # "-0000": UTC too
+    return last_modified <= since.timestamp()
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    """Weak comparison: W/ on either side is ignored; `*` matches any representation."""
+    opaque = etag.removeprefix("W/")
+    tags = [f'"{tag}"' for tag in _QUOTED_TAG.findall(header)]
+    if not tags:  # unquoted tags, as some clients send them
+        tags = [f'"{part.strip().removeprefix("W/").strip(chr(34))}"' for part in header.split(",")]
+    return header.strip() == "*" or any(part.strip() == "*" for part in header.split(",")) or opaque in tags
+
+
+def _prefers_gzip(accept_encoding: str | None) -> bool:
+    """Whether Accept-Encoding makes gzip acceptable and not less preferred than identity."""
+    if not accept_encoding:
+        return False
+    q_gzip = q_identity = q_any = None
+    for item in accept_encoding.split(","):
+        coding, *parameters = item.split(";")
+        q = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+                if not 0.0 <= q <= 1.0:  # also nan
+                    q = 0.0
+        coding = coding.strip().lower()
+        if coding in ("gzip", "x-gzip"):
+            q_gzip = max(q, q_gzip or 0.0)
+        elif coding == "identity":
+            q_identity = q
+        elif coding == "*":
+            q_any = q
+    if q_gzip is None:
+        q_gzip = q_any if q_any is not None else 0.0
+    if q_identity is None:
+        q_identity = 1.0 if q_any is None else max(q_any, 0.001)  # identity stays acceptable
+    return q_gzip > 0.0 and q_gzip >= q_identity

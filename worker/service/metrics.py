@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -39,6 +41,16 @@ class ServiceMetrics:
         self.triggers = Counter(
             "feedworker_triggers", "POST /runs requests, by result.", ["result"], registry=self.registry
         )
+        self.source_up = Gauge(
+            "feedworker_source_up", "1 while the source folder is there and readable (checked at each scrape), else 0.",
+            ["source"], registry=self.registry,
+        )
+        self.source_files = Gauge(
+            "feedworker_source_files", "Files seen under the source folder by the last run.", ["source"],
+            registry=self.registry,
+        )
+        self._sources_lock = threading.Lock()
+        self._sources: set[str] = set()
         # Every label value present from the start, so dashboards and alerts see zeros, not gaps.
         for outcome in ("ok", "failed"):
             self.runs.labels(outcome)
@@ -55,12 +67,36 @@ class ServiceMetrics:
         files = report.get("files") or {}
         for state in FILE_STATES:
             self.files.labels(state).set(int(files.get(state, 0)))
+        with self._sources_lock:
+            for entry in report.get("sources") or []:
+                path = entry.get("path") if isinstance(entry, dict) else None
+                if not isinstance(path, str):
+                    continue
+                self._sources.add(path)
+                self.source_up.labels(path).set(1 if entry.get("state") == "ok" else 0)
+                count = entry.get("files")
+                self.source_files.labels(path).set(count if isinstance(count, int) else 0)
         if ok:
             # A failed run's article counts are partial or missing: keep the last good ones.
             articles = report.get("articles") or {}
             self.articles.set(int(articles.get("total", 0)))
             self.published.set(int(articles.get("published", 0)))
             self.last_success.set(finished_at)
+
+    def observe_sources(self, states: Iterable[tuple[str, bool]]) -> None:
+        """The configured source folders now, as (path, up): a folder no longer configured
+        (SIGHUP) loses its series, a new one starts with 0 files until a run counts them."""
+        states = list(states)
+        with self._sources_lock:
+            current = {path for path, _ in states}
+            for gone in self._sources - current:
+                self.source_up.remove(gone)
+                self.source_files.remove(gone)
+            for path, up in states:
+                if path not in self._sources:
+                    self.source_files.labels(path).set(0)
+                self.source_up.labels(path).set(1 if up else 0)
+            self._sources = current
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

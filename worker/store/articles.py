@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -41,15 +41,16 @@ __all__ = [
     "feed_window",
     "files_carrying",
     "known_files",
+    "link_view",
     "mark_all_dirty",
     "meta_value",
     "meta_values",
-    "newest_update",
     "orphan_candidates",
     "published_topics",
     "quarantined_files",
     "remove_orphans",
     "set_meta_value",
+    "take_view_changes",
     "topic_slugs",
     "touch_files",
     "write_batch",
@@ -65,6 +66,11 @@ R = RelatedItem.__table__
 M = Meta.__table__
 O = OrphanCandidate.__table__
 _ALL_DIRTY = "all_feeds_dirty"
+# Up to here (inclusive) every article change has been spread to its neighbours (worker.store.related).
+PROPAGATED_KEY = "related_propagated_at"
+# The articles whose link view changed since changes were last spread: meta keys of this
+# prefix, each a JSON list of ids, written in the transaction of the change.
+_VIEW_CHANGED = "related_view_changed:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +191,7 @@ def write_batch(
     for item in items:  # the caller orders items oldest edit first: the newest edit of a URL wins
         if item.article is not None:
             by_url[item.article.url] = item
-    changed_ids = _write_articles(conn, by_url, topics, now)
+    in_feeds, view_changed = _write_articles(conn, by_url, topics, now)
     _write_files(conn, items, known, now)
     orphans = set()
     for item in items:
@@ -193,16 +199,53 @@ def write_batch(
         if previous and previous.article_url and item.article and previous.article_url != item.article.url:
             orphans.add(previous.article_url)
     _add_orphan_candidates(conn, orphans)
-    if changed_ids:
+    _note_view_changes(conn, view_changed)
+    if in_feeds:  # a draft that stays one changes no feed
         mark_all_dirty(conn)
 
 
-def _write_articles(conn: Connection, by_url: dict[str, Ingested], topics: TopicRegistry, now: datetime) -> list[int]:
+def link_view(fields: Any) -> tuple[Any, ...] | None:
+    """What another entry shows of this article (a row or a row's mapping): as its related
+    link, its title and provider, and its date (reverse links are newest first); nothing at
+    all (None) of a draft or a removed article."""
+    if fields["removed"] or not fields["is_published"]:
+        return None
+    return fields["title"], fields["provider_name"], fields["provider_domain"], fields["published_at"]
+
+
+def _note_view_changes(conn: Connection, ids: Collection[int]) -> None:
+    """Remember, in the caller's transaction, that these articles' link views changed: the
+    next spreading of changes moves the entries showing them (and only for those)."""
+    if not ids or meta_value(conn, PROPAGATED_KEY) is None:
+        return  # nothing spread yet: the first spreading takes every article, touching none
+    key = f"{_VIEW_CHANGED}{min(ids)}"
+    known = meta_value(conn, key)
+    merged = set(ids) | set(orjson.loads(known) if known else ())
+    set_meta_value(conn, key, orjson.dumps(sorted(merged)).decode())
+
+
+def take_view_changes(conn: Connection) -> set[int]:
+    """The articles whose link views changed since the last call (see link_view); forgets them."""
+    noted = meta_values(conn, _VIEW_CHANGED)
+    for chunk in in_chunks(sorted(noted)):
+        conn.execute(sa.delete(M).where(M.c.key.in_(chunk)))
+    return {article_id for value in noted.values() for article_id in orjson.loads(value)}
+
+
+def _write_articles(
+    conn: Connection, by_url: dict[str, Ingested], topics: TopicRegistry, now: datetime
+) -> tuple[list[int], list[int]]:
+    """Insert or update the articles; returns the ids of those in a feed before or after (a
+    draft that stays one is in none), and of those whose link view changed."""
     existing: dict[str, Row[Any]] = {}
+    columns = (A.c.id, A.c.url, A.c.first_seen, A.c.content_hash, A.c.removed, A.c.is_published, A.c.title,
+               A.c.provider_name, A.c.provider_domain, A.c.published_at)
     for chunk in in_chunks(list(by_url)):
-        query = sa.select(A.c.id, A.c.url, A.c.first_seen, A.c.content_hash, A.c.removed).where(A.c.url.in_(chunk))
+        query = sa.select(*columns).where(A.c.url.in_(chunk))
         existing.update((row.url, row) for row in conn.execute(query))
     inserts, updates = [], []
+    view_changed: list[int] = []
+    was_shown: list[int] = []  # updated articles that were in feeds: their old topics change
     for url, item in by_url.items():
         old = existing.get(url)
         if old is not None and old.content_hash == item.hash and not old.removed:
@@ -213,6 +256,10 @@ def _write_articles(conn: Connection, by_url: dict[str, Ingested], topics: Topic
         else:
             row["b_id"] = old.id
             updates.append(row)
+            if link_view(old._mapping) != link_view(row):
+                view_changed.append(old.id)
+            if not old.removed and old.is_published:
+                was_shown.append(old.id)
     bulk_insert(conn, A, inserts)
     if updates:
         conn.execute(sa.update(A).where(A.c.id == sa.bindparam("b_id")), updates)
@@ -220,7 +267,10 @@ def _write_articles(conn: Connection, by_url: dict[str, Ingested], topics: Topic
     for chunk in in_chunks([row["url"] for row in inserts]):
         ids.update((row.url, row.id) for row in conn.execute(sa.select(A.c.url, A.c.id).where(A.c.url.in_(chunk))))
     if not ids:
-        return []
+        return [], []
+    in_feeds = set(was_shown)
+    in_feeds.update(ids[row["url"]] for row in (*inserts, *updates) if row["is_published"])
+    view_changed.extend(ids[row["url"]] for row in inserts if link_view(row) is not None)
     if updates:
         conn.execute(
             sa.update(C).where(C.c.article_id == sa.bindparam("b_id")),
@@ -229,8 +279,9 @@ def _write_articles(conn: Connection, by_url: dict[str, Ingested], topics: Topic
     bulk_insert(conn, C, [_content_row(by_url[row["url"]]) | {"article_id": ids[row["url"]]} for row in inserts])
     updated_ids = [row["b_id"] for row in updates]
     dirty_topic_ids: set[int] = set()
-    for chunk in in_chunks(updated_ids):
+    for chunk in in_chunks(was_shown):
         dirty_topic_ids.update(conn.execute(sa.select(AT.c.topic_id).where(AT.c.article_id.in_(chunk))).scalars())
+    for chunk in in_chunks(updated_ids):
         for table in (AT, AI, R):
             conn.execute(sa.delete(table).where(table.c.article_id.in_(chunk)))
     topic_ids = topics.ids(conn, (name for url in ids for name in by_url[url].article.topics), now)  # type: ignore[union-attr]
@@ -241,7 +292,8 @@ def _write_articles(conn: Connection, by_url: dict[str, Ingested], topics: Topic
         assert article is not None
         for topic_id in dict.fromkeys(topic_ids[topic_key(name)] for name in article.topics):
             links.append({"article_id": article_id, "topic_id": topic_id})
-            dirty_topic_ids.add(topic_id)
+            if article.is_published:
+                dirty_topic_ids.add(topic_id)
         images.extend(
             {"article_id": article_id, "position": n, "url": image.url, "width": image.width, "height": image.height}
             for n, image in enumerate(article.images)
@@ -253,7 +305,7 @@ def _write_articles(conn: Connection, by_url: dict[str, Ingested], topics: Topic
     for table, rows in ((AT, links), (AI, images), (R, related)):
         bulk_insert(conn, table, rows)
     _mark_topics_dirty(conn, dirty_topic_ids)
-    return list(ids.values())
+    return sorted(in_feeds), view_changed
 
 
 def _article_row(item: Ingested, now: datetime, first_seen: datetime) -> dict[str, Any]:
@@ -355,14 +407,18 @@ def remove_orphans(conn: Connection, now: datetime) -> list[str]:
         gone = [url for url in chunk if url not in carried]
         if not gone:
             continue
-        rows = conn.execute(sa.select(A.c.id, A.c.url).where(A.c.url.in_(gone), A.c.removed.is_(False))).all()
+        query = sa.select(A.c.id, A.c.url, A.c.is_published).where(A.c.url.in_(gone), A.c.removed.is_(False))
+        rows = conn.execute(query).all()
         if not rows:
             continue
         ids = [row.id for row in rows]
         conn.execute(sa.update(A).where(A.c.id.in_(ids)).values(removed=True, updated_at=now))
-        topic_ids = set(conn.execute(sa.select(AT.c.topic_id).where(AT.c.article_id.in_(ids))).scalars())
-        _mark_topics_dirty(conn, topic_ids)
-        mark_all_dirty(conn)
+        shown = [row.id for row in rows if row.is_published]  # a draft was in no feed, and shown nowhere
+        _note_view_changes(conn, shown)
+        if shown:
+            topic_ids = set(conn.execute(sa.select(AT.c.topic_id).where(AT.c.article_id.in_(shown))).scalars())
+            _mark_topics_dirty(conn, topic_ids)
+            mark_all_dirty(conn)
         removed.extend(row.url for row in rows)
     return removed
 
@@ -391,12 +447,6 @@ def meta_value(conn: Connection, key: str) -> str | None:
 def set_meta_value(conn: Connection, key: str, value: str) -> None:
     if conn.execute(sa.update(M).where(M.c.key == key).values(value=value)).rowcount == 0:
         conn.execute(sa.insert(M).values(key=key, value=value))
-
-
-def newest_update(conn: Connection) -> datetime | None:
-    """When the newest published article last changed: the date of the feed index."""
-    query = sa.select(sa.func.max(A.c.updated_at)).where(A.c.is_published.is_(True), A.c.removed.is_(False))
-    return conn.execute(query).scalar()
 
 
 def all_feed_dirty(conn: Connection) -> bool:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from worker.enrich.related import LinkedArticle, PageInfo
-from worker.store.articles import mark_all_dirty
+from worker.store.articles import PROPAGATED_KEY, mark_all_dirty, take_view_changes
 from worker.store.db import create_indexes, drop_indexes, in_chunks
 from worker.store.models import Article, ArticleTopic, Meta, Page, RelatedEdge, RelatedItem, Topic
 
@@ -24,7 +24,7 @@ P = Page.__table__
 R = RelatedItem.__table__
 T = Topic.__table__
 # Up to here (inclusive) every article change has been spread to its neighbours.
-_WATERMARK = "related_propagated_at"
+_WATERMARK = PROPAGATED_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,8 @@ class Changed:
     urls: list[str]
     gone_urls: list[str]  # of those removed or drafts now: no stored article to link to any more
     everything: bool = False  # every stored article (the first run): whole-table statements do
+    # Those whose link view changed (title, provider, date, shown or not: articles.link_view).
+    view_changed: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,15 +96,23 @@ def changed_articles(conn: Connection, now: datetime) -> Changed:
     rows = conn.execute(query).all()
     _set_watermark(conn, now if since is None else max(since, now))
     ids, urls = [row.id for row in rows], [row.url for row in rows]
-    return Changed(ids, urls, [row.url for row in rows if not row.visible], everything=since is None)
+    view_changed = frozenset(take_view_changes(conn))
+    gone = [row.url for row in rows if not row.visible]
+    return Changed(ids, urls, gone, everything=since is None, view_changed=view_changed)
 
 
 def propagate_changes(conn: Connection, changed: Changed, now: datetime) -> int:
-    """Re-render the neighbours of the changed articles; returns how many were touched.
+    """Re-render the neighbours whose related links change with the changed articles; returns
+    how many were touched.
 
-    A neighbour lists a changed article, is listed by one, or was listed by one before an edit
-    dropped it. Its `updated_at` moves to `now` (feed readers see the entry changed) and its
-    topics and the all feed are marked dirty.
+    An entry shows another article as a related link when it lists that article (a given
+    item) or that article lists it (a reverse link), and shows of it its link view (title,
+    provider, date; nothing of a draft or a removed article). So a neighbour moves when it
+    lists a changed article whose view changed, when such an article lists it or listed it
+    before the change, or when a shown article whose view did not change starts or stops
+    listing it. A draft is shown nowhere: adding, editing or deleting one moves no other
+    entry. A neighbour's `updated_at` moves to `now` (feed readers see the entry changed) and
+    its topics and the all feed are marked dirty.
     """
     if not changed.ids:
         return 0
@@ -117,10 +127,13 @@ def propagate_changes(conn: Connection, changed: Changed, now: datetime) -> int:
         conn.execute(sa.insert(E).from_select(["source_id", "target_id"], edges))
         create_indexes(conn, [E])
         return 0
+    gone = set(changed.gone_urls)
+    shown = {id_ for id_, url in zip(changed.ids, changed.urls, strict=True) if url not in gone}
+    moved = changed.view_changed
     neighbours: set[int] = set()
     for chunk in in_chunks(changed.ids):
         # Before the edges are rebuilt: what the changed articles linked to last time.
-        neighbours.update(conn.execute(sa.select(E.c.target_id).where(E.c.source_id.in_(chunk))).scalars())
+        before = _edges_from(conn, chunk)
         conn.execute(sa.delete(E).where(E.c.source_id.in_(chunk)))
         conn.execute(
             sa.insert(E).from_select(
@@ -131,7 +144,10 @@ def propagate_changes(conn: Connection, changed: Changed, now: datetime) -> int:
                 .distinct(),
             )
         )
-        neighbours.update(conn.execute(sa.select(E.c.target_id).where(E.c.source_id.in_(chunk))).scalars())
+        after = _edges_from(conn, chunk)
+        # Reverse links: every target of a changed view, and the added or dropped ones of a shown article.
+        neighbours.update(target_id for source_id, target_id in before | after if source_id in moved)
+        neighbours.update(target_id for source_id, target_id in before ^ after if source_id in shown)
     for chunk in in_chunks(changed.urls):
         # Articles listing a changed one: their edge may be new (the changed one is new).
         lister = R.c.article_id
@@ -139,9 +155,17 @@ def propagate_changes(conn: Connection, changed: Changed, now: datetime) -> int:
         listed = listed.where(R.c.url.in_(chunk), target.c.id != lister)
         known = sa.select(E.c.source_id).where(E.c.source_id == lister, E.c.target_id == target.c.id)
         conn.execute(sa.insert(E).from_select(["source_id", "target_id"], listed.where(~sa.exists(known)).distinct()))
+    # Given items: the articles listing a changed view show it differently.
+    moved_urls = [url for id_, url in zip(changed.ids, changed.urls, strict=True) if id_ in moved]
+    for chunk in in_chunks(moved_urls):
         neighbours.update(conn.execute(sa.select(R.c.article_id).where(R.c.url.in_(chunk)).distinct()).scalars())
     neighbours.difference_update(changed.ids)
     return _touch(conn, sorted(neighbours), now)
+
+
+def _edges_from(conn: Connection, source_ids: list[int]) -> set[tuple[int, int]]:
+    query = sa.select(E.c.source_id, E.c.target_id).where(E.c.source_id.in_(source_ids))
+    return {(row.source_id, row.target_id) for row in conn.execute(query)}
 
 
 def touch_listing(conn: Connection, urls: Iterable[str], now: datetime) -> int:

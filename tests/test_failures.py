@@ -348,7 +348,9 @@ def test_files_rewritten_renamed_and_deleted_during_runs_settle_correctly(tmp_pa
         data = (project.inbox / name).read_bytes()
         state, _url = texts[name]
         assert state == ("ok" if data.startswith(b"---\ntitle:") and len(data) > 40 else "quarantined"), name
-    assert report.articles["total"] == len({url for state, url in texts.values() if state == "ok"})
+    # Every article a file carries is there, and no other: a quarantined file (one truncated as
+    # the writer stopped) keeps the article it last gave.
+    assert report.articles["total"] == len({url for _state, url in texts.values() if url})
 
 
 def _secondary_indexes(database: Path) -> set[str]:

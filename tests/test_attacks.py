@@ -245,6 +245,8 @@ def assert_no_live_markup(feeds: Path) -> None:
                 for node in fragment.iter():
                     assert node.tag not in ("script", "svg", "iframe"), (path.name, node.tag)
                     assert not any(a.lower().startswith("on") for a in node.attrib), (path.name, node.attrib)
+            if name in ("name", "creator") and element.text:  # Atom author, RSS dc:creator
+                texts.append(element.text)
         for text in texts:
             fragment = lxml.html.fragment_fromstring(f"<div>{text}</div>")
             assert [node.tag for node in fragment.iter()] == ["div"], (path.name, text[:200])
@@ -252,7 +254,8 @@ def assert_no_live_markup(feeds: Path) -> None:
 
 
 def test_bidi_overrides_never_reach_a_feed(project: Project):
-    project.article("a.txt", title="Safe \u202egnp.exe", excerpt="x\u2066y\u2069", topics=["A\u202eI"])
+    project.article("a.txt", title="Safe \u202egnp.exe", excerpt="x\u2066y\u2069", topics=["A\u202eI"],
+                    provider={"name": "Evil\u202eCorp", "domain": "e.example"})
     assert project.run()["status"] == "ok"
     text = _all_feed_text(project)
     for control in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069":

@@ -502,3 +502,27 @@ def test_every_event_of_a_run_carries_its_run_id(project: Project):
     names = {event["event"] for event in events}
     assert {"feed.written", "file.quarantined", "run.finished"} <= names
     assert all(event.get("run_id") == run_id for event in events), events
+
+
+def test_an_article_a_killed_run_of_an_older_version_left_published_goes_at_the_upgrade(tmp_path: Path):
+    # Before schema 3, a run killed between forgetting a deleted file and removing its article
+    # lost the deletion: the file row gone, the article published for good. The upgrade finds
+    # such articles (no file carries them) and the next cycle removes them.
+    upgraded = make_project(tmp_path / "upgraded")
+    shutil.copytree(ROOT / "examples" / "inbox", upgraded.inbox, dirs_exist_ok=True)
+    upgraded.database.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(upgraded.database) as conn:
+        conn.executescript(gzip.decompress((ROOT / "tests" / "data" / "store-v1.sql.gz").read_bytes()).decode())
+        conn.execute("update source_file set path = replace(path, '/tmp/v1gen/inbox', ?)", (str(upgraded.inbox),))
+        lost, url = conn.execute(
+            "select f.path, a.url from source_file f join article a on a.url = f.article_url "
+            "where a.is_published = 1 order by f.path limit 1").fetchone()
+        conn.execute("delete from source_file where path = ?", (lost,))
+    conn.close()
+    Path(lost).unlink()
+    report = json.loads(upgraded.cli("run", "--json").stdout)
+    assert report["status"] == "ok" and report["files"]["deleted"] == 0
+    with db(upgraded) as conn:
+        assert conn.execute("select removed from article where url = ?", (url,)).fetchone() == (1,)
+        assert conn.execute("select count(*) from orphan_candidate").fetchone() == (0,)
+        assert conn.execute("select count(*) from article where removed = 1").fetchone() == (1,)

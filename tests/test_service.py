@@ -342,7 +342,7 @@ def test_healthz_and_metrics(served: Served) -> None:
     assert samples[("feedworker_run_duration_seconds_count", ())] >= 1
     for state in ("new", "changed", "unchanged", "deleted", "quarantined"):
         assert ("feedworker_files", (("state", state),)) in samples
-    assert samples[("feedworker_articles", ())] == len(EXAMPLES)  # the .txt examples served copies
+    assert samples[("feedworker_articles", ())] >= len(EXAMPLES)  # the .txt examples, and what other tests add
     assert 0 < samples[("feedworker_articles_published", ())] <= samples[("feedworker_articles", ())]
     assert abs(samples[("feedworker_last_success_timestamp_seconds", ())] - time.time()) < 600
 
@@ -376,7 +376,7 @@ def test_runs_latest(served: Served) -> None:
     report = latest.json()
     assert report["status"] == "ok"
     assert set(report) >= {"files", "articles", "feeds", "errors", "duration_s", "run_id"}
-    assert report["files"]["seen"] == len(EXAMPLES)
+    assert report["files"]["seen"] >= len(EXAMPLES)
 
 
 def test_trigger_command(served: Served, tmp_path: Path) -> None:

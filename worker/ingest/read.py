@@ -55,9 +55,10 @@ def _open(path: str, root: str | None) -> int:
     except OSError as exc:
         if exc.errno != errno.ELOOP:
             raise
-    # A symbolic link: followed once, only to a target inside the source folder.
+    # A symbolic link: followed once, only to a target inside the source folder (`check` names
+    # its files itself, and has no folder to stay in).
     target = os.path.realpath(path)
-    if root is None or not _inside(target, root):
+    if root is not None and not _inside(target, root):
         raise NotReadable("a symbolic link to a file outside the source folder")
     return os.open(target, _FLAGS)
 

@@ -223,6 +223,8 @@ def _entry(stored: store.StoredEntry, graph: graph_store.Graph) -> Entry:
     related = tuple(RelatedLink(link.url, link.title, link.provider) for link in links)
     image = stored.image
     provider = article.provider_name or article.provider_domain
+    # Shown as Atom author and RSS dc:creator, which readers may take for HTML: a label, like a topic.
+    provider_label = topic_label(provider) if provider else ""
     content_html, has_body = article_html(
         excerpt=article.excerpt,
         body_markdown=article.body,
@@ -239,7 +241,7 @@ def _entry(stored: store.StoredEntry, graph: graph_store.Graph) -> Entry:
         summary=summary,
         content_html=content_html,
         has_body=has_body,
-        provider=provider,
+        provider=provider_label or None,
         categories=tuple(label for label in map(topic_label, stored.topics) if label),
         image_url=image.url if image is not None else None,
         image_width=image.width if image is not None else None,

@@ -297,8 +297,15 @@ _MIGRATIONS: dict[int, list[str | Callable[[Connection], None]]] = {
             )
         ),
     ],
-    # The orphan_candidate table (models.OrphanCandidate), which create_all adds after the steps.
-    3: [],
+    # The orphan_candidate table (models.OrphanCandidate), filled with the articles a run killed
+    # by an earlier version left published with no file carrying them: the next cycle removes them.
+    3: [
+        "CREATE TABLE IF NOT EXISTS orphan_candidate (url VARCHAR NOT NULL, PRIMARY KEY (url))",
+        (
+            "INSERT INTO orphan_candidate (url) SELECT url FROM article WHERE removed = 0 AND url NOT IN"
+            " (SELECT article_url FROM source_file WHERE article_url IS NOT NULL)"
+        ),
+    ],
 }
 
 

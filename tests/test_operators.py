@@ -472,3 +472,43 @@ def test_duration_is_the_work_alone_and_the_wait_is_reported_apart(project: Proj
     finished = [e for e in events(result.stderr) if e.get("event") == "run.finished"]
     assert finished[0]["quick"] is True
     assert quick["waited_s"] >= 1.5
+
+
+# --------------------------------------------------------------------------- an emptied folder
+
+
+def test_a_volume_not_mounted_on_its_mount_point_deletes_nothing(tmp_path: Path):
+    # The image creates its mount point: a container started without the volume sees an
+    # empty, readable folder on another device. Taking every stored file as deleted would
+    # empty every feed, and bring every article back as new once the volume returns.
+    from tests.test_failures import tmpfs
+
+    project = make_project(tmp_path)
+    texts = {f"{n}.txt": article_text(title=f"T{n}", web_url=f"https://e.example/{n}") for n in range(3)}
+    with tmpfs(project.inbox, "4m"):
+        for name, text in texts.items():
+            project.write(name, text)
+        project.run()
+    before = project.feed_files()
+    result = project.cli("run", "--json", check=False)  # the volume is gone; its mount point stays
+    report = json.loads(result.stdout)
+    assert result.returncode == 1 and report["status"] == "failed"
+    assert report["sources"][0]["state"] == "empty" and report["files"]["deleted"] == 0
+    assert "on another device than when 3 stored files came from it" in report["message"]
+    assert report["articles"]["total"] == 3
+    assert project.feed_files() == before  # every feed as it was, bytes and mtimes
+    assert "empty" in project.cli("status").stdout
+    with tmpfs(project.inbox, "4m"):  # mounted again
+        for name, text in texts.items():
+            project.write(name, text)
+        back = project.run()
+    assert back["status"] == "ok" and back["files"]["deleted"] == 0 and back["articles"]["total"] == 3
+
+
+def test_a_folder_emptied_on_purpose_takes_its_articles_out(project):
+    project.article("a.txt", title="A", web_url="https://e.example/a")
+    project.run()
+    (project.inbox / "a.txt").unlink()
+    report = project.run()
+    assert report["status"] == "ok" and report["files"]["deleted"] == 1 and report["articles"]["total"] == 0
+    assert report["sources"][0]["state"] == "ok"

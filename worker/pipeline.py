@@ -25,7 +25,7 @@ from worker.publish.settings import FeedSettings
 from worker.publish.writer import FeedWriteError
 from worker.store import quick
 from worker.store.errors import StoreError
-from worker.store.files import plan_reads
+from worker.store.files import guard_emptied_sources, plan_reads
 from worker.store.lock import cycle_lock, held_lock_descriptors
 
 if TYPE_CHECKING:  # the full cycle's modules load when it runs: a no-change run never needs them
@@ -315,6 +315,10 @@ def unreadable_sources(sources: Iterable[dict[str, Any]], errors: Iterable[dict[
     return ", ".join(shown)
 
 
+# Meta key prefix: the device each source folder was on when it last held files.
+_DEVICE_KEY = "source_device:"
+
+
 def _feed_settings(config: Config) -> FeedSettings:
     feeds = config.feeds
     return FeedSettings(feeds.dir, feeds.base_url, feeds.title, feeds.max_entries, feeds.opml_format)
@@ -351,11 +355,28 @@ def _cycle(
         return
 
     with engine.connect() as conn:
-        if stats is None:
-            known = store.known_files(conn)
-            plan = plan_reads(found, {path: (file.size, file.mtime_ns) for path, file in known.items()})
-        else:
-            plan = plan_reads(found, stats)
+        everything = store.known_files(conn) if stats is None else None
+        devices = {key[len(_DEVICE_KEY):]: int(value) for key, value in store.meta_values(conn, _DEVICE_KEY).items()}
+    stored = stats if everything is None else {path: (file.size, file.mtime_ns) for path, file in everything.items()}
+    for path, problem in guard_emptied_sources(found, stored, devices):
+        log.warning("source.emptied", path=path, reason=problem)
+        report.errors.append({"path": path, "message": problem})
+    report.sources = _source_report(found)
+    if _no_source_readable(found):
+        report.status = "failed"
+        report.message = f"no source folder could be read: {unreadable_sources(report.sources, report.errors)}"
+        _count_stored(engine, report)
+        return
+    plan = plan_reads(found, stored)
+    seen_on = {source.path: str(source.device) for source in found.sources if source.files and source.device is not None}
+    if any(devices.get(path) != int(device) for path, device in seen_on.items()):
+        with transaction(engine) as conn:
+            for path, device in seen_on.items():
+                store.set_meta_value(conn, _DEVICE_KEY + path, device)
+    if everything is not None:
+        known = everything
+    else:
+        with engine.connect() as conn:
             known = store.known_files(conn, plan.read + plan.too_large + plan.deleted)
     counts = report.files
     counts.update(plan.counts)

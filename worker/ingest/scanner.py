@@ -42,9 +42,10 @@ class SourceState:
     """One source folder as this scan found it."""
 
     path: str
-    state: str  # "ok", "missing" or "unreadable"
+    state: str  # "ok", "missing" or "unreadable"; "empty" once the store shows files came from it
     files: int = 0  # article files found under it (not counting files still being written)
     reason: str | None = None  # why it is not ok: the system's words (No such file or directory)
+    device: int | None = None  # st_dev of the folder: another one when a volume is not mounted there
 
 
 @dataclass(slots=True)
@@ -117,7 +118,11 @@ def scan(sources: Sequence[Source], now_ns: int) -> Scan:
             count += 1
         root_failed = next((why for where, why in result.problems[walked:] if where == root), None)
         if root_failed is None:
-            result.sources.append(SourceState(root, "ok", count))
+            try:
+                device: int | None = os.stat(real_root).st_dev
+            except OSError:
+                device = None
+            result.sources.append(SourceState(root, "ok", count, device=device))
         else:  # it could not be listed after all
             result.sources.append(SourceState(root, "unreadable", 0, root_failed.partition(": ")[2] or root_failed))
     return result

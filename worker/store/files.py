@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from worker.ingest.scanner import Scan
 
-__all__ = ["Plan", "plan_reads"]
+__all__ = ["Plan", "guard_emptied_sources", "plan_reads"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +64,34 @@ def plan_reads(found: Scan, known: Mapping[str, tuple[int, int]]) -> Plan:
         "deleted": len(deleted),
     }
     return Plan(counts, read, too_large, deleted)
+
+
+def guard_emptied_sources(
+    found: Scan, known: Mapping[str, tuple[int, int]], devices: Mapping[str, int]
+) -> list[tuple[str, str]]:
+    """Source folders that list no file although files were stored from them, and that are no
+    longer on the device they were on (`devices`: st_dev of each folder when it last had
+    files): a volume not mounted on its mount point. Marked `empty` in `found`, their stored
+    files are not taken as deleted; returns (path, problem) for each. A folder emptied on
+    purpose stays on its device: its files go, as they should.
+    """
+    problems = []
+    for index, source in enumerate(found.sources):
+        if source.state != "ok" or source.files or source.path not in devices:
+            continue
+        if source.device is None or source.device == devices[source.path]:
+            continue
+        inside = source.path.rstrip(os.sep) + os.sep
+        if any(path.startswith(inside) for path in found.unsettled):
+            continue
+        stored = sum(1 for path in known if path.startswith(inside))
+        if not stored:
+            continue
+        reason = (
+            f"empty and on another device than when {stored} stored files came from it"
+            " (a volume not mounted?): none taken as deleted"
+        )
+        found.sources[index] = replace(source, state="empty", reason=reason)
+        found.unreadable_roots.append(source.path)
+        problems.append((source.path, f"source folder is {reason}"))
+    return problems

@@ -274,7 +274,7 @@ def _read_response(sock: socket.socket) -> bytes:
 
 
 def test_the_request_deadline_in_process(tmp_path: Path) -> None:
-    with in_process(tmp_path, request_timeout_s=1.0) as port:
+    with in_process(tmp_path, request_timeout_s=2.0) as port:
         silent = SlowClient(port, b"", 0.1).start()
         dripper = SlowClient(port, _endless_headers(), 0.1).start()
         # The body counts too: this POST is answered (403, triggers are off) without being read.
@@ -297,12 +297,12 @@ def test_the_request_deadline_in_process(tmp_path: Path) -> None:
                 except OSError:
                     break
                 time.sleep(0.1)
-            sock.settimeout(3)
+            sock.settimeout(6)
             assert sock.recv(65536).startswith(b"HTTP/1.1 408 ")
-            assert 0.8 <= time.monotonic() - opened <= 2.5
-        assert 0.8 <= silent.wait(5) <= 2.5 and silent.received == b""
-        assert 0.8 <= dripper.wait(5) <= 2.5 and dripper.received.startswith(b"HTTP/1.1 408 ")
-        assert 0.8 <= body_dripper.wait(5) <= 2.5 and body_dripper.received.startswith(b"HTTP/1.1 403 ")
+            assert 1.4 <= time.monotonic() - opened <= 4.5
+        assert 1.4 <= silent.wait(8) <= 4.5 and silent.received == b""
+        assert 1.4 <= dripper.wait(8) <= 4.5 and dripper.received.startswith(b"HTTP/1.1 408 ")
+        assert 1.4 <= body_dripper.wait(8) <= 4.5 and body_dripper.received.startswith(b"HTTP/1.1 403 ")
 
 
 def test_at_the_connection_cap_the_oldest_waiting_connection_makes_room(tmp_path: Path) -> None:
@@ -389,3 +389,27 @@ def test_connection_limit_follows_the_descriptor_limit() -> None:
     assert connection_limit(1_048_576) == MAX_CONNECTIONS
     assert connection_limit(1024) == 1024 - 256 - LISTEN_BACKLOG
     assert connection_limit(64) == 16  # never so few that nothing is served
+
+
+def test_a_client_that_stops_reading_its_response_is_dropped(tmp_path: Path) -> None:
+    # The slow-client attack aimed at the response: ask for a feed larger than the socket
+    # buffers and never read it; the connection would otherwise be held for good.
+    with in_process(tmp_path, send_timeout_s=1.0, max_connections=4) as port:
+        (tmp_path / "feeds" / "all.rss").write_bytes(
+            b"<?xml version='1.0'?><rss version='2.0'><channel>" + b"<item><title>x</title></item>" * 300_000
+            + b"</channel></rss>")
+        stuck = []
+        for _ in range(4):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(b"GET /feeds/all.rss HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n")
+            stuck.append(sock)
+        try:
+            time.sleep(4)  # past the send timeout: the stuck connections are gone
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert _read_response(sock).startswith(b"HTTP/1.1 200 ")
+        finally:
+            for sock in stuck:
+                sock.close()

@@ -203,20 +203,16 @@ def test_two_sigterms_while_the_pool_starts_leave_no_process_behind(tmp_path: Pa
     window). On the original code, every one of these trials left a parser process and the
     tracker behind, or nearly every one.
     """
-    started = time.monotonic()
     endings = [
         Ending(at_run_start=(signal.SIGTERM,), at_pool=(signal.SIGTERM,)),
         Ending(at_pool=(signal.SIGTERM, signal.SIGTERM)),
     ] * 2
     failures = run_trials(tmp_path, endings)
     assert not failures, "\n".join(failures)
-    assert time.monotonic() - started < 40
 
 
 @pytest.mark.slow
 def test_sigkill_while_the_pool_starts_leaves_no_process_behind(tmp_path: Path) -> None:
     """The same window, serve killed outright: nothing of its tree outlives it either."""
-    started = time.monotonic()
     failures = run_trials(tmp_path, [Ending(at_pool=(signal.SIGKILL,), delay=delay) for delay in (0.0, 0.005)])
     assert not failures, "\n".join(failures)
-    assert time.monotonic() - started < 20

@@ -36,6 +36,7 @@ __all__ = [
     "MAX_CONNECTIONS",
     "REQUEST_TIMEOUT_S",
     "SAFE_POINT_WAIT_S",
+    "SEND_TIMEOUT_S",
     "LogThrottle",
     "OrphanReaper",
     "ServiceError",
@@ -58,6 +59,9 @@ HTTP_SHUTDOWN_S = 5.0  # open keep-alive connections do not hold the exit longer
 # seconds of the connection opening, or of the previous response on a kept-alive one.
 REQUEST_TIMEOUT_S = 10.0
 KEEP_ALIVE_S = 5  # idle time allowed between two requests on one connection
+# A response the client stops reading holds its connection too: once the socket's buffer is
+# full and stays full this long, the connection is dropped.
+SEND_TIMEOUT_S = 30.0
 MAX_CONNECTIONS = 1000  # open connections at most (fewer under a low descriptor limit)
 _MIN_CONNECTIONS = 16
 # Descriptors kept for everything but connections: the database, feed files being served,
@@ -148,6 +152,7 @@ class _GuardedH11Protocol(H11Protocol):
     """
 
     request_timeout_s: ClassVar[float]
+    send_timeout_s: ClassVar[float]
     max_connections: ClassVar[int]
     throttle: ClassVar[Throttle]
     waiting: ClassVar[dict[_GuardedH11Protocol, None]]  # insertion order: the oldest first
@@ -155,6 +160,7 @@ class _GuardedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
+        self._stalled: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -168,7 +174,27 @@ class _GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._writing_resumed()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stalled is None:
+            self._stalled = self.loop.call_later(self.send_timeout_s, self._send_timed_out)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._writing_resumed()
+
+    def _writing_resumed(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _send_timed_out(self) -> None:
+        self._stalled = None
+        _throttled(self.throttle, logging.INFO, "http.send_timeout", timeout_s=self.send_timeout_s)
+        self.transport.abort()  # close() would wait for the buffer the client does not read
 
     def handle_events(self) -> None:
         super().handle_events()
@@ -252,12 +278,17 @@ class _Server(uvicorn.Server):
 
 
 def http_server(
-    app: Any, *, request_timeout_s: float = REQUEST_TIMEOUT_S, max_connections: int | None = None
+    app: Any,
+    *,
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
+    max_connections: int | None = None,
+    send_timeout_s: float = SEND_TIMEOUT_S,
 ) -> uvicorn.Server:
     """The uvicorn server of `serve` for `app`; run it with `.run(sockets=[a listening socket])`."""
     limit = connection_limit() if max_connections is None else max_connections
     protocol = type("GuardedH11Protocol", (_GuardedH11Protocol,), {
-        "request_timeout_s": request_timeout_s, "max_connections": limit, "throttle": Throttle(), "waiting": {},
+        "request_timeout_s": request_timeout_s, "send_timeout_s": send_timeout_s, "max_connections": limit,
+        "throttle": Throttle(), "waiting": {},
     })
     config = uvicorn.Config(
         app, http=protocol, log_config=None, access_log=False, lifespan="off", server_header=False,

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, Project, article_text, make_project, run_cli
+from tests.test_config_hardening import write as write_config
 from worker.config import ConfigError, load_config
 
 
@@ -257,15 +258,8 @@ def test_a_required_field_missing_beside_its_near_miss_says_so(project: Project)
 # --------------------------------------------------------------------------- 7. configuration messages
 
 
-def write_config(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "conf" / "feedworker.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    (path.parent / "in").mkdir(exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 def refused(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> str:
+    """The one-line message for a config, without the config file's path before it."""
     path = write_config(tmp_path, text)
     with pytest.raises(ConfigError) as info:
         load_config(path, environ or {})

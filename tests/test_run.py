@@ -15,9 +15,9 @@ from pathlib import Path
 
 from lxml import etree
 
-from worker.store.version import SCHEMA_VERSION
 from tests.conftest import ROOT, SAMPLE, Project, article_text, make_project
 from tests.feedcheck import ATOM, CONTENT, assert_valid_atom, assert_valid_rss
+from worker.store.version import SCHEMA_VERSION
 
 RSS_ITEMS = ".//item"
 
@@ -439,16 +439,23 @@ def test_topic_names_are_shown_as_plain_text(project: Project):
     assert titles == ["Test News: AI bold", "Test News: R&D"]
 
 
+def version_1_store(root: Path) -> Project:
+    """A project over the examples whose database is what feedworker 0.1 (schema 1) stored for them."""
+    project = make_project(root)
+    shutil.copytree(ROOT / "examples" / "inbox", project.inbox, dirs_exist_ok=True)
+    project.database.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(project.database) as conn:
+        conn.executescript(gzip.decompress((ROOT / "tests" / "data" / "store-v1.sql.gz").read_bytes()).decode())
+        conn.execute("update source_file set path = replace(path, '/tmp/v1gen/inbox', ?)", (str(project.inbox),))
+    conn.close()
+    return project
+
+
 def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path):
     # tests/data/store-v1.sql.gz: what feedworker 0.1 (schema 1) stored for examples/inbox
     # at FEEDWORKER_CLOCK=2026-01-01T00:00:00Z, from /tmp/v1gen/inbox.
     clock = {"FEEDWORKER_CLOCK": "2026-01-01T00:00:00Z"}
-    upgraded = make_project(tmp_path / "upgraded")
-    shutil.copytree(ROOT / "examples" / "inbox", upgraded.inbox, dirs_exist_ok=True)
-    upgraded.database.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(upgraded.database) as conn:
-        conn.executescript(gzip.decompress((ROOT / "tests" / "data" / "store-v1.sql.gz").read_bytes()).decode())
-        conn.execute("update source_file set path = replace(path, '/tmp/v1gen/inbox', ?)", (str(upgraded.inbox),))
+    upgraded = version_1_store(tmp_path / "upgraded")
     report = json.loads(upgraded.cli("run", "--json", env=clock).stdout)
     assert report["files"]["changed"] == 0 and report["files"]["new"] == 0  # only the stats of the copies moved
     with db(upgraded) as conn:
@@ -508,12 +515,8 @@ def test_an_article_a_killed_run_of_an_older_version_left_published_goes_at_the_
     # Before schema 3, a run killed between forgetting a deleted file and removing its article
     # lost the deletion: the file row gone, the article published for good. The upgrade finds
     # such articles (no file carries them) and the next cycle removes them.
-    upgraded = make_project(tmp_path / "upgraded")
-    shutil.copytree(ROOT / "examples" / "inbox", upgraded.inbox, dirs_exist_ok=True)
-    upgraded.database.parent.mkdir(parents=True, exist_ok=True)
+    upgraded = version_1_store(tmp_path / "upgraded")
     with sqlite3.connect(upgraded.database) as conn:
-        conn.executescript(gzip.decompress((ROOT / "tests" / "data" / "store-v1.sql.gz").read_bytes()).decode())
-        conn.execute("update source_file set path = replace(path, '/tmp/v1gen/inbox', ?)", (str(upgraded.inbox),))
         lost, url = conn.execute(
             "select f.path, a.url from source_file f join article a on a.url = f.article_url "
             "where a.is_published = 1 order by f.path limit 1").fetchone()

@@ -10,7 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ import yaml
 __all__ = [
     "EXAMPLES",
     "ROOT",
+    "ServedExamples",
     "Service",
     "clean_env",
     "copy_examples",
@@ -28,6 +30,7 @@ __all__ = [
     "lock_held",
     "make_corpus",
     "raw_get",
+    "serve_examples",
     "wait_for",
     "write_config",
 ]
@@ -60,7 +63,7 @@ def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float 
         time.sleep(interval)
 
 
-_WEB_URL = re.compile(r'^webUrl: "?([^"\n]+?)"?\s*$', re.M)
+_WEB_URL = re.compile(r'^webUrl: "?([^"\n]+?)"?\s*$', re.MULTILINE)
 
 
 def copy_examples(inbox: Path) -> int:
@@ -227,3 +230,20 @@ class Service:
 
     def __exit__(self, *exc: object) -> None:
         self.kill_all()
+
+
+@dataclass
+class ServedExamples:
+    service: Service
+    root: Path
+    feeds: Path
+
+
+@contextmanager
+def serve_examples(root: Path, **config: Any) -> Iterator[ServedExamples]:
+    """A healthy `feedworker serve` over the example articles in `root`, configured with `config`."""
+    copy_examples(root / "inbox")
+    port = free_port()
+    with Service(write_config(root, port=port, **config), port) as service:
+        service.wait_healthy(60)
+        yield ServedExamples(service, root, root / "feeds")

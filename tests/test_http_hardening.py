@@ -13,12 +13,20 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.service_helpers import Service, copy_examples, free_port, raw_get, wait_for, write_config
+from tests.service_helpers import (
+    ServedExamples,
+    Service,
+    copy_examples,
+    free_port,
+    raw_get,
+    serve_examples,
+    wait_for,
+    write_config,
+)
 from worker.config import Config
 from worker.publish.writer import TEMP_PREFIX
 from worker.service.http import create_app
@@ -29,23 +37,14 @@ MARK = "NOT-A-FEED-DOCUMENT-5f1c"
 DEADLINE_S = 10.0  # worker.service.app.REQUEST_TIMEOUT_S, the default `serve` runs with
 
 
-@dataclass
-class Served:
-    service: Service
-    root: Path
-    feeds: Path
+Served = ServedExamples
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One `feedworker serve` over the example articles, with the default HTTP limits."""
-    root = tmp_path_factory.mktemp("hardening")
-    copy_examples(root / "inbox")
-    port = free_port()
-    config = write_config(root, port=port)
-    with Service(config, port) as service:
-        service.wait_healthy(60)
-        yield Served(service, root, root / "feeds")
+    with serve_examples(tmp_path_factory.mktemp("hardening")) as served:
+        yield served
 
 
 def _log_since(service: Service, offset: int) -> str:

@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
@@ -27,10 +26,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.service_helpers import (
     EXAMPLES,
+    ServedExamples,
     Service,
     copy_examples,
     free_port,
     make_corpus,
+    serve_examples,
     wait_for,
     write_config,
 )
@@ -45,23 +46,14 @@ IDENTITY = {"Accept-Encoding": "identity"}
 GZIP = {"Accept-Encoding": "gzip"}
 
 
-@dataclass
-class Served:
-    service: Service
-    root: Path
-    feeds: Path
+Served = ServedExamples
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One `feedworker serve` over the example articles, every hour, triggers enabled."""
-    root = tmp_path_factory.mktemp("readers")
-    copy_examples(root / "inbox")
-    port = free_port()
-    config = write_config(root, port=port, schedule={"every": "1h"}, server={"token": TOKEN})
-    with Service(config, port) as service:
-        service.wait_healthy(60)
-        yield Served(service, root, root / "feeds")
+    with serve_examples(tmp_path_factory.mktemp("readers"), schedule={"every": "1h"}, server={"token": TOKEN}) as served:
+        yield served
 
 
 def fetch(service: Service, method: str, path: str, headers: dict[str, str]) -> tuple[httpx.Response, bytes]:

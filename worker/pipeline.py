@@ -357,8 +357,10 @@ def _cycle(
     with engine.connect() as conn:
         everything = store.known_files(conn) if stats is None else None
         devices = {key[len(_DEVICE_KEY):]: int(value) for key, value in store.meta_values(conn, _DEVICE_KEY).items()}
-    stored = stats if everything is None else {path: (file.size, file.mtime_ns) for path, file in everything.items()}
-    for path, problem in guard_emptied_sources(found, stored, devices):
+    if everything is not None:
+        stats = {path: (file.size, file.mtime_ns) for path, file in everything.items()}
+    assert stats is not None
+    for path, problem in guard_emptied_sources(found, stats, devices):
         log.warning("source.emptied", path=path, reason=problem)
         report.errors.append({"path": path, "message": problem})
     report.sources = _source_report(found)
@@ -367,12 +369,12 @@ def _cycle(
         report.message = f"no source folder could be read: {unreadable_sources(report.sources, report.errors)}"
         _count_stored(engine, report)
         return
-    plan = plan_reads(found, stored)
-    seen_on = {source.path: str(source.device) for source in found.sources if source.files and source.device is not None}
-    if any(devices.get(path) != int(device) for path, device in seen_on.items()):
+    plan = plan_reads(found, stats)
+    seen_on = {source.path: source.device for source in found.sources if source.files and source.device is not None}
+    if any(devices.get(path) != device for path, device in seen_on.items()):
         with transaction(engine) as conn:
             for path, device in seen_on.items():
-                store.set_meta_value(conn, _DEVICE_KEY + path, device)
+                store.set_meta_value(conn, _DEVICE_KEY + path, str(device))
     if everything is not None:
         known = everything
     else:
@@ -403,15 +405,15 @@ def _cycle(
         # shows that file's content rather than the deleted one's (candidates a killed run
         # left included).
         again = set(store.files_carrying(conn, store.orphan_candidates(conn))) - {task[0] for task in to_read}
-        if stats is not None:
+        if everything is None:  # `known` holds only the files to act on
             known.update(store.known_files(conn, list(again)))
         topics = store.TopicRegistry(conn)
         if too_large:
             store.write_batch(conn, too_large, known, topics, now)
     for path in sorted(again):
-        file = found.files.get(path)
-        if file is not None and file.problem is None and file.size <= file.max_bytes:
-            to_read.append((path, file.max_bytes, None, file.root))
+        carrier = found.files.get(path)
+        if carrier is not None and carrier.problem is None and carrier.size <= carrier.max_bytes:
+            to_read.append((path, carrier.max_bytes, None, carrier.root))
 
     # Oldest edit first, so that where two files carry one article the newest edit wins.
     to_read.sort(key=lambda task: (found.files[task[0]].mtime_ns, task[0]))
@@ -419,7 +421,7 @@ def _cycle(
     batch: list[store.Ingested] = []
     touched: list[tuple[str, int, int]] = []
     stopped = False
-    first_run = not (known if stats is None else stats)  # no file stored yet
+    first_run = not stats  # no file stored yet
     with indexes_deferred(engine, defer=first_run and len(to_read) >= DEFER_INDEXES_FROM):
         results = _read_all(to_read, limits)
         for result in results:
@@ -455,10 +457,10 @@ def _cycle(
         for url in store.remove_orphans(conn, now):
             log.info("article.removed", url=url)
     report.enrich.update(enrich_related(engine, config.enrich, now, log))
-    stats = publish(
+    published = publish(
         engine, _feed_settings(config), now, helper=_process_pool_of_one if (os.cpu_count() or 1) > 1 else None
     )
-    report.feeds.update(written=stats.written, unchanged=stats.unchanged, removed=stats.removed)
+    report.feeds.update(written=published.written, unchanged=published.unchanged, removed=published.removed)
     _count_stored(engine, report)
 
 

@@ -404,7 +404,7 @@ def _waited_for_by_their_creator() -> set[int]:
     }
     for _ in range(5):
         try:  # a set other threads change: copied again should it change meanwhile
-            pids.update(process.pid for process in list(multiprocessing.process._children))
+            pids.update(process.pid for process in list(multiprocessing.process._children))  # type: ignore[attr-defined]
             break
         except RuntimeError:
             continue

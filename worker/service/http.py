@@ -506,7 +506,7 @@ class FeedFiles:
         `may_wait`, the seconds until that second is over (then ask again)."""
         resolved = _resolve(self._root(), relative)
         opened = None if resolved is None else _open_feed(*resolved)
-        if opened is None:
+        if resolved is None or opened is None:
             return _not_found()
         fd, st = opened
         media_type = CONTENT_TYPES[os.path.splitext(resolved[1][-1])[1].lower()]

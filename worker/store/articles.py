@@ -237,7 +237,7 @@ def _write_articles(
 ) -> tuple[list[int], list[int]]:
     """Insert or update the articles; returns the ids of those in a feed before or after (a
     draft that stays one is in none), and of those whose link view changed."""
-    existing: dict[str, Row[Any]] = {}
+    existing: dict[str, Any] = {}
     columns = (A.c.id, A.c.url, A.c.first_seen, A.c.content_hash, A.c.removed, A.c.is_published, A.c.title,
                A.c.provider_name, A.c.provider_domain, A.c.published_at)
     for chunk in in_chunks(list(by_url)):

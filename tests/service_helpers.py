@@ -31,6 +31,7 @@ __all__ = [
     "make_corpus",
     "raw_get",
     "serve_examples",
+    "serving_in_process",
     "wait_for",
     "write_config",
 ]
@@ -247,3 +248,38 @@ def serve_examples(root: Path, **config: Any) -> Iterator[ServedExamples]:
     with Service(write_config(root, port=port, **config), port) as service:
         service.wait_healthy(60)
         yield ServedExamples(service, root, root / "feeds")
+
+
+@contextmanager
+def serving_in_process(tmp_path: Path, *, clock: Callable[[], float] | None = None, **options: Any) -> Iterator[int]:
+    """`serve`'s HTTP server (create_app + http_server) in this process, on 127.0.0.1 port 0,
+    over an empty store and `tmp_path/feeds`; `options` go to http_server. Yields the port."""
+    import threading
+
+    from worker.config import Config
+    from worker.service.app import http_server
+    from worker.service.http import create_app
+    from worker.service.metrics import ServiceMetrics
+    from worker.service.scheduler import Runner
+
+    feeds = tmp_path / "feeds"
+    feeds.mkdir(parents=True, exist_ok=True)
+    config = Config.model_validate({
+        "sources": [{"path": str(tmp_path / "inbox")}], "database": str(tmp_path / "db.sqlite"),
+        "feeds": {"dir": str(feeds)},
+    })
+    metrics = ServiceMetrics()
+    app = create_app(Runner(config, metrics=metrics), metrics, **({"clock": clock} if clock else {}))
+    server = http_server(app, **options)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, 10, "the in-process server to start")
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()

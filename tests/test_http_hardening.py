@@ -24,14 +24,11 @@ from tests.service_helpers import (
     free_port,
     raw_get,
     serve_examples,
+    serving_in_process,
     wait_for,
     write_config,
 )
-from worker.config import Config
 from worker.publish.writer import TEMP_PREFIX
-from worker.service.http import create_app
-from worker.service.metrics import ServiceMetrics
-from worker.service.scheduler import Runner
 
 MARK = "NOT-A-FEED-DOCUMENT-5f1c"
 DEADLINE_S = 10.0  # worker.service.app.REQUEST_TIMEOUT_S, the default `serve` runs with
@@ -235,30 +232,11 @@ def test_a_fifo_in_the_feeds_folder_answers_404_at_once(tmp_path: Path) -> None:
 
 @contextlib.contextmanager
 def in_process(tmp_path: Path, **options: float) -> Iterator[int]:
-    """`serve`'s HTTP server (worker.service.app.http_server) on 127.0.0.1, port 0; yields the port."""
-    from worker.service.app import http_server
-
-    feeds = tmp_path / "feeds"
-    feeds.mkdir(parents=True, exist_ok=True)
-    (feeds / "all.rss").write_bytes(b"<?xml version='1.0'?><rss version='2.0'><channel/></rss>")
-    config = Config.model_validate({
-        "sources": [{"path": str(tmp_path / "inbox")}], "database": str(tmp_path / "db.sqlite"),
-        "feeds": {"dir": str(feeds)},
-    })
-    metrics = ServiceMetrics()
-    server = http_server(create_app(Runner(config, metrics=metrics), metrics), **options)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, 10, "the in-process server to start")
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
+    """`serve`'s HTTP server on 127.0.0.1 with a small `all.rss`; yields the port."""
+    (tmp_path / "feeds").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "feeds" / "all.rss").write_bytes(b"<?xml version='1.0'?><rss version='2.0'><channel/></rss>")
+    with serving_in_process(tmp_path, **options) as port:
+        yield port
 
 
 def _read_response(sock: socket.socket) -> bytes:

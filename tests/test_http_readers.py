@@ -11,9 +11,7 @@ import contextlib
 import gzip
 import os
 import signal
-import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -32,13 +30,12 @@ from tests.service_helpers import (
     free_port,
     make_corpus,
     serve_examples,
+    serving_in_process,
     wait_for,
     write_config,
 )
 from worker import pipeline
-from worker.config import Config, ScheduleConfig
-from worker.service.metrics import ServiceMetrics
-from worker.service.scheduler import Runner
+from worker.config import ScheduleConfig
 
 TOKEN = "readers-token-0123456789abcdef"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -184,32 +181,9 @@ class Clock:
         return self.now
 
 
-@contextlib.contextmanager
-def in_process(tmp_path: Path, clock: Callable[[], float]) -> Iterator[int]:
-    """`serve`'s HTTP server (create_app + http_server) on 127.0.0.1 port 0 with `clock`; yields the port."""
-    from worker.service.app import http_server
-    from worker.service.http import create_app
-
-    feeds = tmp_path / "feeds"
-    feeds.mkdir(parents=True, exist_ok=True)
-    config = Config.model_validate({
-        "sources": [{"path": str(tmp_path / "inbox")}], "database": str(tmp_path / "db.sqlite"),
-        "feeds": {"dir": str(feeds)},
-    })
-    metrics = ServiceMetrics()
-    server = http_server(create_app(Runner(config, metrics=metrics), metrics, clock=clock))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, 10, "the in-process server to start")
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
+def in_process(tmp_path: Path, clock: Callable[[], float]) -> contextlib.AbstractContextManager[int]:
+    """`serve`'s HTTP server on 127.0.0.1 port 0 with `clock`; yields the port."""
+    return serving_in_process(tmp_path, clock=clock)
 
 
 def replace_file(path: Path, data: bytes, mtime_ns: int | None = None) -> None:

@@ -170,11 +170,17 @@ def _migrate(conn: Connection) -> None:
     from worker.store.models import Meta
 
     inspector = sa.inspect(conn)
-    if not inspector.has_table(Meta.__tablename__):
+    stored = None
+    if inspector.has_table(Meta.__tablename__):
+        stored = conn.execute(sa.select(Meta.value).where(Meta.key == "schema_version")).scalar()
+    if stored is None:
+        # A new store; or a first run killed while creating it: SQLite's driver runs CREATE
+        # TABLE outside the transaction, so tables can exist without the version row, and
+        # nothing else was written yet. create_all makes only what is missing.
         SQLModel.metadata.create_all(conn)
         conn.execute(sa.insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
         return
-    version = int(conn.execute(sa.select(Meta.value).where(Meta.key == "schema_version")).scalar_one())
+    version = int(stored)
     if version > SCHEMA_VERSION:
         raise StoreError(f"the database has schema version {version}; this feedworker knows {SCHEMA_VERSION}")
     for target in range(version + 1, SCHEMA_VERSION + 1):

@@ -203,7 +203,9 @@ def test_a_connection_flood_under_a_low_descriptor_limit(tmp_path: Path) -> None
                 sock.close()
         assert service.get("/feeds/all.atom").status_code == 200
         log = _log_since(service, offset)
-        assert "Traceback" not in log and "Too many open files" not in log, log[-3000:]
+        # A burst can still hit the descriptor limit between accept() and the cap (seen when
+        # another test loads the machine): then one line a minute, without a traceback.
+        assert "Traceback" not in log and log.count("Too many open files") <= 1, log[-3000:]
         assert log.count("http.connection_evicted") == 1, log[-3000:]  # once a minute, not per connection
 
 

@@ -2,14 +2,19 @@
 # feedworker: the scheduler and the HTTP server (`feedworker serve`) in one small image.
 # Build:  docker build -t feedworker .      Run: see docker-compose.yml and the README's "Deploy" section.
 
-# --- build stage: one wheel for feedworker and one for each dependency -------------------
+# --- build stage: a virtual environment with the locked dependencies, then feedworker ----
+# requirements.lock pins every dependency with its hashes (README, "Development"): pip
+# refuses anything else. The package itself adds no dependency (--no-deps).
 FROM python:3.11-slim AS build
 WORKDIR /src
+COPY requirements.lock ./
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --require-hashes --requirement requirements.lock
 COPY pyproject.toml README.md ./
 COPY worker ./worker
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps .
 
-# --- final stage: a virtual environment with those wheels, no build tools ----------------
+# --- final stage: that virtual environment, no build tools --------------------------------
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -17,10 +22,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     FEEDWORKER_CONFIG=/app/config/feedworker.yaml \
     FEEDWORKER_SERVER__HOST=0.0.0.0 \
     FEEDWORKER_SERVER__PORT=8080
-RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links=/wheels /wheels/*.whl \
-    && groupadd --system --gid 10001 feedworker \
+COPY --from=build /opt/venv /opt/venv
+RUN groupadd --system --gid 10001 feedworker \
     && useradd --system --uid 10001 --gid feedworker --home-dir /app --shell /usr/sbin/nologin feedworker \
     && mkdir -p /data/inbox /data/db /data/feeds \
     && chown -R feedworker:feedworker /data

@@ -30,9 +30,11 @@ __all__ = [
     "lock_held",
     "make_corpus",
     "raw_get",
+    "resolve_feed_path",
     "serve_examples",
     "serving_in_process",
     "wait_for",
+    "wait_idle",
     "write_config",
 ]
 
@@ -45,6 +47,26 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def resolve_feed_path(root: Path, relative: str) -> Path | None:
+    """The feed file /feeds/<relative> serves from `root`, as worker.service.http resolves it; None if refused."""
+    from worker.service.http import _resolve
+
+    resolved = _resolve(root, relative)
+    return None if resolved is None else Path(resolved[0], *resolved[1])
+
+
+def wait_idle(runner: Any, timeout: float) -> bool:
+    """Wait until `runner` (a worker.service.scheduler.Runner) has nothing running or queued."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = runner.state()
+        if not state.running and not state.queued:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
 
 
 def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:

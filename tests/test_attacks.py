@@ -141,20 +141,20 @@ def test_deep_pairs_omap_and_sets_in_unknown_fields_never_fail_a_run(project: Pr
 
 
 def test_any_error_turning_one_file_into_rows_quarantines_that_file_alone(project: Project):
-    from worker.pipeline import read_article
-    from worker.store import articles
+    from worker.ingest.parsers import read_article
+    from worker import model
 
     project.write("one.txt", POISON["pairs.txt"])
-    original = articles.Ingested.of_article
+    original = model.Ingested.of_article
 
     def failing(*args, **kwargs):  # whatever a future field might raise while being encoded
         raise RecursionError("maximum recursion depth exceeded while encoding a JSON object")
 
-    articles.Ingested.of_article = failing  # type: ignore[method-assign]
+    model.Ingested.of_article = failing  # type: ignore[method-assign]
     try:
         result = read_article(str(project.inbox / "one.txt"), 10_000, None)
     finally:
-        articles.Ingested.of_article = original  # type: ignore[method-assign]
+        model.Ingested.of_article = original  # type: ignore[method-assign]
     assert result.article is None
     assert result.error.startswith("cannot be stored: RecursionError")
 

@@ -9,12 +9,16 @@ import shutil
 import signal
 import subprocess
 import sys
+import tomllib
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.service_helpers import ROOT, Service, clean_env, free_port, wait_for
 from worker.config import load_config
@@ -22,6 +26,8 @@ from worker.config import load_config
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKER_CONFIG = ROOT / "config" / "docker.yaml"
+LOCK = ROOT / "requirements.lock"
+DOCKERIGNORE = ROOT / ".dockerignore"
 BIN = Path(sys.executable).parent
 TOKEN = "container-token-0123456789abcdef"
 
@@ -137,6 +143,94 @@ def test_dockerfile_lint() -> None:
     result = subprocess.run([str(tool if tool.exists() else "hadolint"), "--no-color", str(DOCKERFILE)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def locked(path: Path | None = None) -> dict[str, tuple[str, list[str]]]:
+    """requirements.lock as {normalised name: (pinned version, sha256 hashes)}."""
+    text = re.sub(r"\\\n", " ", (path or LOCK).read_text(encoding="utf-8"))
+    pins: dict[str, tuple[str, list[str]]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        requirement, *options = line.split()
+        name, pinned, version = requirement.partition("==")
+        assert pinned and version, f"not pinned to one version: {line}"
+        hashes = [option.removeprefix("--hash=") for option in options if option.startswith("--hash=sha256:")]
+        pins[canonicalize_name(name)] = (version, hashes)
+    return pins
+
+
+def test_the_lock_pins_every_runtime_dependency_with_hashes() -> None:
+    pins = locked()
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    assert declared
+    environment = {"python_version": "3.11", "python_full_version": "3.11.0", "sys_platform": "linux",
+                   "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+                   "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+    for text in declared:
+        requirement = Requirement(text)
+        if requirement.marker is not None and not requirement.marker.evaluate(environment):
+            continue  # not for the image's Python 3.11 on Linux x86_64
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is not in requirements.lock: regenerate it (README, Development)"
+        version = pins[name][0]
+        assert requirement.specifier.contains(version, prereleases=True), (
+            f"requirements.lock pins {requirement.name} {version}, outside pyproject.toml's {requirement.specifier}"
+        )
+    for name, (version, hashes) in pins.items():
+        assert hashes, f"{name}=={version} has no hash in requirements.lock"
+    assert "feedworker" not in pins  # the package itself goes in apart, with --no-deps
+
+
+def _pip_commands(steps: list[tuple[str, str]]) -> list[list[str]]:
+    """Each `pip install` / `pip wheel` command of the RUN steps, as words."""
+    commands = []
+    for keyword, rest in steps:
+        if keyword != "RUN":
+            continue
+        for command in re.split(r"&&|;|\|\|", rest):
+            words = shlex.split(command)
+            pip = [index for index, word in enumerate(words) if word == "pip" or word.endswith("/pip")]
+            if pip and words[pip[0] + 1:pip[0] + 2] in (["install"], ["wheel"]):
+                commands.append(words[pip[0]:])
+    return commands
+
+
+def _from_lock(words: list[str]) -> bool:
+    return any(word in ("-r", "--requirement") and words[index + 1] == LOCK.name
+               for index, word in enumerate(words[:-1])) or f"--requirement={LOCK.name}" in words
+
+
+def test_the_image_installs_its_dependencies_from_the_lock_and_the_package_without_them() -> None:
+    steps = instructions()
+    assert any(keyword == "COPY" and LOCK.name in rest.split()[:-1] for keyword, rest in steps), (
+        "the Dockerfile copies no requirements.lock")
+    commands = _pip_commands(steps)
+    from_lock = [words for words in commands if _from_lock(words)]
+    assert from_lock and all("--require-hashes" in words for words in from_lock), commands
+    # Nothing else resolves a dependency: every other pip command takes --no-deps...
+    others = [words for words in commands if not _from_lock(words)]
+    assert all("--no-deps" in words for words in others), others
+    # ...and one of them installs the package itself (the build context).
+    assert any(words[1] == "install" and "." in words for words in others), others
+    # The final stage runs what was installed: the build stage's environment, copied whole.
+    assert any(keyword == "COPY" and rest.split()[0].startswith("--from=") and rest.split()[1:] == ["/opt/venv", "/opt/venv"]
+               for keyword, rest in final_stage()), "the final stage does not take the locked environment"
+    assert all(words[0] == "/opt/venv/bin/pip" for words in commands), commands
+
+
+def test_the_lock_is_in_the_build_context() -> None:
+    """.dockerignore: the last pattern that matches a name decides, `!` lets it in again."""
+    included = True
+    for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        if fnmatch(LOCK.name, line.removeprefix("!").removeprefix("**/")):
+            included = negated
+    assert included, f".dockerignore leaves {LOCK.name} out of the build context"
 
 
 def test_docker_config_loads_with_the_container_environment() -> None:

@@ -287,7 +287,7 @@ def test_a_database_held_by_another_process_waits_then_reports_clearly(tmp_path:
 
 
 def test_a_read_error_records_no_stat_so_the_file_is_tried_again(tmp_path: Path):
-    from worker.pipeline import read_article
+    from worker.ingest.parsers import read_article
 
     folder = tmp_path / "looks-like-a-file.txt"
     folder.mkdir()
@@ -350,7 +350,7 @@ def test_files_rewritten_renamed_and_deleted_during_runs_settle_correctly(tmp_pa
         assert state == ("ok" if data.startswith(b"---\ntitle:") and len(data) > 40 else "quarantined"), name
     # Every article a file carries is there, and no other: a quarantined file (one truncated as
     # the writer stopped) keeps the article it last gave.
-    assert report.articles["total"] == len({url for _state, url in texts.values() if url})
+    assert report.articles.total == len({url for _state, url in texts.values() if url})
 
 
 def _secondary_indexes(database: Path) -> set[str]:

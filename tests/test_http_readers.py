@@ -34,7 +34,7 @@ from tests.service_helpers import (
     wait_for,
     write_config,
 )
-from worker import pipeline
+from worker.ingest import parsers
 from worker.config import ScheduleConfig
 
 TOKEN = "readers-token-0123456789abcdef"
@@ -404,7 +404,7 @@ def no_zombie_children(service: Service) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_no_defunct_child_after_cycles_that_used_a_process_pool(tmp_path: Path) -> None:
-    make_corpus(tmp_path / "inbox", 3 * pipeline.INLINE_BELOW)
+    make_corpus(tmp_path / "inbox", 3 * parsers.INLINE_BELOW)
     port = free_port()
     config = write_config(tmp_path, port=port, server={"token": TOKEN})
     with Service(config, port) as service:
@@ -414,7 +414,7 @@ def test_no_defunct_child_after_cycles_that_used_a_process_pool(tmp_path: Path) 
         run_id = service.post("/runs", headers=BEARER).json()["run_id"]
         done = wait_for(lambda: (r := service.get(f"/runs/{run_id}").json())["status"] in ("ok", "failed") and r, 90,
                         "the second run")
-        assert done["status"] == "ok" and done["report"]["files"]["changed"] == 3 * pipeline.INLINE_BELOW
+        assert done["status"] == "ok" and done["report"]["files"]["changed"] == 3 * parsers.INLINE_BELOW
         wait_for(lambda: no_zombie_children(service), 5, "no <defunct> child of serve")
 
 

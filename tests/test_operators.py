@@ -129,13 +129,13 @@ def test_a_run_with_some_sources_unreadable_says_which(tmp_path: Path):
         {"path": str(tmp_path / "more"), "state": "ok", "files": 1},
     ]
     full = project.cli("run", "--json")
-    assert [e.get("quick") for e in events(full.stderr) if e.get("event") == "run.finished"] == [False]
+    assert [e.get("idle") for e in events(full.stderr) if e.get("event") == "run.finished"] == [False]
     assert json.loads(full.stdout)["sources"] == expected and json.loads(full.stdout)["status"] == "ok"
 
     # The same state again: the no-change path reports the same, and the summary line says it.
     result = project.cli("run", check=False)
     assert result.returncode == 0, result.stderr
-    assert [e.get("quick") for e in events(result.stderr) if e.get("event") == "run.finished"] == [True]
+    assert [e.get("idle") for e in events(result.stderr) if e.get("event") == "run.finished"] == [True]
     (line,) = result.stdout.splitlines()
     assert line.startswith("ok: 3 files (0 new, 0 changed, 0 deleted, 0 quarantined)")
     assert line.endswith(
@@ -143,7 +143,7 @@ def test_a_run_with_some_sources_unreadable_says_which(tmp_path: Path):
         f"{tmp_path / 'plain-file'} (Not a directory)"
     )
     quick = project.cli("run", "--json")
-    assert [e.get("quick") for e in events(quick.stderr) if e.get("event") == "run.finished"] == [True]
+    assert [e.get("idle") for e in events(quick.stderr) if e.get("event") == "run.finished"] == [True]
     assert json.loads(quick.stdout)["sources"] == expected
 
     single = make_project(tmp_path / "one", sources=[{"path": "../inbox"}, {"path": "../gone"}])
@@ -397,8 +397,8 @@ def test_a_stopped_run_reports_the_articles_it_stored(project: Project):
     conn.close()
     assert stored == BATCH
     assert report.status == "failed" and "stopped at a safe point" in (report.message or "")
-    assert report.articles == {"total": BATCH, "published": BATCH}
-    assert report.files["new"] == BATCH + 100
+    assert (report.articles.total, report.articles.published) == (BATCH, BATCH)
+    assert report.files.new == BATCH + 100
     status = json.loads(project.cli("status", "--json").stdout)
     assert status["last_run"]["articles"]["total"] == BATCH
 
@@ -460,11 +460,11 @@ def test_duration_is_the_work_alone_and_the_wait_is_reported_apart(project: Proj
     assert "waiting for it to finish" in result.stderr
     assert full["waited_s"] >= 1.5
     finished = [e for e in events(result.stderr) if e.get("event") == "run.finished"]
-    assert finished[0]["duration_s"] == full["duration_s"] and finished[0]["quick"] is False
+    assert finished[0]["duration_s"] == full["duration_s"] and finished[0]["idle"] is False
 
     quick, result = _run_while_locked(project, 1.5)  # nothing changed: the no-change path
     finished = [e for e in events(result.stderr) if e.get("event") == "run.finished"]
-    assert finished[0]["quick"] is True
+    assert finished[0]["idle"] is True
     assert quick["waited_s"] >= 1.5
 
 

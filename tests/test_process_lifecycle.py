@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from tests.service_helpers import Service, free_port, make_corpus, wait_for, write_config
-from worker import pipeline
+from worker.ingest import parsers
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux's")
 
-CORPUS = 300  # well above pipeline.INLINE_BELOW: the first cycle parses in a process pool
+CORPUS = 300  # well above parsers.INLINE_BELOW: the first cycle parses in a process pool
 FORKSERVER = "from multiprocessing.forkserver import main"  # its command line, and its children's
 
 
@@ -188,7 +188,7 @@ def run_trials(tmp_path: Path, endings: list[Ending]) -> list[str]:
 
 
 def test_the_corpus_is_parsed_in_a_pool() -> None:
-    assert CORPUS >= 2 * pipeline.INLINE_BELOW
+    assert CORPUS >= 2 * parsers.INLINE_BELOW
 
 
 @pytest.mark.slow

@@ -27,8 +27,9 @@ from lxml import etree
 from tests.conftest import SAMPLE, article_text, make_project
 from tests.feedcheck import ATOM, CONTENT, assert_valid_feeds, strict_parse
 from worker.config import load_config
-from worker.ingest.frontmatter import Article, ArticleError, ParseLimits, parse_article
-from worker.ingest.topics import topic_key
+from worker.ingest.frontmatter import ArticleError, ParseLimits, parse_article
+from worker.model import Article
+from worker.topics import topic_key
 from worker.pipeline import run_cycle
 
 NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -81,7 +82,7 @@ def run_in_process(files: dict[str, bytes], check) -> None:
 
 def assert_each_file_taken_or_quarantined(files: dict[str, bytes], outcome: Outcome) -> None:
     report = outcome.report
-    assert report.files["seen"] == len(files)
+    assert report.files.seen == len(files)
     assert set(outcome.rows) == set(files), "a file was neither ingested nor quarantined"
     quarantined = set()
     for name, (state, error, url) in outcome.rows.items():
@@ -91,11 +92,11 @@ def assert_each_file_taken_or_quarantined(files: dict[str, bytes], outcome: Outc
             assert state == "quarantined", (name, state)
             assert error and error.strip(), f"{name}: quarantined without a message"
             quarantined.add(name)
-    assert report.files["quarantined"] == len(quarantined)
+    assert report.files.quarantined == len(quarantined)
     assert {Path(error["path"]).name for error in report.errors} == quarantined
     assert all(error["message"].strip() for error in report.errors)
     urls = {url for state, _, url in outcome.rows.values() if state == "ok"}
-    assert report.articles["total"] == len(urls)
+    assert report.articles.total == len(urls)
 
 
 SLUG_FILE = re.compile(r"^[a-z0-9][a-z0-9._-]*\.(rss|atom)$")
@@ -421,9 +422,9 @@ def test_hostile_text_in_every_field_renders_valid_sanitised_feeds(articles):
         valid = {name for name, article in parsed.items() if article is not None}
         for name, (state, error, _) in outcome.rows.items():
             assert (state == "ok") == (name in valid), (name, error)
-        assert outcome.report.articles["total"] == len(valid)  # distinct webUrls, one article each
+        assert outcome.report.articles.total == len(valid)  # distinct webUrls, one article each
         published = [article for article in parsed.values() if article is not None and article.is_published]
-        assert outcome.report.articles["published"] == len(published)
+        assert outcome.report.articles.published == len(published)
         topic_keys = {topic_key(name) for article in published for name in article.topics}
         topics_dir = outcome.feeds / "topics"
         topic_files = sorted(topics_dir.iterdir()) if topics_dir.exists() else []

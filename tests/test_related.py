@@ -11,16 +11,22 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from tests.conftest import article_text
-from worker.enrich.related import GivenItem, LinkedArticle, PageInfo, RelatedLink, related_links
+from worker.model import Ingested, LinkedArticle, PageInfo, RelatedItem, RelatedLink
+from worker.publish.links import related_links
 from worker.ingest.frontmatter import parse_article
 from worker.publish.sanitize import plain_text
 from worker.store import articles as store
 from worker.store import pages
 from worker.store import related as graph_store
-from worker.store.db import connect, transaction
+from worker.store.db import connect, migrate, transaction
 
 T0 = datetime(2021, 1, 1, tzinfo=UTC)
 OWN = "https://own.example/story"
+
+
+def given_item(url: str, title: str | None = None, provider: str | None = None) -> RelatedItem:
+    """A related item as a file gives it: its canonical URL, a title and a provider name."""
+    return RelatedItem(url, url, title, provider_name=provider)
 
 
 def stored(url: str, title: str, day: int = 1, provider: str | None = "Stored") -> LinkedArticle:
@@ -31,7 +37,7 @@ def stored(url: str, title: str, day: int = 1, provider: str | None = "Stored") 
 
 
 def test_given_items_come_first_in_file_order_then_reverse_links_newest_first():
-    given = [GivenItem("https://b.example/1", "B one"), GivenItem("https://a.example/1", "A one")]
+    given = [given_item("https://b.example/1", "B one"), given_item("https://a.example/1", "A one")]
     linking = [stored("https://old.example/x", "Old", 1), stored("https://new.example/x", "New", 9),
                stored("https://mid.example/x", "Mid", 5), stored("https://amid.example/x", "Also mid", 5)]
     links = related_links(OWN, given, linking, {}, {})
@@ -39,7 +45,7 @@ def test_given_items_come_first_in_file_order_then_reverse_links_newest_first():
 
 
 def test_never_itself_and_never_twice():
-    given = [GivenItem(OWN, "Me"), GivenItem("https://b.example/1", "B"), GivenItem("https://b.example/1", "B again")]
+    given = [given_item(OWN, "Me"), given_item("https://b.example/1", "B"), given_item("https://b.example/1", "B again")]
     linking = [stored(OWN, "Me"), stored("https://b.example/1", "B stored"), stored("https://c.example/1", "C")]
     stored_by_url = {"https://b.example/1": stored("https://b.example/1", "B stored")}
     links = related_links(OWN, given, linking, stored_by_url, {})
@@ -48,7 +54,7 @@ def test_never_itself_and_never_twice():
 
 
 def test_a_stored_article_shows_its_own_title_and_provider():
-    given = [GivenItem("https://b.example/1", "Headline as the other outlet wrote it", "Aggregator")]
+    given = [given_item("https://b.example/1", "Headline as the other outlet wrote it", "Aggregator")]
     links = related_links(OWN, given, [], {"https://b.example/1": stored("https://b.example/1", "Real", provider="B News")}, {})
     assert links == (RelatedLink("https://b.example/1", "Real", "B News"),)
     # no provider stored: the item's is better than none
@@ -58,10 +64,10 @@ def test_a_stored_article_shows_its_own_title_and_provider():
 
 def test_missing_titles_fall_back_to_fetched_metadata_then_the_host_name():
     given = [
-        GivenItem("https://fetched.example/a"),
-        GivenItem("https://given.example/a", "Given title"),
-        GivenItem("https://www.nothing.example:8443/a"),
-        GivenItem("https://markup.example/a", "<b></b>"),
+        given_item("https://fetched.example/a"),
+        given_item("https://given.example/a", "Given title"),
+        given_item("https://www.nothing.example:8443/a"),
+        given_item("https://markup.example/a", "<b></b>"),
     ]
     pages = {
         "https://fetched.example/a": PageInfo("Fetched title", "Fetched Site"),
@@ -109,7 +115,7 @@ class Store:
                 path = f"/inbox/{fields['web_url'].rsplit('/', 1)[1]}.txt"
                 data = article_text(**fields).encode()
                 parsed = parse_article(data, path)
-                items.append(store.Ingested.of_article(path, len(data), 1, str(hash(data)), parsed))
+                items.append(Ingested.of_article(path, len(data), 1, str(hash(data)), parsed))
             store.write_batch(conn, items, known, store.TopicRegistry(conn), now)
 
     def propagate(self, now: datetime) -> int:
@@ -132,6 +138,7 @@ class Store:
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Store]:
     engine = connect(f"sqlite:///{tmp_path / 'store.db'}")
+    migrate(engine)
     yield Store(engine)
     engine.dispose()
 

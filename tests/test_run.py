@@ -482,7 +482,7 @@ def test_many_feeds_rendered_by_two_processes_equal_those_rendered_by_one(projec
     from datetime import UTC, datetime
 
     from worker.publish.feeds import PARALLEL_FROM, publish
-    from worker.publish.settings import FeedSettings
+    from worker.model import FeedSettings
     from worker.store.db import connect
 
     for n in range(PARALLEL_FROM + 4):

@@ -28,12 +28,14 @@ from tests.service_helpers import (
     lock_held,
     make_corpus,
     raw_get,
+    resolve_feed_path,
     wait_for,
+    wait_idle,
     write_config,
 )
 from worker.config import Config, ScheduleConfig
-from worker.pipeline import CycleError, RunReport
-from worker.service.http import health, newest_report, resolve_feed_path
+from worker.report import CycleError, RunReport
+from worker.service.http import health, newest_report
 from worker.service.metrics import ServiceMetrics
 from worker.service.scheduler import Runner, RunnerState, RunnerStopped, build_trigger, cron_weekdays
 
@@ -159,7 +161,7 @@ def test_runner_queues_exactly_one_follow_up(tmp_path: Path) -> None:
     third, joined_third = runner.request("schedule")
     assert not joined_second and joined_third and third is second and second.status == "queued"
     release.set()
-    assert runner.wait_idle(10)
+    assert wait_idle(runner, 10)
     assert calls == [1, 2]
     assert (first.status, first.store_run_id, second.status, second.store_run_id) == ("ok", 1, "ok", 2)
     assert runner.get(second.id) is second and runner.last_report()["run_id"] == 2

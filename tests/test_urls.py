@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.enrich.urls import canonical_item_url, canonical_url, entry_id, is_http_url
+from worker.urls import canonical_item_url, canonical_url, entry_id, is_http_url
 
 CANONICAL_CASES = [
     # scheme and host case, default ports, empty path

@@ -7,20 +7,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ROOT
+from worker.ingest import yamlload
 from worker.ingest.frontmatter import ArticleError, parse_article
 from worker.ingest.yamlload import (
     _SPECIAL,
-    fast_loader_available,
     has_special_characters,
     load_yaml,
     needs_reference_loader,
 )
 
-pytestmark = pytest.mark.skipif(not fast_loader_available(), reason="yaml_rs is not installed")
+pytestmark = pytest.mark.skipif(yamlload.yaml_rs is None, reason="yaml_rs is not installed")
 
 
 def outcome(data: bytes, fast: bool):
@@ -90,6 +90,8 @@ def documents(draw):
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(documents())
+@example("published:\n  name: true\n  publishedDateTime: 2021-01-26\nwebUrl: https://e.com/x\ntitle: T\n")
+@example("published:\n  name: true\n  publishedDateTime: 2021-01-26T22:12:00Z\nwebUrl: https://e.com/x\ntitle: T\n")
 def test_hostile_scalars_read_the_same(document):
     assert_same(f"---\n{document}---\n".encode())
 

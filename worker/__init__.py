@@ -20,14 +20,14 @@ __all__ = [
 # Imported on first use, so that `feedworker check` or a no-change run does not pay for
 # the renderer and the HTTP stack at start-up.
 _HOMES = {
-    "Article": "worker.ingest.frontmatter",
+    "Article": "worker.model",
     "ArticleError": "worker.ingest.frontmatter",
     "parse_article": "worker.ingest.frontmatter",
     "Config": "worker.config",
     "ConfigError": "worker.config",
     "load_config": "worker.config",
-    "CycleError": "worker.pipeline",
-    "RunReport": "worker.pipeline",
+    "CycleError": "worker.report",
+    "RunReport": "worker.report",
     "run_cycle": "worker.pipeline",
 }
 

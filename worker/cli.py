@@ -66,7 +66,8 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON on stdout.")
 def run(config_path: Path | None, as_json: bool) -> None:
     """Run one full cycle (scan, ingest, enrich, render) and exit."""
-    from worker.pipeline import CycleError, run_cycle, unreadable_sources
+    from worker.pipeline import CycleError, run_cycle
+    from worker.report import unreadable_sources
 
     config = _load(config_path)
 
@@ -86,9 +87,9 @@ def run(config_path: Path | None, as_json: bool) -> None:
     else:
         files = report.files
         click.echo(
-            f"ok: {files['seen']} files ({files['new']} new, {files['changed']} changed, {files['deleted']} deleted, "
-            f"{files['quarantined']} quarantined); {report.articles['published']} of {report.articles['total']} "
-            f"articles published; {report.feeds['written']} feeds written in {report.duration_s:.2f}s"
+            f"ok: {files.seen} files ({files.new} new, {files.changed} changed, {files.deleted} deleted, "
+            f"{files.quarantined} quarantined); {report.articles.published} of {report.articles.total} "
+            f"articles published; {report.feeds.written} feeds written in {report.duration_s:.2f}s"
             + _unreadable_note(report.sources, unreadable_sources(report.sources, report.errors))
         )
 
@@ -159,6 +160,42 @@ def _source_line(source: dict[str, Any]) -> str:
     elif last_state not in (None, source["state"]):
         line += f"; {last_state} at the last run"
     return line
+
+
+@cli.command()
+@_config_option
+@click.option(
+    "--to", "to_url", metavar="URL", default=None,
+    help="Not available yet: copying the store into another database comes in a later version.",
+)
+def migrate(config_path: Path | None, to_url: str | None) -> None:
+    """Create or upgrade the database schema to this feedworker's, then exit.
+
+    Waits for a running cycle (it takes the cycle lock). A run does the same on its own:
+    this is for upgrading at a chosen time, e.g. before starting a new version's `serve`.
+    """
+    from worker.store.db import migrate_database
+    from worker.store.errors import StoreError
+    from worker.store.version import version_of
+
+    if to_url is not None:
+        raise click.ClickException("migrate --to: copying the store into another database is not available yet")
+    config = _load(config_path)
+
+    def waiting() -> None:
+        click.echo("feedworker: another cycle is running on this database; waiting for it to finish", err=True)
+
+    try:
+        before, after = migrate_database(config.database_url, busy_timeout_s=config.busy_timeout_s, on_wait=waiting)
+    except StoreError as exc:
+        raise click.ClickException(printable(" ".join(str(exc).split()))) from None
+    now = f"version {version_of(after)} ({after})"
+    if before is None:
+        click.echo(f"schema created: {now}")
+    elif before == after:
+        click.echo(f"schema already at {now}: nothing to do")
+    else:
+        click.echo(f"schema upgraded from version {version_of(before)} ({before}) to {now}")
 
 
 @cli.command()
@@ -267,7 +304,7 @@ def trigger(config_path: Path | None, wait: bool, timeout_s: float | None) -> No
         click.echo(f"run {run_id} {result['status']}: {result.get('message') or 'see the server log'}", err=True)
         sys.exit(1)
     files, articles = report.get("files", {}), report.get("articles", {})
-    from worker.pipeline import unreadable_sources
+    from worker.report import unreadable_sources
 
     sources = report.get("sources") or []
     click.echo(

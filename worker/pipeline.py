@@ -1,99 +1,71 @@
-"""One cycle: scan -> ingest -> enrich -> publish, under the cycle lock; returns the run report."""
+"""One cycle, phase by phase: snapshot -> plan -> ingest -> enrich -> publish -> record, under the cycle lock."""
 
 from __future__ import annotations
 
 import gc
-import importlib
 import os
-import signal
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import structlog
 
 from worker.config import Config
-from worker.enrich import ENRICH_COUNTS
-from worker.ingest.scanner import Scan, Source, scan
-from worker.publish.settings import FeedSettings
-from worker.publish.writer import FeedWriteError
-from worker.store import quick
+from worker.ingest.scanner import scan
+from worker.model import ArticleCounts, FeedSettings, Ingested, KnownFile, Scan, Source, StoreSnapshot, Touched
+from worker.plan import CyclePlan, FetchSettings, plan_cycle
+from worker.publish.writer import FeedWriteError, feed_files
+from worker.report import CycleError, RunReport, interrupted_report, unreadable_sources
+from worker.store import keys
+from worker.store import snapshot as store_snapshot
 from worker.store.errors import StoreError
-from worker.store.files import guard_emptied_sources, plan_reads
 from worker.store.lock import cycle_lock, held_lock_descriptors
 
-if TYPE_CHECKING:  # the full cycle's modules load when it runs: a no-change run never needs them
-    from concurrent.futures import Future, ProcessPoolExecutor
-
+if TYPE_CHECKING:  # the working cycle's modules load when it runs: a cycle with nothing to do never needs them
     from sqlalchemy.engine import Engine
 
     from worker.ingest.frontmatter import ParseLimits
-    from worker.store import articles as store
+    from worker.ingest.parsers import ReadTask
+    from worker.store.articles import TopicRegistry
 
-__all__ = [
-    "CycleError",
-    "RunReport",
-    "parse_limits",
-    "read_article",
-    "run_cycle",
-    "start_parser_server",
-    "unreadable_sources",
-    "utcnow",
-]
+__all__ = ["BATCH", "DEFER_INDEXES_FROM", "CycleContext", "CycleError", "RunReport", "parse_limits", "run_cycle", "utcnow"]
 
 log = structlog.get_logger("worker.pipeline")
 
 BATCH = 500  # files per transaction
-INLINE_BELOW = 64  # fewer files than this are parsed without a process pool
-CHUNK = 32  # files per task sent to a parser process
-# What read_article needs, loaded before parser processes start so that none imports it again.
-_PARSER_MODULES = ("worker.ingest.frontmatter", "worker.ingest.read", "worker.store.articles")
 DEFER_INDEXES_FROM = 2000  # files a first run reads, from which it builds its indexes at the end
-_Task = tuple[str, int, "str | None", str]  # path, max_bytes, known hash, real path of its source folder
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class CycleError(Exception):
-    """The cycle could not complete (unusable database, unwritable feeds folder); carries the report."""
-
-    def __init__(self, message: str, report: RunReport):
-        super().__init__(message)
-        self.report = report
-
-
 @dataclass(slots=True)
-class RunReport:
-    status: str = "ok"
-    files: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(("seen", "new", "changed", "unchanged", "deleted", "quarantined"), 0)
-    )
-    articles: dict[str, int] = field(default_factory=lambda: {"total": 0, "published": 0})
-    feeds: dict[str, int] = field(default_factory=lambda: {"written": 0, "unchanged": 0, "removed": 0})
-    enrich: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ENRICH_COUNTS, 0))
-    # Each source folder in config order: {"path", "state": "ok" | "missing" | "unreadable", "files"}.
-    sources: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[dict[str, str]] = field(default_factory=list)
-    duration_s: float = 0.0
-    run_id: int | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
-    waited_s: float = 0.0
-    message: str | None = None
+class CycleContext:
+    """What every phase of one cycle works with."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    config: Config
+    clock: Callable[[], datetime]
+    should_stop: Callable[[], bool]
+    started: float  # time.monotonic() when the work began (the lock held)
+    report: RunReport
+    now: datetime = field(default_factory=utcnow)  # the cycle's time: its changes are stamped with it
+    log: Any = log
 
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2)
+    def finish_report(self) -> datetime:
+        self.report.duration_s = round(time.monotonic() - self.started, 3)
+        finished = self.clock()
+        self.report.finished_at = finished.isoformat()
+        return finished
+
+    @property
+    def feed_settings(self) -> FeedSettings:
+        feeds = self.config.feeds
+        return FeedSettings(feeds.dir, feeds.base_url, feeds.title, feeds.max_entries, feeds.opml_format)
 
 
 def run_cycle(
@@ -111,90 +83,101 @@ def run_cycle(
     says yes, the cycle stops at that safe point (stored batches kept, feeds left as they
     were) and fails. `duration_s` is the work alone; the wait for the lock is `waited_s`.
     """
-    started = work_started = time.monotonic()
+    asked = time.monotonic()
     report = RunReport()
+    context = None
     try:
         with cycle_lock(config.database_url, on_wait):
-            work_started = time.monotonic()
-            report.waited_s = round(work_started - started, 3)
-            done, found, stats = _quick_cycle(config, clock, work_started, report.waited_s, should_stop)
-            if done is not None:
-                return done
-            _full_cycle(config, clock, work_started, report, should_stop, found, stats)
+            context = CycleContext(config, clock, should_stop or _never, time.monotonic(), report, clock())
+            report.waited_s = round(context.started - asked, 3)
+            _cycle(context)
     except StoreError as exc:
-        report.status = "failed"
-        report.message = _one_line(exc)
-        report.duration_s = round(time.monotonic() - work_started, 3)
+        report.fail(_one_line(exc))
+        report.duration_s = round(time.monotonic() - (context.started if context else asked), 3)
         log.error("run.failed", reason=report.message)
     if report.status != "ok":
         raise CycleError(report.message or "the cycle failed", report)
     return report
 
 
-def _quick_cycle(
-    config: Config,
-    clock: Callable[[], datetime],
-    started: float,
-    waited_s: float,
-    should_stop: Callable[[], bool] | None,
-) -> tuple[RunReport | None, Scan | None, dict[str, tuple[int, int]] | None]:
-    """The whole run when nothing changed: checked and recorded with sqlite3 alone (see
-    worker.store.quick). Otherwise (None, the scan and the stored stats read on the way, if
-    any), and the full cycle runs."""
-    if config.enrich.fetch and config.enrich.max_fetches > 0:
-        return None, None, None  # fetching related pages is work on every run
-    store = quick.open_store(config.database_url, config.busy_timeout_s)
-    if store is None:
-        return None, None, None
-    with _collection_paused(), store:
-        return _quick_run(store, config, clock, started, waited_s, should_stop)
+def _never() -> bool:
+    return False
 
 
-def _quick_run(
-    store: quick.QuickStore,
-    config: Config,
-    clock: Callable[[], datetime],
-    started: float,
-    waited_s: float,
-    should_stop: Callable[[], bool] | None,
-) -> tuple[RunReport | None, Scan | None, dict[str, tuple[int, int]] | None]:
-    now = clock()
-    answer = store.check(_feed_settings(config), now, lambda: _scan(config))
-    facts, found = answer.facts, answer.found
-    if facts is None or found is None or (should_stop is not None and should_stop()):
-        return None, found, answer.stats
-    if _no_source_readable(found):
-        return None, found, answer.stats  # a failed run: the full cycle records it
-    report = RunReport(waited_s=waited_s, started_at=now.isoformat())
-    report.files.update(facts.plan.counts, quarantined=len(facts.quarantined))
-    report.articles.update(facts.articles)
-    report.sources = _source_report(found)
-    report.errors.extend({"path": path, "message": problem} for path, problem in found.problems)
-    report.errors.extend(facts.quarantined)
+def _cycle(context: CycleContext) -> None:
+    """Snapshot and plan; a cycle with an empty plan records itself and ends, any other works."""
+    config = context.config
+    reader = store_snapshot.open_reader(config.database_url, config.busy_timeout_s)
+    try:
+        with _collection_paused():
+            snapshot, found, plan, counts = _snapshot_and_plan(context, reader)
+            if plan.empty and not _no_source_readable(found) and not context.should_stop():
+                assert reader is not None and counts is not None
+                if _record_idle(context, reader, found, plan, snapshot, counts):
+                    return
+    finally:
+        if reader is not None:
+            reader[0].close()
+    _work(context, snapshot, found, plan)
 
-    def finish(run_id: int) -> tuple[datetime, str]:
-        report.run_id = run_id
-        report.duration_s = round(time.monotonic() - started, 3)
-        finished = clock()
-        report.finished_at = finished.isoformat()
-        return finished, report.to_json().decode()
 
-    if not store.record_run(now, finish):
-        return None, found, answer.stats
-    bound = log.bind(run_id=report.run_id)
-    for path, problem in found.problems:
-        bound.warning("source.unreadable", path=path, reason=problem)
-    _log_finished(bound, report, quick=True)
-    # The scan is not handed on: freed here, while collection is still paused, it is never
-    # traversed by the collector at all.
-    return report, None, None
+def _snapshot_and_plan(
+    context: CycleContext, reader: tuple[Any, store_snapshot.Dialect] | None
+) -> tuple[StoreSnapshot | None, Scan, CyclePlan, ArticleCounts | None]:
+    config = context.config
+    snapshot = None
+    if reader is not None:
+        try:
+            snapshot = store_snapshot.read_snapshot(reader[0])
+        except Exception:  # noqa: BLE001  (the working cycle opens the store properly and says what is wrong)
+            snapshot = None
+    settled = snapshot is not None and snapshot.current_schema
+    # The article counts are one long SQLite step that runs without the GIL: beside the scan,
+    # which waits on the disk, they come for free; only an idle cycle reports them from here.
+    counting = _Counting(config) if settled else None
+    if counting is not None:
+        counting.start()
+    try:
+        found = _scan(config)
+    finally:
+        if counting is not None:
+            counting.join()
+    fetch = FetchSettings(config.enrich.fetch and config.enrich.max_fetches > 0, config.enrich.ttl)
+    plan = plan_cycle(snapshot, found, feed_files(config.feeds.dir), context.feed_settings, fetch, context.now)
+    if snapshot is None or counting is None or counting.articles is None:
+        return snapshot, found, plan if not plan.empty else _not_idle(plan), None
+    return snapshot, found, plan, counting.articles
+
+
+def _not_idle(plan: CyclePlan) -> CyclePlan:
+    return CyclePlan(plan.files, (*plan.pending, "the store could not be read without SQLAlchemy"), plan.emptied)
+
+
+class _Counting(threading.Thread):
+    """The article counts an idle cycle reports, on a connection of its own."""
+
+    def __init__(self, config: Config):
+        super().__init__(name="feedworker-counts", daemon=True)
+        self._config = config
+        self.articles: ArticleCounts | None = None  # None: the store could not be read
+
+    def run(self) -> None:
+        reader = store_snapshot.open_reader(self._config.database_url, self._config.busy_timeout_s)
+        if reader is None:
+            return
+        try:
+            self.articles = store_snapshot.article_counts(reader[0])
+        except Exception:  # noqa: BLE001  (then the working cycle counts, and says what is wrong)
+            return
+        finally:
+            reader[0].close()
 
 
 @contextmanager
 def _collection_paused() -> Iterator[None]:
-    """No cyclic garbage collection for a while: the no-change check builds some 200,000
-    objects (scan, stored stats) that live until it ends and hold no cycles; collecting
-    among them again and again costs a tenth of the check."""
+    """No cyclic garbage collection for a while: the snapshot and the scan build some 200,000
+    objects that live until the plan is made and hold no cycles; collecting among them again
+    and again costs a tenth of an idle cycle."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -204,88 +187,123 @@ def _collection_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _full_cycle(
-    config: Config,
-    clock: Callable[[], datetime],
-    started: float,
-    report: RunReport,
-    should_stop: Callable[[], bool] | None,
-    found: Scan | None,
-    stats: dict[str, tuple[int, int]] | None = None,
-) -> None:
+def _record_idle(
+    context: CycleContext,
+    reader: tuple[Any, store_snapshot.Dialect],
+    found: Scan,
+    plan: CyclePlan,
+    snapshot: StoreSnapshot | None,
+    counts: ArticleCounts,
+) -> bool:
+    """The run row of a cycle with nothing to do; False when the store refused it (then the
+    working cycle runs and reports why)."""
+    assert snapshot is not None
+    report = context.report
+    report.started_at = context.now.isoformat()
+    report.files = plan.files.counts
+    report.articles = counts
+    report.show_sources(found)
+    report.errors.extend({"path": path, "message": problem} for path, problem in found.problems)
+    report.add_quarantined(snapshot.quarantined())
+
+    def finish(run_id: int) -> tuple[datetime, str]:
+        report.run_id = run_id
+        finished = context.finish_report()
+        return finished, report.to_json().decode()
+
+    conn, dialect = reader
+    if not store_snapshot.record_idle_run(conn, dialect, context.now, finish):
+        _reset(report, RunReport(waited_s=report.waited_s))  # the working cycle fills it again
+        return False
+    bound = log.bind(run_id=report.run_id)
+    for path, problem in found.problems:
+        bound.warning("source.unreadable", path=path, reason=problem)
+    _log_finished(bound, report, idle=True)
+    return True
+
+
+def _reset(report: RunReport, fresh: RunReport) -> None:
+    """Empty `report` in place (the caller holds it) as `fresh`."""
+    for name in RunReport.__dataclass_fields__:
+        setattr(report, name, getattr(fresh, name))
+
+
+def _work(context: CycleContext, snapshot: StoreSnapshot | None, found: Scan, plan: CyclePlan) -> None:
     """The cycle through SQLAlchemy: creates or migrates the schema, ingests, enriches, publishes."""
     from worker.store import runs
-    from worker.store.db import connect, transaction
+    from worker.store.db import connect, migrate, transaction
 
+    config, report = context.config, context.report
     engine = connect(config.database_url, busy_timeout_s=config.busy_timeout_s)
     try:
-        now = clock()
-        report.started_at = now.isoformat()
+        migrate(engine)  # creates or upgrades the schema: only here, under the cycle lock, and `feedworker migrate`
+        if snapshot is None or not snapshot.current_schema:
+            # Planned before the schema was there: plan again from what it holds now.
+            snapshot, plan = _replan(context, engine, found)
+        report.started_at = context.now.isoformat()
         with transaction(engine) as conn:
             # Under the cycle lock, a run still marked running died (kill -9, power loss).
             for run_id, run_started in runs.unfinished(conn):
-                runs.finish(conn, run_id, "interrupted", _interrupted_report(run_id, run_started), None)
+                runs.finish(conn, run_id, "interrupted", interrupted_report(run_id, run_started.isoformat()), None)
                 log.warning("run.interrupted", interrupted_run_id=run_id, started_at=run_started.isoformat())
-            report.run_id = runs.start(conn, now)
-        bound = log.bind(run_id=report.run_id)
+            report.run_id = runs.start(conn, context.now)
+        context.log = log.bind(run_id=report.run_id)
         try:
             # Events of the modules the cycle calls (feeds written, pages fetched) carry the run too.
             with structlog.contextvars.bound_contextvars(run_id=report.run_id):
-                _cycle(engine, config, now, report, bound, should_stop, found, stats)
+                _phases(context, engine, snapshot, found, plan)
         except (StoreError, FeedWriteError, OSError) as exc:
-            report.status = "failed"
-            report.message = _one_line(exc)
+            report.fail(_one_line(exc))
             _count_stored_if_possible(engine, report)  # what the batches before the failure stored
         except BaseException as exc:  # interrupted, or a bug: the run row must not stay "running"
-            report.status = "failed"
-            report.message = f"interrupted: {type(exc).__name__}: {_one_line(exc)}"
+            report.fail(f"interrupted: {type(exc).__name__}: {_one_line(exc)}")
             _count_stored_if_possible(engine, report)
-            report.duration_s = round(time.monotonic() - started, 3)
-            finished = clock()
-            report.finished_at = finished.isoformat()
-            _finish(engine, report, bound, finished)
+            _finish(context, engine)
             raise
-        report.duration_s = round(time.monotonic() - started, 3)
-        finished = clock()
-        report.finished_at = finished.isoformat()
-        _finish(engine, report, bound, finished)
+        _finish(context, engine)
     finally:
         engine.dispose()
 
 
-INTERRUPTED_MESSAGE = "the process running this cycle ended before it finished (killed?); the next cycle took over its work"
+def _replan(context: CycleContext, engine: Engine, found: Scan) -> tuple[StoreSnapshot, CyclePlan]:
+    config = context.config
+    raw = engine.raw_connection()
+    try:
+        snapshot = store_snapshot.read_snapshot(raw.driver_connection)
+    finally:
+        raw.close()
+    assert snapshot is not None
+    fetch = FetchSettings(config.enrich.fetch and config.enrich.max_fetches > 0, config.enrich.ttl)
+    return snapshot, plan_cycle(snapshot, found, feed_files(config.feeds.dir), context.feed_settings, fetch, context.now)
 
 
-def _interrupted_report(run_id: int, started_at: datetime) -> str:
-    report = RunReport(status="interrupted", run_id=run_id, started_at=started_at.isoformat())
-    report.message = INTERRUPTED_MESSAGE
-    return report.to_json().decode()
-
-
-def _finish(engine: Engine, report: RunReport, bound: Any, finished: datetime) -> None:
+def _finish(context: CycleContext, engine: Engine) -> None:
     from worker.store import runs
     from worker.store.db import transaction
 
+    report = context.report
+    finished = context.finish_report()
     try:
         with transaction(engine) as conn:
             runs.finish(conn, report.run_id, report.status, report.to_json().decode(), finished)
     except StoreError as exc:
         report.status = "failed"
         report.message = report.message or _one_line(exc)
-    _log_finished(bound, report, quick=False)
+    _log_finished(context.log, report, idle=False)
 
 
-def _log_finished(bound: Any, report: RunReport, *, quick: bool) -> None:
+def _log_finished(bound: Any, report: RunReport, *, idle: bool) -> None:
     event = bound.info if report.status == "ok" else bound.error
+    shown = report.to_dict()
     event(
         "run.finished" if report.status == "ok" else "run.failed",
         status=report.status,
         reason=report.message,
-        files=report.files,
-        articles=report.articles,
-        feeds=report.feeds,
+        files=shown["files"],
+        articles=shown["articles"],
+        feeds=shown["feeds"],
         duration_s=report.duration_s,
-        quick=quick,  # recorded by the no-change check alone
+        idle=idle,  # nothing to do: recorded without SQLAlchemy
     )
 
 
@@ -294,122 +312,98 @@ def _scan(config: Config) -> Scan:
     return scan(sources, time.time_ns())
 
 
-def _source_report(found: Scan) -> list[dict[str, Any]]:
-    return [{"path": source.path, "state": source.state, "files": source.files} for source in found.sources]
-
-
 def _no_source_readable(found: Scan) -> bool:
     return bool(found.sources) and all(source.state != "ok" for source in found.sources)
 
 
-def unreadable_sources(sources: Iterable[dict[str, Any]], errors: Iterable[dict[str, str]]) -> str:
-    """The source folders of a run report that could not be read, with the reason of each:
-    `/data/inbox2 (No such file or directory), ...`; empty when every one was read."""
-    reasons = {error.get("path"): error.get("message", "") for error in errors}
-    shown = []
-    for source in sources:
-        if source.get("state") == "ok":
-            continue
-        reason = reasons.get(source.get("path"), "").rpartition("cannot be read: ")[2] or source.get("state")
-        shown.append(f"{source.get('path')} ({reason})")
-    return ", ".join(shown)
-
-
-# Meta key prefix: the device each source folder was on when it last held files.
-_DEVICE_KEY = "source_device:"
-
-
-def _feed_settings(config: Config) -> FeedSettings:
-    feeds = config.feeds
-    return FeedSettings(feeds.dir, feeds.base_url, feeds.title, feeds.max_entries, feeds.opml_format)
-
-
-def _cycle(
-    engine: Engine,
-    config: Config,
-    now: datetime,
-    report: RunReport,
-    log: Any,
-    should_stop: Callable[[], bool] | None = None,
-    found: Scan | None = None,
-    stats: dict[str, tuple[int, int]] | None = None,
+def _phases(
+    context: CycleContext, engine: Engine, snapshot: StoreSnapshot, found: Scan, plan: CyclePlan
 ) -> None:
-    """`found` and `stats`: the scan and every stored file's (size, mtime_ns), when the
-    no-change check already made them; then only the files to act on are read in full."""
+    """The working cycle: ingest what the plan names, spread and fetch, render, count."""
     from worker.enrich.stage import enrich_related
+    from worker.ingest.parsers import process_pool_of_one
     from worker.publish.feeds import publish
     from worker.store import articles as store
-    from worker.store.db import indexes_deferred, transaction
 
-    if found is None:
-        found = _scan(config)
-    report.sources = _source_report(found)
+    report, bound = context.report, context.log
+    report.show_sources(found)
     for path, problem in found.problems:
-        log.warning("source.unreadable", path=path, reason=problem)
+        bound.warning("source.unreadable", path=path, reason=problem)
+        report.errors.append({"path": path, "message": problem})
+    for path, problem in plan.emptied:
+        bound.warning("source.emptied", path=path, reason=problem)
         report.errors.append({"path": path, "message": problem})
     if _no_source_readable(found):
         # Nothing to go by: no file is taken as deleted, no feed is touched.
-        report.status = "failed"
-        report.message = f"no source folder could be read: {unreadable_sources(report.sources, report.errors)}"
+        report.fail(f"no source folder could be read: {unreadable_sources(report.sources, report.errors)}")
         _count_stored(engine, report)
         return
+    report.files = plan.files.counts
+    _remember_devices(engine, snapshot, found)
+    if not _ingest(context, engine, snapshot, found, plan):
+        # Orphan candidates stay for the next run: a moved file not read yet still carries its article.
+        # Files not read yet are seen as new or changed next run; the feeds are rebuilt then.
+        report.fail("stopped at a safe point before the end of the cycle (shutting down)")
+        _count_stored(engine, report)  # what the batches stored so far
+        return
+    from worker.store.db import transaction
 
-    with engine.connect() as conn:
-        everything = store.known_files(conn) if stats is None else None
-        devices = {key[len(_DEVICE_KEY):]: int(value) for key, value in store.meta_values(conn, _DEVICE_KEY).items()}
-    if everything is not None:
-        stats = {path: (file.size, file.mtime_ns) for path, file in everything.items()}
-    assert stats is not None
-    for path, problem in guard_emptied_sources(found, stats, devices):
-        log.warning("source.emptied", path=path, reason=problem)
-        report.errors.append({"path": path, "message": problem})
-    report.sources = _source_report(found)
-    if _no_source_readable(found):
-        report.status = "failed"
-        report.message = f"no source folder could be read: {unreadable_sources(report.sources, report.errors)}"
-        _count_stored(engine, report)
-        return
-    plan = plan_reads(found, stats)
-    seen_on = {source.path: source.device for source in found.sources if source.files and source.device is not None}
-    if any(devices.get(path) != device for path, device in seen_on.items()):
-        with transaction(engine) as conn:
-            for path, device in seen_on.items():
-                store.set_meta_value(conn, _DEVICE_KEY + path, str(device))
-    if everything is not None:
-        known = everything
-    else:
-        with engine.connect() as conn:
-            known = store.known_files(conn, plan.read + plan.too_large + plan.deleted)
-    counts = report.files
-    counts.update(plan.counts)
-    to_read: list[_Task] = [
-        (path, found.files[path].max_bytes, known[path].hash if path in known else None, found.files[path].root)
-        for path in plan.read
-    ]
-    too_large: list[store.Ingested] = []
-    for path in plan.too_large:
-        file = found.files[path]
-        too_large.append(
-            store.Ingested(
-                path,
-                file.size,
-                file.mtime_ns,
-                f"size:{file.size}",
-                error=file.problem or f"larger than max_bytes ({file.size} > {file.max_bytes} bytes)",
-            )
-        )
-    deleted = plan.deleted
     with transaction(engine) as conn:
-        store.delete_files(conn, deleted, known)
+        for url in store.remove_orphans(conn, context.now):
+            bound.info("article.removed", url=url)
+    report.enrich = enrich_related(engine, context.config.enrich, context.now, bound)
+
+    def helper() -> Any:
+        return process_pool_of_one(held_lock_descriptors)
+
+    report.feeds = publish(
+        engine, context.feed_settings, context.now, helper=helper if (os.cpu_count() or 1) > 1 else None
+    )
+    _count_stored(engine, report)
+
+
+def _remember_devices(engine: Engine, snapshot: StoreSnapshot, found: Scan) -> None:
+    """The device each source folder with files is on (see plan.guard_emptied_sources)."""
+    from worker.store import articles as store
+    from worker.store.db import transaction
+
+    seen_on = {source.path: source.device for source in found.sources if source.files and source.device is not None}
+    if all(snapshot.meta.get(keys.SOURCE_DEVICE + path) == str(device) for path, device in seen_on.items()):
+        return
+    with transaction(engine) as conn:
+        for path, device in seen_on.items():
+            store.set_meta_value(conn, keys.SOURCE_DEVICE + path, str(device))
+
+
+def _ingest(
+    context: CycleContext, engine: Engine, snapshot: StoreSnapshot, found: Scan, plan: CyclePlan
+) -> bool:
+    """Forget deleted files, quarantine the unreadable, read and store the rest in batches.
+    False when the cycle was asked to stop (at a batch boundary)."""
+    from worker.ingest.parsers import read_all
+    from worker.store import articles as store
+    from worker.store.db import indexes_deferred, transaction
+
+    files, counts, bound = plan.files, context.report.files, context.log
+    acting_on = files.read + files.too_large + files.deleted
+    with engine.connect() as conn:
+        # Most of the store, or only the files to act on, whichever is fewer queries.
+        known = store.known_files(conn) if 2 * len(acting_on) > len(snapshot.files) else store.known_files(conn, acting_on)
+    to_read: list[ReadTask] = [
+        (path, found.files[path].max_bytes, known[path].hash if path in known else None, found.files[path].root)
+        for path in files.read
+    ]
+    with transaction(engine) as conn:
+        store.delete_files(conn, files.deleted, known)
         # Another file still carrying a deleted file's article is read again, so the article
         # shows that file's content rather than the deleted one's (candidates a killed run
         # left included).
         again = set(store.files_carrying(conn, store.orphan_candidates(conn))) - {task[0] for task in to_read}
-        if everything is None:  # `known` holds only the files to act on
-            known.update(store.known_files(conn, list(again)))
+        known.update(store.known_files(conn, sorted(again - known.keys())))
         topics = store.TopicRegistry(conn)
+        too_large = [_quarantined_unread(found, path) for path in files.too_large]
         if too_large:
-            store.write_batch(conn, too_large, known, topics, now)
+            store.write_batch(conn, too_large, known, topics, context.now)
     for path in sorted(again):
         carrier = found.files.get(path)
         if carrier is not None and carrier.problem is None and carrier.size <= carrier.max_bytes:
@@ -417,80 +411,48 @@ def _cycle(
 
     # Oldest edit first, so that where two files carry one article the newest edit wins.
     to_read.sort(key=lambda task: (found.files[task[0]].mtime_ns, task[0]))
-    limits = parse_limits(config)
-    batch: list[store.Ingested] = []
-    touched: list[tuple[str, int, int]] = []
-    stopped = False
-    first_run = not stats  # no file stored yet
+    batch: list[Ingested] = []
+    touched: list[Touched] = []
+    first_run = not snapshot.files
     with indexes_deferred(engine, defer=first_run and len(to_read) >= DEFER_INDEXES_FROM):
-        results = _read_all(to_read, limits)
-        for result in results:
-            if isinstance(result, tuple):  # same bytes as stored, only the stat changed
-                touched.append(result)
-                counts["unchanged"] += 1
-                continue
-            if result.path in known and result.path not in again:
-                counts["changed"] += 1
-            if result.error is not None:
-                log.warning("file.quarantined", path=result.path, reason=result.error)
-            elif result.article is not None and result.article.warnings:
-                for warning in result.article.warnings:
-                    log.warning("file.warning", path=result.path, reason=warning)
-            batch.append(result)
-            if len(batch) >= BATCH:
-                _store_batch(engine, batch, touched, known, topics, now)
-                batch, touched = [], []
-                if should_stop is not None and should_stop():
-                    stopped = True
-                    break
-        results.close()  # shuts the parser pool down now when the loop stopped early
-        _store_batch(engine, batch, touched, known, topics, now)
-
-    if stopped or (should_stop is not None and should_stop()):
-        # Orphan candidates stay for the next run: a moved file not read yet still carries its article.
-        # Files not read yet are seen as new or changed next run; the feeds are rebuilt then.
-        report.status = "failed"
-        report.message = "stopped at a safe point before the end of the cycle (shutting down)"
-        _count_stored(engine, report)  # what the batches stored so far
-        return
-    with transaction(engine) as conn:
-        for url in store.remove_orphans(conn, now):
-            log.info("article.removed", url=url)
-    report.enrich.update(enrich_related(engine, config.enrich, now, log))
-    published = publish(
-        engine, _feed_settings(config), now, helper=_process_pool_of_one if (os.cpu_count() or 1) > 1 else None
-    )
-    report.feeds.update(written=published.written, unchanged=published.unchanged, removed=published.removed)
-    _count_stored(engine, report)
+        results = read_all(to_read, parse_limits(context.config), held_lock_descriptors)
+        try:
+            for result in results:
+                if isinstance(result, tuple):  # same bytes as stored, only the stat changed
+                    touched.append(result)
+                    counts.unchanged += 1
+                    continue
+                if result.path in known and result.path not in again:
+                    counts.changed += 1
+                if result.error is not None:
+                    bound.warning("file.quarantined", path=result.path, reason=result.error)
+                elif result.article is not None:
+                    for warning in result.article.warnings:
+                        bound.warning("file.warning", path=result.path, reason=warning)
+                batch.append(result)
+                if len(batch) >= BATCH:
+                    _store_batch(engine, batch, touched, known, topics, context.now)
+                    batch, touched = [], []
+                    if context.should_stop():
+                        return False
+        finally:
+            results.close()  # shuts the parser pool down now when the loop stopped early
+        _store_batch(engine, batch, touched, known, topics, context.now)
+    return not context.should_stop()
 
 
-def _count_stored(engine: Engine, report: RunReport) -> None:
-    """The store's articles and quarantine into the report (the cycle's last step: a failure
-    in here leaves the report's errors as they were)."""
-    from worker.store import articles as store
-
-    with engine.connect() as conn:
-        articles = store.article_counts(conn)
-        quarantined = store.quarantined_files(conn)
-    report.articles.update(articles)
-    report.files["quarantined"] = len(quarantined)
-    report.errors.extend(quarantined)
-
-
-def _count_stored_if_possible(engine: Engine, report: RunReport) -> None:
-    """After a failure, the counts of what is stored, when the store can still tell."""
-    try:
-        _count_stored(engine, report)
-    except Exception:  # the run already failed; its reason stays the first one
-        log.debug("run.counts_unavailable", exc_info=True)
+def _quarantined_unread(found: Scan, path: str) -> Ingested:
+    file = found.files[path]
+    reason = file.problem or f"larger than max_bytes ({file.size} > {file.max_bytes} bytes)"
+    return Ingested(path, file.size, file.mtime_ns, f"size:{file.size}", error=reason)
 
 
 def _store_batch(
     engine: Engine,
-    batch: list[store.Ingested],
-    touched: list[tuple[str, int, int]],
-    known: dict[str, store.KnownFile],
-    topics: store.TopicRegistry,
+    batch: list[Ingested],
+    touched: list[Touched],
+    known: dict[str, KnownFile],
+    topics: TopicRegistry,
     now: datetime,
 ) -> None:
     from worker.store import articles as store
@@ -501,6 +463,26 @@ def _store_batch(
     with transaction(engine) as conn:
         store.touch_files(conn, touched)
         store.write_batch(conn, batch, known, topics, now)
+
+
+def _count_stored(engine: Engine, report: RunReport) -> None:
+    """The store's articles and quarantine into the report (the cycle's last step: a failure
+    in here leaves the report's errors as they were)."""
+    from worker.store import articles as store
+
+    with engine.connect() as conn:
+        articles = store.article_counts(conn)
+        quarantined = store.quarantined_files(conn)
+    report.articles = ArticleCounts(**articles)
+    report.add_quarantined(quarantined)
+
+
+def _count_stored_if_possible(engine: Engine, report: RunReport) -> None:
+    """After a failure, the counts of what is stored, when the store can still tell."""
+    try:
+        _count_stored(engine, report)
+    except Exception:  # the run already failed; its reason stays the first one
+        log.debug("run.counts_unavailable", exc_info=True)
 
 
 def parse_limits(config: Config) -> ParseLimits:
@@ -515,168 +497,6 @@ def parse_limits(config: Config) -> ParseLimits:
         max_excerpt_chars=limits.max_excerpt_chars,
         max_body_chars=limits.max_body_chars,
     )
-
-
-def _read_all(
-    tasks: Sequence[_Task], limits: ParseLimits
-) -> Iterator[store.Ingested | tuple[str, int, int]]:
-    """Read and parse files across all cores, yielding results in task order, with a bounded
-    number of chunks in flight so memory does not grow with the corpus."""
-    if len(tasks) < INLINE_BELOW:
-        for task in tasks:
-            result = read_article(*task[:3], limits, task[3])
-            if result is not None:
-                yield result
-        return
-    workers = max(1, min(os.cpu_count() or 1, 8))
-    chunks = [tasks[i : i + CHUNK] for i in range(0, len(tasks), CHUNK)]
-    with _process_pool(workers) as pool:
-        pending: deque[Future[list[Any]]] = deque()
-        queue = iter(chunks)
-        for chunk in _take(queue, workers * 3):
-            pending.append(pool.submit(_read_chunk, chunk, limits))
-        while pending:
-            results = pending.popleft().result()
-            for chunk in _take(queue, 1):
-                pending.append(pool.submit(_read_chunk, chunk, limits))
-            yield from (result for result in results if result is not None)
-
-
-@contextmanager
-def _process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
-    """Worker processes for parsing and rendering, set up by _parser_init."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    for name in _PARSER_MODULES:  # forked processes inherit them
-        importlib.import_module(name)
-    # fork is fastest, but unsafe once the process has threads (the server, the scheduler):
-    # then children come from the fork server, started clean (see start_parser_server).
-    single_threaded = threading.active_count() == 1
-    context = multiprocessing.get_context("fork") if single_threaded else _parser_context()
-    initargs = (tuple(held_lock_descriptors()), os.getpid()) if single_threaded else ((), None)
-    if single_threaded:
-        # A forked child shares this process's memory until it writes to it, and the garbage
-        # collector writes to every object it visits: frozen objects it leaves alone.
-        gc.freeze()
-    try:
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_parser_init, initargs=initargs) as pool:
-            yield pool
-    finally:
-        if single_threaded:
-            gc.unfreeze()
-
-
-def _process_pool_of_one() -> AbstractContextManager[ProcessPoolExecutor]:
-    return _process_pool(1)
-
-
-def _parser_context() -> Any:
-    import multiprocessing
-
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["worker._forkserver_guard", "worker.pipeline", *_PARSER_MODULES])
-    return context
-
-
-def start_parser_server() -> None:
-    """Start the fork server of the parser processes (call from the main thread at start-up).
-
-    It is started with SIGINT ignored, a disposition that survives its exec: so it and every
-    parser it forks ignore the Ctrl-C a terminal sends to the whole process group, from
-    their first instruction on, and the cycle in the parent decides what to do.
-    """
-    from multiprocessing import forkserver
-
-    _parser_context()
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        forkserver.ensure_running()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _parser_init(inherited_locks: tuple[int, ...] = (), parent: int | None = None) -> None:
-    """Set up a parser process: no cycle lock, no SIGINT, and die with the parent.
-
-    A forked child closes its copy of the cycle lock, or the lock would outlive a parent
-    killed with SIGKILL. Ctrl-C reaches the whole process group: it is the parent's to
-    handle (stop at a safe point), not a reason for a parser to die mid-chunk.
-
-    A child of the fork server was tied to the server as it was forked (_forkserver_guard):
-    by now the server may be gone and the child adopted by init, so its parent is the
-    server's pid, never what getppid() says here.
-    """
-    import sys
-
-    from worker._parentdeath import die_with_parent
-
-    for fd in inherited_locks:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if parent is None:
-        parent = getattr(sys.modules.get("worker._forkserver_guard"), "SERVER_PID", None)
-    die_with_parent(parent)
-
-
-def _take(iterator: Iterator[Any], n: int) -> Iterable[Any]:
-    for _ in range(n):
-        try:
-            yield next(iterator)
-        except StopIteration:
-            return
-
-
-def _read_chunk(chunk: Sequence[_Task], limits: ParseLimits) -> list[Any]:
-    return [read_article(path, max_bytes, known_hash, limits, root) for path, max_bytes, known_hash, root in chunk]
-
-
-def read_article(
-    path: str, max_bytes: int, known_hash: str | None, limits: ParseLimits | None = None, root: str | None = None
-) -> store.Ingested | tuple[str, int, int] | None:
-    """Read one file and parse it, unless its bytes hash to `known_hash`. Only a regular file
-    (inside `root`, the real path of its source folder, when given) is read.
-
-    Returns the ingested file, `(path, size, mtime_ns)` when only the stat changed, or None
-    when the file vanished since the scan (it is seen as deleted next run).
-    """
-    # Imported here, once per file: in this form (no `from`), that costs half a microsecond.
-    import hashlib
-
-    import worker.ingest.frontmatter as parsing
-    import worker.store.articles as store
-
-    if limits is None:
-        limits = parsing.ParseLimits()
-    from worker.ingest.read import NotReadable, read_regular_file
-
-    try:
-        data, st = read_regular_file(path, max_bytes, root)
-    except FileNotFoundError:
-        return None
-    except NotReadable as exc:
-        return store.Ingested(path, -1, -1, "", error=f"cannot be read: {exc}")
-    except OSError as exc:
-        # No stat recorded (-1): the file is read again next run, when it may have settled.
-        return store.Ingested(path, -1, -1, "", error=f"cannot be read: {exc.strerror or exc}")
-    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-    if len(data) > max_bytes:
-        return store.Ingested(
-            path, st.st_size, st.st_mtime_ns, digest, error=f"larger than max_bytes ({max_bytes} bytes)"
-        )
-    if digest == known_hash:
-        return (path, st.st_size, st.st_mtime_ns)
-    try:
-        article = parsing.parse_article(data, path, limits)
-        return store.Ingested.of_article(path, st.st_size, st.st_mtime_ns, digest, article)
-    except parsing.ArticleError as exc:
-        return store.Ingested(path, st.st_size, st.st_mtime_ns, digest, error=exc.detail)
-    except Exception as exc:  # noqa: BLE001  (nothing one file holds may fail the run)
-        reason = f"cannot be stored: {type(exc).__name__}: {_one_line(exc)}"[:500]
-        return store.Ingested(path, st.st_size, st.st_mtime_ns, digest, error=reason)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,4 +1,8 @@
-"""What `feedworker status` and the HTTP server report: counts, the last run, the quarantine."""
+"""What `feedworker status` and the HTTP server report: counts, the last run, the quarantine.
+
+Read-only: the database is opened read-only and never created, migrated or written; a store
+with another schema version is refused with one line (a cycle or `feedworker migrate` upgrades it).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,10 @@ from worker.config import Config
 from worker.ingest.scanner import folder_state
 from worker.store import articles as store
 from worker.store import pages, runs
-from worker.store.db import connect
+from worker.store.db import check_schema, connect
 from worker.store.errors import StoreError
 from worker.store.lock import cycle_running
-from worker.store.models import Article, Topic
+from worker.store.schema import Article, Topic
 
 __all__ = ["StatusError", "read_status"]
 
@@ -28,19 +32,14 @@ class StatusError(Exception):
 def read_status(config: Config) -> dict[str, Any]:
     path = config.database_path
     if path is not None and not path.exists():
-        return {
-            "articles": {"total": 0, "published": 0, "removed": 0},
-            "topics": 0,
-            "quarantined": [],
-            "enrich": {"fetched": 0, "cached": 0, "failed": 0, "pending": 0},
-            "sources": _sources(config, None),
-            "last_run": None,
-        }
+        return _no_store(config)
     try:
-        engine = connect(config.database_url, busy_timeout_s=config.busy_timeout_s)
+        engine = connect(config.database_url, busy_timeout_s=config.busy_timeout_s, readonly=True)
     except StoreError as exc:
         raise StatusError(str(exc)) from None
     try:
+        if not check_schema(engine):
+            return _no_store(config)  # a first run killed before it made the schema
         with engine.connect() as conn:
             counts = store.article_counts(conn)
             removed = conn.execute(sa.select(sa.func.count()).where(Article.__table__.c.removed.is_(True))).scalar_one()
@@ -56,10 +55,24 @@ def read_status(config: Config) -> dict[str, Any]:
                 "sources": _sources(config, last_run),
                 "last_run": last_run,
             }
+    except StoreError as exc:
+        raise StatusError(str(exc)) from None
     except sa.exc.SQLAlchemyError as exc:
         raise StatusError(f"database cannot be read: {exc}") from None
     finally:
         engine.dispose()
+
+
+def _no_store(config: Config) -> dict[str, Any]:
+    """The status before any run has made the store."""
+    return {
+        "articles": {"total": 0, "published": 0, "removed": 0},
+        "topics": 0,
+        "quarantined": [],
+        "enrich": {"fetched": 0, "cached": 0, "failed": 0, "pending": 0},
+        "sources": _sources(config, None),
+        "last_run": None,
+    }
 
 
 def _sources(config: Config, last_run: dict[str, Any] | None) -> list[dict[str, Any]]:

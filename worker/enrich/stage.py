@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,7 @@ import structlog
 from sqlalchemy.engine import Engine
 
 from worker.config import EnrichConfig
-from worker.enrich import ENRICH_COUNTS
+from worker.model import EnrichCounts
 from worker.store import pages as page_store
 from worker.store import related as related_store
 from worker.store.db import transaction
@@ -23,7 +23,7 @@ from worker.store.db import transaction
 if TYPE_CHECKING:  # httpx and the HTML parser load only when something is fetched
     from worker.enrich.fetcher import FetchPolicy, FetchResult
 
-__all__ = ["ENRICH_COUNTS", "enrich_related", "fetch_budget", "next_page_record"]
+__all__ = ["enrich_related", "fetch_budget", "next_page_record"]
 
 # Backoff doubles with each failure in a row, up to retry_after * 2**6.
 _MAX_BACKOFF_DOUBLINGS = 6
@@ -31,10 +31,10 @@ _MAX_BACKOFF_DOUBLINGS = 6
 _MIN_PAGE_S = 0.1
 
 
-def enrich_related(engine: Engine, config: EnrichConfig, now: datetime, log: Any = None) -> dict[str, int]:
+def enrich_related(engine: Engine, config: EnrichConfig, now: datetime, log: Any = None) -> EnrichCounts:
     """Run the enrich step; returns the run report's `enrich` counts."""
     log = log or structlog.get_logger("worker.enrich")
-    counts = dict.fromkeys(ENRICH_COUNTS, 0)
+    counts = EnrichCounts()
     with transaction(engine) as conn:
         changed = related_store.changed_articles(conn, now)
         touched = related_store.propagate_changes(conn, changed, now)
@@ -124,7 +124,7 @@ def next_page_record(
 
 
 def _fetch(
-    engine: Engine, config: EnrichConfig, now: datetime, log: Any, counts: dict[str, int], *, prune: bool
+    engine: Engine, config: EnrichConfig, now: datetime, log: Any, counts: EnrichCounts, *, prune: bool
 ) -> None:
     started = time.monotonic()
     with transaction(engine) as conn:
@@ -148,7 +148,8 @@ def _fetch(
         log.info("enrich.fetched", url=result.url, status=result.status, http_status=result.http_status,
                  error=result.error)
         key = result.status if result.status in ("ok", "not_modified", "refused") else "failed"
-        counts["fetched" if key == "ok" else key] += 1
+        name = "fetched" if key == "ok" else key
+        setattr(counts, name, getattr(counts, name) + 1)
         record = next_page_record(previous.get(result.url), result, now, config)
         records.append(record)
         old = previous.get(result.url)
@@ -157,8 +158,10 @@ def _fetch(
     with transaction(engine) as conn:
         page_store.save_pages(conn, records, previous)
         touched = related_store.touch_listing(conn, changed, now)
-        counts["pending"] = page_store.pending_count(conn, now, config.ttl)
-    log.info("enrich.finished", **counts, articles_updated=touched, duration_s=round(time.monotonic() - started, 3))
+        counts.pending = page_store.pending_count(conn, now, config.ttl)
+        # What the next cycle's plan compares with its clock: no page due, no fetch step to run.
+        page_store.note_next_due(conn, config.ttl)
+    log.info("enrich.finished", **asdict(counts), articles_updated=touched, duration_s=round(time.monotonic() - started, 3))
 
 
 def _shown(record: page_store.PageRecord) -> tuple[str | None, str | None]:

@@ -11,18 +11,16 @@ from typing import Any
 
 import yaml
 
-from worker.enrich.urls import canonical_item_url, canonical_url, is_http_url
-from worker.ingest.topics import display_name
 from worker.ingest.yamlload import load_yaml
+from worker.model import Article, Image, RelatedItem
 from worker.text import has_visible_text
+from worker.topics import display_name
+from worker.urls import canonical_item_url, canonical_url, is_http_url
 
 __all__ = [
-    "Article",
     "ArticleError",
-    "Image",
     "KNOWN_FIELDS",
     "ParseLimits",
-    "RelatedItem",
     "parse_article",
 ]
 
@@ -54,48 +52,6 @@ class ParseLimits:
     max_title_chars: int = 300
     max_excerpt_chars: int = 2000
     max_body_chars: int = 200_000
-
-
-@dataclass(frozen=True, slots=True)
-class Image:
-    url: str
-    width: int | None = None
-    height: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RelatedItem:
-    url: str  # canonical: identity for de-duplication and cross-links
-    web_url: str
-    title: str | None = None
-    excerpt: str | None = None
-    published_at: datetime | None = None
-    provider_name: str | None = None
-    provider_domain: str | None = None
-    image_url: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Article:
-    url: str  # canonical webUrl: the article's identity
-    web_url: str
-    title: str
-    excerpt: str | None = None
-    body: str | None = None
-    published_at: datetime | None = None
-    category: str | None = None
-    type: str | None = None
-    original_url: str | None = None
-    quality: int | None = None
-    heat: int | None = None
-    is_published: bool = True
-    provider_name: str | None = None
-    provider_domain: str | None = None
-    topics: tuple[str, ...] = ()
-    images: tuple[Image, ...] = ()
-    related: tuple[RelatedItem, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
 
 
 class ArticleError(Exception):
@@ -498,5 +454,25 @@ def _type_name(value: Any) -> str:
 
 
 def _shorten(value: Any, limit: int = 60) -> str:
-    text = str(value)
+    # A date inside the value shows the same whichever YAML reader read it (one gives a
+    # date, the other the text): always in its ISO 8601 form.
+    text = str(_dates_as_iso(value))
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _dates_as_iso(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, date):  # datetime too
+        return value.isoformat()
+    if isinstance(value, str) and _LOOKS_LIKE_A_DATE.match(value):
+        try:
+            return (date if len(value) == 10 else datetime).fromisoformat(value).isoformat()
+        except ValueError:
+            return value
+    if depth < 8 and isinstance(value, dict):
+        return {key: _dates_as_iso(item, depth + 1) for key, item in value.items()}
+    if depth < 8 and isinstance(value, list):
+        return [_dates_as_iso(item, depth + 1) for item in value]
+    return value
+
+
+_LOOKS_LIKE_A_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")

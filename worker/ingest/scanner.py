@@ -13,51 +13,12 @@ from typing import Any
 
 from wcmatch import glob
 
-__all__ = ["FoundFile", "Scan", "Source", "SourceState", "folder_state", "is_ignored_name", "scan"]
+from worker.model import FoundFile, Scan, Source, SourceState
+
+__all__ = ["folder_state", "is_ignored_name", "scan"]
 
 _GLOB_FLAGS = glob.GLOBSTAR | glob.BRACE | glob.NEGATE
 _IGNORED_SUFFIXES = ("~", ".tmp", ".swp", ".swo", ".swx", ".part", ".crdownload", ".partial")
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    root: Path
-    include: tuple[str, ...]
-    max_bytes: int
-    settle_s: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class FoundFile:
-    path: str
-    size: int
-    mtime_ns: int
-    max_bytes: int
-    root: str = ""  # the real path of its source folder: a read never leaves it
-    problem: str | None = None  # why it is quarantined without being read (its name)
-
-
-@dataclass(frozen=True, slots=True)
-class SourceState:
-    """One source folder as this scan found it."""
-
-    path: str
-    state: str  # "ok", "missing" or "unreadable"; "empty" once the store shows files came from it
-    files: int = 0  # article files found under it (not counting files still being written)
-    reason: str | None = None  # why it is not ok: the system's words (No such file or directory)
-    device: int | None = None  # st_dev of the folder: another one when a volume is not mounted there
-
-
-@dataclass(slots=True)
-class Scan:
-    files: dict[str, FoundFile] = field(default_factory=dict)
-    # Roots that could not be walked: files stored under them are not taken as deleted.
-    unreadable_roots: list[str] = field(default_factory=list)
-    # Files present but not to be read this run (still being written): not deleted either.
-    unsettled: set[str] = field(default_factory=set)
-    problems: list[tuple[str, str]] = field(default_factory=list)
-    # Each source folder, in the order given.
-    sources: list[SourceState] = field(default_factory=list)
 
 
 def folder_state(root: str, *, open_it: bool = False) -> tuple[str, str | None, str | None]:
@@ -136,11 +97,12 @@ def _is_utf8(path: str) -> bool:
     return True
 
 
-def _matcher(patterns: tuple[str, ...]) -> Any:
-    """wcmatch for the patterns; a suffix test when every pattern is `**/*.<ext>` (the
-    default), which gives the same answers for the names the walk yields at a tenth of the cost."""
+def _matcher(patterns: tuple[str, ...], *, fast: bool = True) -> Any:
+    """wcmatch for the patterns (`fast=False`: always); a suffix test when every pattern is
+    `**/*.<ext>` (the default), which answers as wcmatch does for any path at a tenth of
+    the cost (docs/benchmarks.md, "Fast paths on record"; tests/test_fast_paths.py)."""
     suffixes = [_SUFFIX_ONLY.fullmatch(pattern) for pattern in patterns]
-    if all(suffixes):
+    if fast and all(suffixes):
         endings = tuple("." + match.group(1) for match in suffixes if match)
         return _SuffixMatcher(endings)
     return glob.compile(list(patterns), flags=_GLOB_FLAGS)
@@ -154,8 +116,9 @@ class _SuffixMatcher:
     endings: tuple[str, ...]
 
     def match(self, relative: str) -> bool:
-        # Hidden names never reach here (the walk skips them), as wcmatch would exclude them.
-        return relative.endswith(self.endings)
+        # As wcmatch: a trailing `/` is ignored, and no segment may be hidden (start with `.`).
+        relative = relative.rstrip("/")
+        return relative.endswith(self.endings) and not relative.startswith(".") and "/." not in relative
 
 
 def _walk(root: str, real_root: str, result: Scan) -> Iterator[tuple[str, str, os.stat_result]]:

@@ -21,7 +21,7 @@ try:  # optional: without it everything goes through PyYAML
 except ImportError:  # pragma: no cover
     yaml_rs = None
 
-__all__ = ["YAMLError", "fast_loader_available", "has_special_characters", "load_yaml", "needs_reference_loader"]
+__all__ = ["YAMLError", "has_special_characters", "load_yaml", "needs_reference_loader"]
 
 YAMLError = yaml.YAMLError
 
@@ -43,10 +43,6 @@ _RISKY_FIRST = frozenset("-+.0123456789<=@`!&*%|>[]{}?,:#")
 _BOOL_WORDS = frozenset("y Y yes Yes YES n N no No NO on On ON off Off OFF".split())
 _BOOL_FIRST = frozenset(word[0] for word in _BOOL_WORDS)
 _DATE_KEY = "publishedDateTime"
-
-
-def fast_loader_available() -> bool:
-    return yaml_rs is not None
 
 
 def needs_reference_loader(text: str) -> bool:

@@ -16,28 +16,23 @@ from uuid import NAMESPACE_URL, uuid5
 import structlog
 from sqlalchemy.engine import Engine
 
-from worker.enrich.related import GivenItem, related_links
-from worker.enrich.urls import entry_id
-from worker.publish.settings import SETTINGS_KEY, FeedSettings, feeds_fingerprint, fingerprint
+from worker.model import FeedCounts, FeedSettings, StoredEntry
+from worker.publish.links import related_links
+from worker.publish.settings import feeds_fingerprint, fingerprint
 from worker.publish.writer import remove_feed, remove_temp_files, write_if_changed
 from worker.store import articles as store
+from worker.store import keys
 from worker.store import related as graph_store
 from worker.store.db import transaction
 from worker.text import topic_label
+from worker.urls import entry_id
 
 if TYPE_CHECKING:  # the renderer (feedgen, lxml, nh3) is imported only when a feed is rendered
     from worker.publish.render import Entry, FeedInfo
 
-__all__ = ["PublishStats", "publish"]
+__all__ = ["publish"]
 
 log = structlog.get_logger("worker.publish")
-
-
-@dataclass(slots=True)
-class PublishStats:
-    written: int = 0
-    unchanged: int = 0
-    removed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +44,8 @@ class _FeedJob:
     window: str | None  # the fingerprint of its entries when last written; None: render regardless
 
 
-# The meta key prefix of each feed's window fingerprint: its entries' ids and update times.
 # An entry's rendering changes only with its article's updated_at (related links and fetched
-# pages move it too), so a dirty topic whose window is the same needs no rendering.
-_WINDOW_KEY = "feed_window:"
+# pages move it too), so a dirty topic whose window (keys.FEED_WINDOW) is the same needs no rendering.
 
 
 # From this many feeds to render (a first run, new settings) a second process renders half.
@@ -65,13 +58,13 @@ def publish(
     now: datetime,
     *,
     helper: Callable[[], AbstractContextManager[Executor]] | None = None,
-) -> PublishStats:
+) -> FeedCounts:
     """Render the feeds whose entries changed (or whose files are missing); leave the rest alone.
 
     `helper` makes a one-process executor: when many feeds are due, it renders half of them
     (it opens the database itself) while this process renders the other half.
     """
-    stats = PublishStats()
+    stats = FeedCounts()
     topics_dir = settings.dir / "topics"
     remove_temp_files(settings.dir)
     with engine.connect() as conn:
@@ -79,11 +72,11 @@ def publish(
         known_slugs = store.topic_slugs(conn)
         dirty = {row.id for row in store.dirty_topics(conn)}
         all_dirty = store.all_feed_dirty(conn)
-        rendered_with = store.meta_value(conn, SETTINGS_KEY)
+        rendered_with = store.meta_value(conn, keys.FEED_SETTINGS)
         settings_changed = rendered_with != fingerprint(settings)
         # The index's own settings (its format) come last: a change of them alone renders the index alone.
         feeds_changed = settings_changed and (rendered_with or "").rpartition("|")[0] != feeds_fingerprint(settings)
-        windows = {} if feeds_changed else store.meta_values(conn, _WINDOW_KEY)
+        windows = {} if feeds_changed else store.meta_values(conn, keys.FEED_WINDOW)
     if feeds_changed:  # a new base URL, title, entry count or renderer: every feed again
         dirty |= {row.id for row in visible}
         all_dirty = True
@@ -99,10 +92,10 @@ def publish(
         if row.id in dirty:
             name = _topic_name(row.name, row.slug)
             stem = f"topics/{row.slug}"
-            window = windows.get(_WINDOW_KEY + stem) if row.id not in missing else None
+            window = windows.get(keys.FEED_WINDOW + stem) if row.id not in missing else None
             jobs.append(_FeedJob(stem, row.id, f"{settings.title}: {name}", f"Articles about {name}", window))
     if all_dirty:
-        window = windows.get(_WINDOW_KEY + "all") if not all_missing else None
+        window = windows.get(keys.FEED_WINDOW + "all") if not all_missing else None
         jobs.append(_FeedJob("all", None, settings.title, "Every published article", window))
     if helper is not None and len(jobs) >= PARALLEL_FROM:
         with helper() as executor:
@@ -131,9 +124,9 @@ def publish(
         store.clear_dirty(conn, dirty, all_feed=all_dirty)
         for stem, window, written in outcomes:
             if written is not None:
-                store.set_meta_value(conn, _WINDOW_KEY + stem, window)
+                store.set_meta_value(conn, keys.FEED_WINDOW + stem, window)
         if settings_changed:
-            store.set_meta_value(conn, SETTINGS_KEY, fingerprint(settings))
+            store.set_meta_value(conn, keys.FEED_SETTINGS, fingerprint(settings))
     return stats
 
 
@@ -174,7 +167,7 @@ def _render_jobs(engine: Engine, settings: FeedSettings, now: datetime, jobs: li
     return outcomes
 
 
-def _write_index(settings: FeedSettings, visible: list[Any], stats: PublishStats) -> None:
+def _write_index(settings: FeedSettings, visible: list[Any], stats: FeedCounts) -> None:
     """index.opml: each topic feed once, in the format of `opml_format`. Not the all feed: a
     reader importing both would get every article twice (it is subscribed to on its own),
     unless there is no topic feed at all: then it is the one feed listed (OPML wants one)."""
@@ -187,7 +180,7 @@ def _write_index(settings: FeedSettings, visible: list[Any], stats: PublishStats
     _count(write_if_changed(settings.dir / "index.opml", render_opml(settings.title, links)), "index.opml", stats)
 
 
-def _count(written: bool, name: str, stats: PublishStats) -> None:
+def _count(written: bool, name: str, stats: FeedCounts) -> None:
     if written:
         stats.written += 1
         log.info("feed.written", feed=name)
@@ -209,18 +202,16 @@ def _entries(conn, ids: list[int], cache: dict[int, Entry]) -> list[Entry]:  # t
     return [cache[article_id] for article_id in ids if article_id in cache]
 
 
-def _entry(stored: store.StoredEntry, graph: graph_store.Graph) -> Entry:
-    from worker.publish.render import Entry, RelatedLink
+def _entry(stored: StoredEntry, graph: graph_store.Graph) -> Entry:
+    from worker.publish.render import Entry
     from worker.publish.sanitize import article_html, plain_text
 
     article = stored.article
     title = plain_text(article.title) or article.web_url
     summary = plain_text(article.excerpt or "") or title
-    given = [GivenItem(item.url, item.title, item.provider_name or item.provider_domain) for item in stored.related]
-    links = related_links(
-        article.url, given, graph.linking.get(article.url, ()), graph.stored, graph.pages, clean=plain_text
+    related = related_links(
+        article.url, stored.related, graph.linking.get(article.url, ()), graph.stored, graph.pages, clean=plain_text
     )
-    related = tuple(RelatedLink(link.url, link.title, link.provider) for link in links)
     image = stored.image
     provider = article.provider_name or article.provider_domain
     # Shown as Atom author and RSS dc:creator, which readers may take for HTML: a label, like a topic.

@@ -17,6 +17,7 @@ from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
 from lxml import etree
 
+from worker.model import RelatedLink
 from worker.text import xml_safe
 
 __all__ = [
@@ -31,13 +32,6 @@ __all__ = [
 
 GENERATOR = "feedworker"
 CONTENT_NS = "http://purl.org/rss/1.0/modules/content/"
-
-
-@dataclass(frozen=True, slots=True)
-class RelatedLink:
-    url: str
-    title: str
-    provider: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
+from worker.model import FeedSettings
 
-__all__ = ["RENDER_VERSION", "SETTINGS_KEY", "FeedSettings", "feeds_fingerprint", "fingerprint"]
+__all__ = ["RENDER_VERSION", "feeds_fingerprint", "fingerprint"]
 
 # Bump when the rendered bytes change for the same entries: every feed is rendered again.
 RENDER_VERSION = 4
-# The meta key holding the fingerprint of the settings the feeds on disk were rendered with.
-SETTINGS_KEY = "feeds_settings"
-
-
-@dataclass(frozen=True, slots=True)
-class FeedSettings:
-    dir: Path
-    base_url: str
-    title: str
-    max_entries: int
-    opml_format: Literal["atom", "rss"] = "atom"  # the format of the feeds index.opml lists
 
 
 def feeds_fingerprint(settings: FeedSettings) -> str:

@@ -6,9 +6,36 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["FeedWriteError", "TEMP_PREFIX", "remove_feed", "remove_temp_files", "write_if_changed"]
+from worker.model import FeedFiles
+
+__all__ = ["FeedWriteError", "TEMP_PREFIX", "feed_files", "remove_feed", "remove_temp_files", "write_if_changed"]
 
 TEMP_PREFIX = ".feedworker-"
+
+
+def feed_files(directory: Path) -> FeedFiles:
+    """What the feeds folder holds of feedworker's files now (reads directories only)."""
+    root, temp_in_root = _listing(directory)
+    topics, temp_in_topics = _listing(directory / "topics")
+    index = frozenset(name for name in ("all.rss", "all.atom", "index.opml") if name in root)
+    return FeedFiles(index, frozenset(topics), temp_in_root or temp_in_topics)
+
+
+def _listing(folder: Path) -> tuple[set[str], bool]:
+    """The names of the regular files in `folder` (hidden ones aside), and whether a temporary
+    file a killed write left is among them."""
+    names: set[str] = set()
+    temp_left = False
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith(TEMP_PREFIX):
+                    temp_left = True
+                elif not entry.name.startswith(".") and entry.is_file():
+                    names.add(entry.name)
+    except OSError:
+        pass  # no folder (yet), or not one: nothing of ours in it; writing there says why
+    return names, temp_left
 
 
 class FeedWriteError(Exception):

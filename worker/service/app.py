@@ -24,8 +24,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from worker.config import Config, ConfigError, load_config
 from worker.logging import configure_logging
-from worker.pipeline import start_parser_server
-from worker.service.http import create_app
+from worker.ingest.parsers import start_parser_server
+from worker.service.http import StoreReader, create_app
 from worker.service.metrics import ServiceMetrics
 from worker.service.scheduler import Runner, ServiceScheduler, build_trigger
 
@@ -420,7 +420,11 @@ class _Service:
         self.metrics = ServiceMetrics()
         self.runner = Runner(config, metrics=self.metrics)
         self.scheduler = ServiceScheduler(self.runner)
-        self.server = http_server(create_app(self.runner, self.metrics, next_run=self.scheduler.next_run_time))
+        # One read-only engine for every HTTP request, closed when the server has stopped.
+        self.store = StoreReader()
+        self.server = http_server(
+            create_app(self.runner, self.metrics, next_run=self.scheduler.next_run_time, store=self.store)
+        )
         self.sock = sock
         self.reaper = OrphanReaper() if adopts_orphans() else None
         self.clean = True
@@ -450,6 +454,7 @@ class _Service:
                 self._drain()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            self.store.close()
         log.info("service.stopped", clean=self.clean)
         if not self.clean:
             # The abandoned cycle's thread and parser pool would hold up interpreter exit;

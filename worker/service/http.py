@@ -42,12 +42,12 @@ __all__ = [
     "MAX_AGE_CAP_S",
     "MAX_RUN_ID",
     "FeedFiles",
+    "StoreReader",
     "create_app",
     "feed_max_age",
     "health",
     "merge_sources",
     "newest_report",
-    "resolve_feed_path",
     "source_states",
 ]
 
@@ -80,12 +80,15 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     next_run: Callable[[], datetime | None] | None = None,
+    store: StoreReader | None = None,
 ) -> Starlette:
     """The ASGI app; reads the current config from the runner on each request (SIGHUP applies).
 
     `next_run` tells when the scheduler fires next (ServiceScheduler.next_run_time): the feeds'
     Cache-Control max-age runs until then. Without it, the schedule alone decides.
+    `store` reads the database for /runs (one engine for every request; its owner closes it).
     """
+    reader = store if store is not None else StoreReader()
 
     def max_age() -> int:
         state = runner.state()
@@ -131,7 +134,7 @@ def create_app(
 
     async def latest(request: Request) -> Response:
         config = runner.config
-        stored = await run_in_threadpool(_stored_last_report, config)
+        stored = await run_in_threadpool(reader.read, config, runs.last_report)
         report = newest_report(stored, runner.last_report())
         if report is None:
             return _json({"error": "no run yet"}, 404)
@@ -144,7 +147,7 @@ def create_app(
             return _json(found.to_dict())
         store_id = _store_run_id(run_id)
         if store_id is not None:
-            stored = await run_in_threadpool(_stored_run, runner.config, store_id)
+            stored = await run_in_threadpool(reader.read, runner.config, functools.partial(_stored_run, store_id))
             if stored is not None:
                 return _json(stored)
         # The id is not echoed: it is whatever the client sent, up to the request line's size.
@@ -355,60 +358,74 @@ def _store_run_id(text: str) -> int | None:
     return value if 1 <= value <= MAX_RUN_ID else None
 
 
-def _stored_last_report(config: Config) -> dict[str, Any] | None:
-    return _read_store(config, runs.last_report)
-
-
-def _stored_run(config: Config, run_id: int) -> dict[str, Any] | None:
-    from worker.store.models import Run
+def _stored_run(run_id: int, conn: Any) -> dict[str, Any] | None:
+    from worker.store.schema import Run
 
     table = Run.__table__
+    row = conn.execute(sa.select(table.c.status, table.c.report_json).where(table.c.id == run_id)).first()
+    if row is None:
+        return None
+    report = orjson.loads(row.report_json) if row.report_json else None
+    return {"run_id": run_id, "status": row.status, "report": report}
 
-    def read(conn: Any) -> dict[str, Any] | None:
-        row = conn.execute(sa.select(table.c.status, table.c.report_json).where(table.c.id == run_id)).first()
-        if row is None:
+
+class StoreReader:
+    """The HTTP handlers' one engine on the database: read-only (it never creates, migrates or
+    writes the database), made at the first read, made again only when SIGHUP changed
+    `database`, and closed by `close` when the server stops."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._engine: Any = None
+        self._url: str | None = None
+
+    def read(self, config: Config, read: Callable[[Any], Any]) -> Any:
+        """`read(connection)`; None when there is no store yet or it cannot be read (logged)."""
+        from worker.store.db import check_schema
+        from worker.store.errors import StoreError
+
+        path = config.database_path
+        if path is not None and not path.exists():
+            return None  # no run yet: never create a database just to answer a GET
+        try:
+            engine = self._engine_for(config)
+            if not check_schema(engine):
+                return None  # a first run killed before it made the schema
+            with engine.connect() as conn:
+                return read(conn)
+        except StoreError as exc:
+            log.warning("request.store_unreadable", reason=str(exc))
             return None
-        report = orjson.loads(row.report_json) if row.report_json else None
-        return {"run_id": run_id, "status": row.status, "report": report}
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("request.store_unreadable", reason=" ".join(str(exc).split())[:300])
+            return None
 
-    return _read_store(config, read)
+    def _engine_for(self, config: Config) -> Any:
+        from worker.store.db import connect
 
+        with self._lock:
+            if self._engine is None or self._url != config.database_url:
+                if self._engine is not None:
+                    self._engine.dispose()
+                self._engine = connect(config.database_url, busy_timeout_s=config.busy_timeout_s, readonly=True)
+                self._url = config.database_url
+            return self._engine
 
-def _read_store(config: Config, read: Callable[[Any], Any]) -> Any:
-    from worker.store.db import connect
-    from worker.store.errors import StoreError
-
-    path = config.database_path
-    if path is not None and not path.exists():
-        return None  # never create a database just to answer a GET
-    try:
-        engine = connect(config.database_url)
-    except StoreError as exc:
-        log.warning("request.store_unreadable", reason=str(exc))
-        return None
-    try:
-        with engine.connect() as conn:
-            return read(conn)
-    except sa.exc.SQLAlchemyError as exc:
-        log.warning("request.store_unreadable", reason=" ".join(str(exc).split())[:300])
-        return None
-    finally:
-        engine.dispose()
+    def close(self) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+            self._engine = self._url = None
 
 
-def resolve_feed_path(root: Path, relative: str) -> Path | None:
-    """The feed document under `root` that a decoded URL path names, or None when it names anything else.
+def _resolve(root: Path, relative: str) -> tuple[str, list[str]] | None:
+    """The feed document under `root` that a decoded URL path names, as (the real path of
+    `root`, the segments of the real path of the file below it); None when it names anything else.
 
     Refused: empty, `.`/`..` and hidden segments (the writer's temporary files are hidden),
     backslashes, NUL, anything whose real path (symlinks resolved) leaves `root`, and any name,
     asked for or real, that is hidden or does not end in a suffix of CONTENT_TYPES.
     """
-    resolved = _resolve(root, relative)
-    return None if resolved is None else Path(resolved[0], *resolved[1])
-
-
-def _resolve(root: Path, relative: str) -> tuple[str, list[str]] | None:
-    """(the real path of `root`, the segments of the real path of the file below it), or None."""
     parts = relative.split("/")
     if not relative or any(not part or part.startswith(".") or "\\" in part or "\x00" in part for part in parts):
         return None
@@ -466,6 +483,25 @@ def _open_feed(real_root: str, parts: list[str]) -> tuple[int, os.stat_result] |
 _Key = tuple[int, int, int, int]
 
 
+# Why not Starlette's StaticFiles / FileResponse (starlette 1.10, read for issue 12): they
+# would lose behaviour the tests check (tests/test_http_readers.py, test_service.py,
+# test_http_hardening.py):
+# - one ETag for every encoding: FileResponse's ETag is md5(mtime-size) of the file, and
+#   GZipMiddleware compresses the body and keeps that strong ETag, so the gzip and identity
+#   bodies would share a tag (test_gzip_and_identity_bodies_have_their_own_etags);
+# - StaticFiles' 304 (NotModifiedResponse) drops Last-Modified
+#   (test_vary_max_age_and_a_304_that_repeats_the_validators), and its If-Modified-Since
+#   compares `parsedate` tuples, ignoring the zone offset;
+# - Last-Modified is always the mtime: no wait for the second a feed was written in to be
+#   over, no answer without a date for a future mtime (test_a_feed_replaced_within_one_second_...,
+#   test_a_feed_asked_for_in_the_second_it_was_written_...);
+# - FileResponse opens the file again by name when it sends it: a feed replaced in between
+#   goes out with the old file's ETag and Content-Length, and a FIFO swapped in blocks a
+#   thread; here the checked descriptor (O_NOFOLLOW per folder, O_NONBLOCK) is the one read;
+# - StaticFiles follows symlinks and serves any name: no suffix allow-list, no refusal of
+#   hidden names or of links to hidden or non-feed files (test_only_feed_documents_are_served),
+#   and it answers 500 while the feeds folder does not exist and 401 on a permission error.
+# It would also add byte ranges (206) that no reader of feeds needs.
 class FeedFiles:
     """Serves the files of the feeds folder with content-hash ETags, gzip and conditional GETs.
 

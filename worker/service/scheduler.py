@@ -18,7 +18,8 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from worker.config import Config, ScheduleConfig
-from worker.pipeline import CycleError, RunReport, run_cycle
+from worker.pipeline import run_cycle
+from worker.report import CycleError, RunReport
 from worker.service.metrics import ServiceMetrics
 
 __all__ = [
@@ -187,17 +188,6 @@ class Runner:
             self._abort.set()
             self._thread.join(safe_point_wait_s)
         return not self._thread.is_alive()
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Test helper: wait until nothing is running or queued."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._current is not None or self._queued is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
 
     def _remember(self, request: RunRequest) -> None:
         self._requests[request.id] = request

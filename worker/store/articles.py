@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -11,10 +10,11 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from worker.ingest.frontmatter import Article as ParsedArticle
-from worker.ingest.topics import topic_key, unique_slug
+from worker import model
+from worker.model import Ingested, KnownFile, StoredEntry
+from worker.store import keys
 from worker.store.db import bulk_insert, in_chunks
-from worker.store.models import (
+from worker.store.schema import (
     Article,
     ArticleContent,
     ArticleImage,
@@ -25,12 +25,9 @@ from worker.store.models import (
     SourceFile,
     Topic,
 )
+from worker.topics import topic_key, unique_slug
 
 __all__ = [
-    "Ingested",
-    "KnownFile",
-    "StoredEntry",
-    "StoredItem",
     "TopicRegistry",
     "all_feed_dirty",
     "article_counts",
@@ -65,82 +62,10 @@ AI = ArticleImage.__table__
 R = RelatedItem.__table__
 M = Meta.__table__
 O = OrphanCandidate.__table__
-_ALL_DIRTY = "all_feeds_dirty"
-# Up to here (inclusive) every article change has been spread to its neighbours (worker.store.related).
-PROPAGATED_KEY = "related_propagated_at"
-# The articles whose link view changed since changes were last spread: meta keys of this
-# prefix, each a JSON list of ids, written in the transaction of the change.
-_VIEW_CHANGED = "related_view_changed:"
 
 
-@dataclass(frozen=True, slots=True)
-class KnownFile:
-    size: int
-    mtime_ns: int
-    hash: str
-    state: str
-    article_url: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Ingested:
-    """One file as read this run: a parsed article, or the reason it is quarantined.
-
-    An article's related items travel ready to store (see `of_article`): encoded where the
-    file was parsed, so the process writing the store only passes them through.
-    """
-
-    path: str
-    size: int
-    mtime_ns: int
-    hash: str
-    article: ParsedArticle | None = None
-    error: str | None = None
-    related_json: str | None = None
-    related_links: tuple[tuple[str, bool, bool], ...] = ()  # (url, wants_page, shows_page) per item
-    extra_json: str | None = None  # the unknown fields
-
-    @classmethod
-    def of_article(cls, path: str, size: int, mtime_ns: int, hash: str, article: ParsedArticle) -> Ingested:
-        """The article as rows: everything that could fail on what one file holds fails here,
-        in the parser, where it quarantines that file alone."""
-        items = article.related
-        links = tuple(
-            (
-                item.url,
-                item.title is None or item.excerpt is None or item.image_url is None,
-                item.title is None or (item.provider_name is None and item.provider_domain is None),
-            )
-            for item in items
-        )
-        encoded = _json([_item_fields(item) for item in items]) if items else None
-        extra = _json(article.extra) if article.extra else None
-        return cls(path, size, mtime_ns, hash, replace(article, related=(), extra={}), None, encoded, links, extra)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredItem:
-    """A related item of a stored article, as its file gave it."""
-
-    url: str
-    web_url: str
-    title: str | None = None
-    excerpt: str | None = None
-    published_at: str | None = None  # ISO 8601
-    provider_name: str | None = None
-    provider_domain: str | None = None
-    image_url: str | None = None
-
-
-def _item_fields(item: Any) -> dict[str, Any]:
-    fields = {name: getattr(item, name) for name in StoredItem.__dataclass_fields__}
-    if fields["published_at"] is not None:
-        fields["published_at"] = fields["published_at"].isoformat()
-    return {name: value for name, value in fields.items() if value is not None}
-
-
-def _stored_items(related_json: str | None) -> tuple[StoredItem, ...]:
-    return tuple(StoredItem(**fields) for fields in orjson.loads(related_json)) if related_json else ()
+def _stored_items(related_json: str | None) -> tuple[model.RelatedItem, ...]:
+    return tuple(map(model.RelatedItem.from_json_fields, orjson.loads(related_json))) if related_json else ()
 
 
 def known_files(conn: Connection, paths: Sequence[str] | None = None) -> dict[str, KnownFile]:
@@ -165,21 +90,21 @@ class TopicRegistry:
 
     def ids(self, conn: Connection, names: Iterable[str], now: datetime) -> dict[str, int]:
         """Ids of the topics named, by key, creating the missing ones (sorted, so slugs are deterministic)."""
-        keys: dict[str, str] = {}
+        named: dict[str, str] = {}
         for name in names:  # a new topic is shown as first written
-            keys.setdefault(topic_key(name), name)
-        missing = sorted(key for key in keys if key not in self._ids)
+            named.setdefault(topic_key(name), name)
+        missing = sorted(key for key in named if key not in self._ids)
         new_rows = []
         for key in missing:
             slug = unique_slug(key, self._slugs.__contains__)
             self._slugs.add(slug)
-            new_rows.append({"key": key, "name": keys[key], "slug": slug, "created_at": now, "dirty": True})
+            new_rows.append({"key": key, "name": named[key], "slug": slug, "created_at": now, "dirty": True})
         if new_rows:
             conn.execute(sa.insert(T), new_rows)
             for chunk in in_chunks(missing):
                 for row in conn.execute(sa.select(T.c.id, T.c.key).where(T.c.key.in_(chunk))):
                     self._ids[row.key] = row.id
-        return {key: self._ids[key] for key in keys}
+        return {key: self._ids[key] for key in named}
 
 
 def write_batch(
@@ -216,9 +141,9 @@ def link_view(fields: Any) -> tuple[Any, ...] | None:
 def _note_view_changes(conn: Connection, ids: Collection[int]) -> None:
     """Remember, in the caller's transaction, that these articles' link views changed: the
     next spreading of changes moves the entries showing them (and only for those)."""
-    if not ids or meta_value(conn, PROPAGATED_KEY) is None:
+    if not ids or meta_value(conn, keys.RELATED_PROPAGATED) is None:
         return  # nothing spread yet: the first spreading takes every article, touching none
-    key = f"{_VIEW_CHANGED}{min(ids)}"
+    key = f"{keys.RELATED_VIEW_CHANGED}{min(ids)}"
     known = meta_value(conn, key)
     merged = set(ids) | set(orjson.loads(known) if known else ())
     set_meta_value(conn, key, orjson.dumps(sorted(merged)).decode())
@@ -226,7 +151,7 @@ def _note_view_changes(conn: Connection, ids: Collection[int]) -> None:
 
 def take_view_changes(conn: Connection) -> set[int]:
     """The articles whose link views changed since the last call (see link_view); forgets them."""
-    noted = meta_values(conn, _VIEW_CHANGED)
+    noted = meta_values(conn, keys.RELATED_VIEW_CHANGED)
     for chunk in in_chunks(sorted(noted)):
         conn.execute(sa.delete(M).where(M.c.key.in_(chunk)))
     return {article_id for value in noted.values() for article_id in orjson.loads(value)}
@@ -437,7 +362,7 @@ def _mark_topics_dirty(conn: Connection, topic_ids: set[int]) -> None:
 
 
 def mark_all_dirty(conn: Connection) -> None:
-    set_meta_value(conn, _ALL_DIRTY, "1")
+    set_meta_value(conn, keys.ALL_FEED_DIRTY, "1")
 
 
 def meta_value(conn: Connection, key: str) -> str | None:
@@ -450,7 +375,7 @@ def set_meta_value(conn: Connection, key: str, value: str) -> None:
 
 
 def all_feed_dirty(conn: Connection) -> bool:
-    value = conn.execute(sa.select(M.c.value).where(M.c.key == _ALL_DIRTY)).scalar()
+    value = conn.execute(sa.select(M.c.value).where(M.c.key == keys.ALL_FEED_DIRTY)).scalar()
     return value == "1"
 
 
@@ -458,7 +383,7 @@ def clear_dirty(conn: Connection, topic_ids: Iterable[int], all_feed: bool) -> N
     for chunk in in_chunks(sorted(topic_ids)):
         conn.execute(sa.update(T).where(T.c.id.in_(chunk)).values(dirty=False))
     if all_feed:
-        conn.execute(sa.update(M).where(M.c.key == _ALL_DIRTY).values(value="0"))
+        conn.execute(sa.update(M).where(M.c.key == keys.ALL_FEED_DIRTY).values(value="0"))
 
 
 def dirty_topics(conn: Connection) -> list[Row[Any]]:
@@ -493,16 +418,6 @@ def feed_window(conn: Connection, topic_id: int | None, limit: int) -> list[tupl
 def meta_values(conn: Connection, prefix: str) -> dict[str, str]:
     """Meta values whose keys start with `prefix`, by key."""
     return {row.key: row.value for row in conn.execute(sa.select(M.c.key, M.c.value).where(M.c.key.startswith(prefix, autoescape=True)))}
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEntry:
-    """An article with what its feed entry shows, read in bulk."""
-
-    article: Row[Any]
-    topics: tuple[str, ...]
-    image: Row[Any] | None
-    related: tuple[StoredItem, ...]
 
 
 def articles_by_ids(conn: Connection, ids: Sequence[int]) -> dict[int, StoredEntry]:
@@ -540,7 +455,3 @@ def article_counts(conn: Connection) -> dict[str, int]:
 def quarantined_files(conn: Connection) -> list[dict[str, str]]:
     query = sa.select(F.c.path, F.c.error).where(F.c.state == "quarantined").order_by(F.c.path)
     return [{"path": row.path, "message": row.error or ""} for row in conn.execute(query)]
-
-
-def _json(value: Any) -> str:
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS).decode()

@@ -1,84 +1,273 @@
-"""Engine, sessions, schema version: the one place for database-dialect quirks."""
+"""Engine, transactions, the schema's state and its migration: the dialect-neutral part of the store.
+
+Opening never writes: `connect` makes an engine and nothing else, `check_schema` tells a reader
+whether the store is this feedworker's, and only `migrate` (run by the cycle under its lock, or
+by `feedworker migrate`) creates or upgrades the schema, with Alembic (`migrations/`).
+What only SQLite needs is in `sqlite.py`, chosen here by dialect.
+"""
 
 from __future__ import annotations
 
 import operator
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import SQLModel
 
-from worker.store.errors import StoreError
-from worker.store.version import SCHEMA_VERSION
+from worker.store import sqlite
+from worker.store.errors import StoreError, describe
+from worker.store.lock import cycle_lock
+from worker.store.schema import UTCDateTime, metadata
+from worker.store.version import SCHEMA_REVISION, SCHEMA_VERSION, version_of
 
 __all__ = [
+    "SCHEMA_REVISION",
     "SCHEMA_VERSION",
     "UTCDateTime",
+    "alembic_config",
     "bulk_insert",
+    "check_schema",
     "connect",
     "create_indexes",
     "drop_indexes",
     "in_chunks",
     "indexes_deferred",
+    "migrate",
+    "migrate_database",
+    "schema_revision",
+    "stored_revision",
     "transaction",
 ]
 
 BUSY_TIMEOUT_S = 30.0
 # Keeps every `IN (...)` list and multi-row statement well under SQLite's variable limit.
 CHUNK = 500
+VERSION_TABLE = "alembic_version"
+_META = metadata.tables["meta"]
 
 
-class UTCDateTime(sa.types.TypeDecorator[datetime]):
-    """Aware UTC datetimes in, aware UTC datetimes out, whatever the dialect keeps."""
+def connect(url: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S, readonly: bool = False) -> Engine:
+    """The engine of the database at `url`. Creates nothing, writes nothing, opens no connection yet.
 
-    impl = sa.DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the store")
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        return value.replace(tzinfo=UTC) if value is not None else None
-
-    def bind_processor(self, dialect: sa.Dialect) -> Any:
-        if dialect.name != "sqlite":
-            return super().bind_processor(dialect)
-
-        from worker.store.quick import db_time
-
-        # The bulk-insert hot path: the same text SQLAlchemy's SQLite DATETIME stores, in one step.
-        def to_text(value: datetime | None) -> str | None:
-            return None if value is None else db_time(value)
-
-        return to_text
-
-
-def connect(url: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Engine:
-    """Open the database, create or migrate its schema, and return the engine."""
-    from worker.store import models  # noqa: F401  (registers the tables)
-
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args=_connect_args(url, busy_timeout_s))
-    if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    An SQLite file is opened only if it exists (a missing one is a StoreError at the first
+    use, never an empty database made by a reader); with `readonly` its connections refuse
+    every statement that would change it (status, the HTTP server). The schema is not looked
+    at: see check_schema (readers) and migrate (the cycle).
+    """
     try:
-        with engine.begin() as conn:
-            _migrate(conn)
+        engine = sa.create_engine(url, connect_args=_connect_args(url, busy_timeout_s))
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise StoreError(f"database {_shown(url)}: {describe(exc)}") from None
+    if engine.dialect.name == "sqlite":
+
+        def on_connect(dbapi_conn: Any, record: Any) -> None:
+            sqlite.set_pragmas(dbapi_conn, readonly)
+
+        def open_existing(dialect: Any, record: Any, cargs: list[Any], cparams: dict[str, Any]) -> None:
+            sqlite.open_existing(cargs, cparams)
+
+        sa.event.listen(engine, "connect", on_connect)
+        sa.event.listen(engine, "do_connect", open_existing)
+    return engine
+
+
+def stored_revision(conn: Connection) -> str | None:
+    """The store's schema revision: Alembic's, or the one its `meta.schema_version` (1 to 3,
+    before Alembic) stands for, whichever is the newer; None for a database without the
+    schema (none made yet, or a first run of an earlier feedworker killed before it recorded
+    its version)."""
+    inspector = sa.inspect(conn)
+    revision = None
+    if inspector.has_table(VERSION_TABLE):
+        found = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+        revision = str(found) if found is not None else None
+    if not inspector.has_table(_META.name):
+        return revision
+    stored = conn.execute(sa.select(_META.c.value).where(_META.c.key == "schema_version")).scalar()
+    if stored is None or not stored.isdigit():
+        return revision
+    numbered = _LEGACY_REVISIONS.get(int(stored), f"{int(stored):04d}")
+    if revision is None or (version_of(revision) or 0) < int(stored):
+        return numbered  # a store from before Alembic, or a newer feedworker's
+    return revision
+
+
+# meta.schema_version of the stores made before the history moved to Alembic -> its revision.
+_LEGACY_REVISIONS = {1: "0001_initial", 2: "0002_article_content", 3: "0003_orphan_candidate"}
+
+
+def check_schema(engine: Engine) -> bool:
+    """Whether the store holds this feedworker's schema: True; False when it holds none yet
+    (no cycle has created it). Reads only. Raises StoreError with one line when the schema
+    is older (a cycle or `feedworker migrate` upgrades it) or newer than this feedworker's,
+    or when the database cannot be read."""
+    revision = schema_revision(engine)
+    if revision is None:
+        return False
+    if revision != SCHEMA_REVISION:
+        raise StoreError(_version_problem(revision))
+    return True
+
+
+def _is_newer(revision: str | None) -> bool:
+    if revision is None:
+        return False
+    version = version_of(revision)
+    return version is None or version > SCHEMA_VERSION
+
+
+def _version_problem(revision: str) -> str:
+    version = version_of(revision)
+    if _is_newer(revision):
+        shown = version if version is not None else f"revision {revision}"
+        return f"the database has schema version {shown}; this feedworker knows {SCHEMA_VERSION}"
+    return (
+        f"the database has schema version {version}, older than this feedworker's {SCHEMA_VERSION}: "
+        "run `feedworker migrate` or a run to upgrade it"
+    )
+
+
+def migrate(engine: Engine) -> None:
+    """Create or upgrade the schema to this feedworker's (Alembic's head), in one transaction.
+
+    Only the cycle, under its lock, and `feedworker migrate` call it. Also builds the indexes
+    a first run killed while they were deferred left out. Raises StoreError with one line
+    (the engine's connections closed), e.g. for a store of a newer feedworker.
+    Cheap when there is nothing to do: one read, and Alembic is not even imported.
+    """
+    try:
+        if engine.dialect.name == "sqlite":
+            sqlite.create_file(engine.url.render_as_string(hide_password=False))
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                sqlite.use_wal(conn)
+                conn.commit()
+            before = stored_revision(conn)
+            stamped = sa.inspect(conn).has_table(VERSION_TABLE)  # else a store from before Alembic
+            conn.rollback()
+            if before != SCHEMA_REVISION or not stamped:
+                _check_not_newer(before)
+                with _ddl_transaction(conn):
+                    before = stored_revision(conn)  # as it is now that this transaction holds the lock
+                    _check_not_newer(before)
+                    _upgrade(conn, before)
+            if engine.dialect.name == "sqlite":
+                tables = [metadata.tables[name] for name in sqlite.DEFERRED_TABLES]
+                with conn.begin():
+                    sqlite.create_missing_indexes(conn, tables)
     except SQLAlchemyError as exc:
         engine.dispose()
-        raise StoreError(f"database {engine.url.render_as_string(hide_password=True)}: {_reason(exc)}") from None
-    return engine
+        raise StoreError(f"database {_shown(engine.url)}: {_reason(exc)}") from None
+    except StoreError:
+        engine.dispose()
+        raise
+
+
+def migrate_database(
+    url: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S, on_wait: Callable[[], None] | None = None
+) -> tuple[str | None, str]:
+    """`feedworker migrate`: under the cycle lock (waiting for a running cycle; `on_wait` is
+    called first), bring the database at `url` to this feedworker's schema, creating it if
+    need be. Returns (the revision it had, None for none; the revision it has now)."""
+    with cycle_lock(url, on_wait):
+        engine = connect(url, busy_timeout_s=busy_timeout_s)
+        try:
+            path = sqlite.file_path(url)
+            before = None if path is not None and not os.path.exists(path) else schema_revision(engine)
+            migrate(engine)
+        finally:
+            engine.dispose()
+    return before, SCHEMA_REVISION
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The store's schema revision (see stored_revision); reads only."""
+    path = sqlite.file_path(engine.url.render_as_string(hide_password=False))
+    if path is not None and not os.path.exists(path):
+        raise StoreError(f"no database at {path} yet: a run or `feedworker migrate` creates it")
+    try:
+        with engine.connect() as conn:
+            return stored_revision(conn)
+    except SQLAlchemyError as exc:
+        raise StoreError(f"database {_shown(engine.url)}: {_reason(exc)}") from None
+
+
+def _check_not_newer(revision: str | None) -> None:
+    if _is_newer(revision):
+        assert revision is not None
+        raise StoreError(_version_problem(revision))
+
+
+@contextmanager
+def _ddl_transaction(conn: Connection) -> Iterator[None]:
+    if conn.dialect.name == "sqlite":
+        with sqlite.ddl_transaction(conn):
+            yield
+    else:
+        with conn.begin():
+            yield
+
+
+def _upgrade(conn: Connection, revision: str | None) -> None:
+    """Alembic's upgrade to head on `conn`, inside the caller's transaction."""
+    from alembic import command
+
+    config = alembic_config(conn)
+    inspector = sa.inspect(conn)
+    if revision is None and any(inspector.has_table(name) for name in metadata.tables):
+        # A first run of a feedworker before Alembic, killed while creating the schema: its
+        # driver ran each CREATE TABLE on its own, so some of this schema's tables exist,
+        # without the version row and without any data. Make the rest, and it is at head.
+        metadata.create_all(conn)
+        command.stamp(config, SCHEMA_REVISION)
+    else:
+        if revision is not None and not inspector.has_table(VERSION_TABLE):
+            command.stamp(config, revision)  # a store from before Alembic: its meta.schema_version
+        command.upgrade(config, "head")
+    _record_version(conn)
+
+
+def _record_version(conn: Connection) -> None:
+    """`meta.schema_version` = SCHEMA_VERSION, for readers that look with sqlite3 alone."""
+    where = _META.c.key == "schema_version"
+    updated = conn.execute(sa.update(_META).where(where).values(value=str(SCHEMA_VERSION)))
+    if not updated.rowcount:
+        conn.execute(sa.insert(_META).values(key="schema_version", value=str(SCHEMA_VERSION)))
+
+
+def alembic_config(conn: Connection | None = None) -> Any:
+    """Alembic's configuration, from Python: the revisions in this package, run on `conn`."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", "worker.store:migrations")
+    config.attributes["connection"] = conn
+    return config
+
+
+@contextmanager
+def indexes_deferred(engine: Engine, defer: bool) -> Iterator[None]:
+    """Fill the store with the secondary indexes of the filled tables off, then build them once (SQLite)."""
+    if not defer or engine.dialect.name != "sqlite":
+        yield
+        return
+    with sqlite.indexes_deferred(engine, [metadata.tables[name] for name in sqlite.DEFERRED_TABLES], defer):
+        yield
+
+
+drop_indexes = sqlite.drop_indexes
+create_indexes = sqlite.create_indexes
+
+
+def _shown(url: str | sa.URL) -> str:
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except SQLAlchemyError:
+        return "(an unreadable URL)"
 
 
 @contextmanager
@@ -152,172 +341,5 @@ def _connect_args(url: str, busy_timeout_s: float) -> dict[str, Any]:
     return {}
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cursor = dbapi_conn.cursor()
-    # WAL lets readers (status, the HTTP server) run beside a writing cycle; NORMAL sync
-    # is durable across process crashes, which is the failure we guard against.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA cache_size=-32000")
-    # Checkpoint the WAL every ~64 MB rather than every 4 MB: fewer syncs of the database
-    # file during a large first run; readers are unaffected.
-    cursor.execute("PRAGMA wal_autocheckpoint=16000")
-    cursor.close()
-
-
-def _migrate(conn: Connection) -> None:
-    from worker.store.models import Meta
-
-    inspector = sa.inspect(conn)
-    stored = None
-    if inspector.has_table(Meta.__tablename__):
-        stored = conn.execute(sa.select(Meta.value).where(Meta.key == "schema_version")).scalar()
-    if stored is None:
-        # A new store; or a first run killed while creating it: SQLite's driver runs CREATE
-        # TABLE outside the transaction, so tables can exist without the version row, and
-        # nothing else was written yet. create_all makes only what is missing.
-        SQLModel.metadata.create_all(conn)
-        conn.execute(sa.insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
-        return
-    version = int(stored)
-    if version > SCHEMA_VERSION:
-        raise StoreError(f"the database has schema version {version}; this feedworker knows {SCHEMA_VERSION}")
-    for target in range(version + 1, SCHEMA_VERSION + 1):
-        for step in _MIGRATIONS[target]:
-            if callable(step):
-                step(conn)
-            else:
-                conn.execute(sa.text(step))
-    if version < SCHEMA_VERSION:
-        conn.execute(sa.update(Meta).where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION)))
-    SQLModel.metadata.create_all(conn)  # tables added since; existing ones are left alone
-    _create_missing_indexes(conn)
-
-
-def _create_missing_indexes(conn: Connection) -> None:
-    # A first run interrupted while its indexes were deferred left them out.
-    present = {(table, index["name"]) for table in _DEFERRED for index in sa.inspect(conn).get_indexes(table)}
-    for table in _DEFERRED:
-        for index in SQLModel.metadata.tables[table].indexes:
-            if (table, index.name) not in present:
-                index.create(conn)
-
-
-# The tables a run fills, whose secondary (non-unique) indexes a first run builds at its end.
-_DEFERRED = ("source_file", "article", "article_topic", "related_item")
-
-
-@contextmanager
-def indexes_deferred(engine: Engine, defer: bool) -> Iterator[None]:
-    """Fill the store with the secondary indexes of the filled tables off, then build them once.
-
-    For a first run: once an index outgrows the page cache, inserting each row at a random
-    place in it costs a page read, while building it at the end is one sort. An interrupted
-    fill leaves them off; `connect` builds them again. Unique indexes stay: they are rules.
-    """
-    if not defer:
-        yield
-        return
-    tables = [SQLModel.metadata.tables[name] for name in _DEFERRED]
-    with transaction(engine) as conn:
-        drop_indexes(conn, tables)
-    yield
-    with transaction(engine) as conn:
-        create_indexes(conn, tables)
-
-
-def drop_indexes(conn: Connection, tables: list[sa.Table]) -> None:
-    """Drop the secondary (non-unique) indexes of these tables, where they exist."""
-    for table in tables:
-        for index in table.indexes:
-            index.drop(conn, checkfirst=True)
-
-
-def create_indexes(conn: Connection, tables: list[sa.Table]) -> None:
-    """Create the secondary indexes of these tables, where they are missing."""
-    for table in tables:
-        for index in table.indexes:
-            index.create(conn, checkfirst=True)
-
-
-def _related_items_to_json(conn: Connection) -> None:
-    """Version 2 keeps an article's related items as one JSON list, 500 articles at a time."""
-    import orjson
-
-    fields = ("url", "web_url", "title", "excerpt", "published_at", "provider_name", "provider_domain", "image_url")
-    select = sa.text(
-        f"SELECT article_id, {', '.join(fields)} FROM related_item WHERE article_id IN :ids ORDER BY article_id, position"
-    ).bindparams(sa.bindparam("ids", expanding=True))
-    update = sa.text("UPDATE article_content SET related_json = :json WHERE article_id = :id")
-    article_ids = list(
-        conn.execute(sa.text("SELECT DISTINCT article_id FROM related_item ORDER BY article_id")).scalars()
-    )
-    for chunk in in_chunks(article_ids):
-        items: dict[int, list[dict[str, Any]]] = {}
-        for article_id, *values in conn.execute(select, {"ids": chunk}):
-            item = {name: value for name, value in zip(fields, values, strict=True) if value is not None}
-            if "published_at" in item:  # naive UTC text, as UTCDateTime wrote it
-                item["published_at"] = datetime.fromisoformat(str(item["published_at"])).replace(tzinfo=UTC).isoformat()
-            items.setdefault(article_id, []).append(item)
-        encoded = [
-            {"id": key, "json": orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()}
-            for key, value in items.items()
-        ]
-        conn.execute(update, encoded)
-
-
-# Schema version -> statements (or functions of the connection) that bring the previous version to it.
-_MIGRATIONS: dict[int, list[str | Callable[[Connection], None]]] = {
-    2: [
-        # Entry HTML is rendered when a feed is, for the few entries feeds show, not per file stored.
-        "ALTER TABLE article DROP COLUMN body_html",
-        # The large fields move to their own table (see models.Article), with the related items
-        # whole as JSON; related_item keeps what the graph queries need: one narrow row an item.
-        (
-            "CREATE TABLE article_content (article_id INTEGER NOT NULL, body VARCHAR, extra_json VARCHAR,"
-            " related_json VARCHAR, PRIMARY KEY (article_id), FOREIGN KEY(article_id) REFERENCES article (id)"
-            " ON DELETE CASCADE)"
-        ),
-        "INSERT INTO article_content (article_id, body, extra_json) SELECT id, body, extra_json FROM article",
-        "ALTER TABLE article DROP COLUMN body",
-        "ALTER TABLE article DROP COLUMN extra_json",
-        _related_items_to_json,
-        "DROP INDEX ix_related_item_url",  # made again, covering (see models.RelatedItem)
-        "ALTER TABLE related_item ADD COLUMN wants_page BOOLEAN NOT NULL DEFAULT 0",
-        "ALTER TABLE related_item ADD COLUMN shows_page BOOLEAN NOT NULL DEFAULT 0",
-        (
-            "UPDATE related_item SET wants_page = (title IS NULL OR excerpt IS NULL OR image_url IS NULL),"
-            " shows_page = (title IS NULL OR (provider_name IS NULL AND provider_domain IS NULL))"
-        ),
-        *(
-            f"ALTER TABLE related_item DROP COLUMN {column}"
-            for column in (
-                "web_url",
-                "title",
-                "excerpt",
-                "published_at",
-                "provider_name",
-                "provider_domain",
-                "image_url",
-            )
-        ),
-    ],
-    # The orphan_candidate table (models.OrphanCandidate), filled with the articles a run killed
-    # by an earlier version left published with no file carrying them: the next cycle removes them.
-    3: [
-        "CREATE TABLE IF NOT EXISTS orphan_candidate (url VARCHAR NOT NULL, PRIMARY KEY (url))",
-        (
-            "INSERT INTO orphan_candidate (url) SELECT url FROM article WHERE removed = 0 AND url NOT IN"
-            " (SELECT article_url FROM source_file WHERE article_url IS NOT NULL)"
-        ),
-    ],
-}
-
-
 def _reason(exc: SQLAlchemyError) -> str:
-    original = getattr(exc, "orig", None)
-    text = " ".join(str(original or exc).split())[:300]
-    if "database is locked" in text:
-        text += " (another process held a write lock longer than busy_timeout_s)"
-    return text
+    return sqlite.explain(describe(exc))

@@ -9,9 +9,10 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from worker.store import keys
 from worker.store.articles import meta_value, set_meta_value
 from worker.store.db import in_chunks
-from worker.store.models import Article, Page, RelatedItem
+from worker.store.schema import Article, Page, RelatedItem
 
 __all__ = [
     "PENDING",
@@ -20,6 +21,7 @@ __all__ = [
     "due_urls",
     "enqueue",
     "enqueue_all",
+    "note_next_due",
     "page_counts",
     "pages_by_url",
     "pending_count",
@@ -37,7 +39,6 @@ PENDING = "pending"
 # Statuses whose metadata is the page's current one.
 SUCCESS = ("ok", "not_modified")
 # Meta key: "1" while the queue lacks the pages of articles written with fetching off.
-_QUEUE_STALE = "page_queue_stale"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,17 +111,17 @@ def enqueue_all(conn: Connection, now: datetime) -> int:
     """Queue every page the stored articles ask for, in one statement (a first run, or fetching
     switched on after articles were written with it off). Returns how many."""
     queued = conn.execute(sa.insert(P).from_select(_QUEUED_COLUMNS, _missing_pages(now))).rowcount
-    set_meta_value(conn, _QUEUE_STALE, "0")
+    set_meta_value(conn, keys.PAGE_QUEUE_STALE, "0")
     return queued
 
 
 def queue_stale(conn: Connection) -> bool:
     """True when articles changed while fetching was off, so the queue lacks their pages."""
-    return meta_value(conn, _QUEUE_STALE) == "1"
+    return meta_value(conn, keys.PAGE_QUEUE_STALE) == "1"
 
 
 def set_queue_stale(conn: Connection) -> None:
-    set_meta_value(conn, _QUEUE_STALE, "1")
+    set_meta_value(conn, keys.PAGE_QUEUE_STALE, "1")
 
 
 def _qualifying_due(now: datetime, ttl_s: float) -> sa.Select:  # type: ignore[type-arg]
@@ -150,6 +151,21 @@ def pending_count(conn: Connection, now: datetime, ttl_s: float) -> int:
     """How many pages wait for a fetch (queued, or due for revalidation or a retry)."""
     due = _qualifying_due(now, ttl_s).subquery()
     return conn.execute(sa.select(sa.func.count(sa.distinct(due.c.url)))).scalar_one()
+
+
+def note_next_due(conn: Connection, ttl_s: float) -> None:
+    """Record when the first page still asked for falls due (for this ttl), for the planner
+    (keys.PAGES_NEXT_DUE, read with the store's snapshot)."""
+    asked = (
+        sa.select(P.c.status, P.c.fetched_at, P.c.next_fetch_at)
+        .select_from(P.join(R, R.c.url == P.c.url).join(A, A.c.id == R.c.article_id))
+        .where(_visible(A), _wanted(P.c.url))
+        .subquery()
+    )
+    fetched = conn.execute(sa.select(sa.func.min(asked.c.fetched_at)).where(asked.c.status.in_(SUCCESS))).scalar()
+    retry = conn.execute(sa.select(sa.func.min(asked.c.next_fetch_at)).where(asked.c.status.not_in(SUCCESS))).scalar()
+    moments = [moment for moment in (retry, fetched and fetched + timedelta(seconds=ttl_s)) if moment is not None]
+    set_meta_value(conn, keys.PAGES_NEXT_DUE, f"{float(ttl_s)!r}|{min(moments).isoformat() if moments else ''}")
 
 
 def pages_by_url(conn: Connection, urls: Iterable[str]) -> dict[str, PageRecord]:

@@ -9,10 +9,11 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from worker.enrich.related import LinkedArticle, PageInfo
-from worker.store.articles import PROPAGATED_KEY, mark_all_dirty, take_view_changes
+from worker.model import LinkedArticle, PageInfo
+from worker.store import keys
+from worker.store.articles import mark_all_dirty, take_view_changes
 from worker.store.db import create_indexes, drop_indexes, in_chunks
-from worker.store.models import Article, ArticleTopic, Meta, Page, RelatedEdge, RelatedItem, Topic
+from worker.store.schema import Article, ArticleTopic, Meta, Page, RelatedEdge, RelatedItem, Topic
 
 __all__ = ["Changed", "Graph", "changed_articles", "load_graph", "propagate_changes", "touch_listing"]
 
@@ -23,8 +24,6 @@ M = Meta.__table__
 P = Page.__table__
 R = RelatedItem.__table__
 T = Topic.__table__
-# Up to here (inclusive) every article change has been spread to its neighbours.
-_WATERMARK = PROPAGATED_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,11 +190,11 @@ def _touch(conn: Connection, article_ids: list[int], now: datetime) -> int:
 
 
 def _watermark(conn: Connection) -> datetime | None:
-    value = conn.execute(sa.select(M.c.value).where(M.c.key == _WATERMARK)).scalar()
+    value = conn.execute(sa.select(M.c.value).where(M.c.key == keys.RELATED_PROPAGATED)).scalar()
     return datetime.fromisoformat(value) if value else None
 
 
 def _set_watermark(conn: Connection, when: datetime) -> None:
     value = when.isoformat()
-    if conn.execute(sa.update(M).where(M.c.key == _WATERMARK).values(value=value)).rowcount == 0:
-        conn.execute(sa.insert(M).values(key=_WATERMARK, value=value))
+    if conn.execute(sa.update(M).where(M.c.key == keys.RELATED_PROPAGATED).values(value=value)).rowcount == 0:
+        conn.execute(sa.insert(M).values(key=keys.RELATED_PROPAGATED, value=value))

@@ -9,7 +9,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from worker.store.models import Run
+from worker.store.schema import Run
 
 __all__ = ["finish", "last_report", "newest_run", "start", "unfinished"]
 

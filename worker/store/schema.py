@@ -1,14 +1,19 @@
-"""SQLModel tables: articles keyed by canonical URL, their topics, images and related items,
-the related pages fetched for them, the source files they came from, and the runs."""
+"""The store's tables, declared once (SQLModel classes): articles keyed by canonical URL, their
+topics, images and related items, the related pages fetched for them, the source files they
+came from, and the runs; with their column type UTCDateTime.
+
+Imports no other store module at import time: every store module (and the migrations) builds
+on this one. The Alembic history in `migrations/` must arrive at exactly these tables
+(tests/test_store_schema.py compares them).
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
-
-from worker.store.db import UTCDateTime
 
 __all__ = [
     "Article",
@@ -23,10 +28,41 @@ __all__ = [
     "Run",
     "SourceFile",
     "Topic",
+    "UTCDateTime",
+    "metadata",
 ]
 
 
-def _time(*, nullable: bool = True, index: bool = False) -> datetime | None:
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, whatever the dialect keeps."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+    def bind_processor(self, dialect: sa.Dialect) -> Any:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+        # The bulk-insert hot path: the same text SQLAlchemy's SQLite DATETIME stores, in one
+        # step. worker.store.sqlite is a leaf (it imports no store module but errors).
+        from worker.store.sqlite import db_time
+
+        def to_text(value: datetime | None) -> str | None:
+            return None if value is None else db_time(value)
+
+        return to_text
+
+
+def _time(*, nullable: bool = True, index: bool = False) -> Any:
     return Field(default=None, sa_column_kwargs={"nullable": nullable}, sa_type=UTCDateTime, index=index)
 
 
@@ -174,3 +210,7 @@ class Run(SQLModel, table=True):
     finished_at: datetime | None = _time()
     status: str  # "running" | "ok" | "failed"
     report_json: str | None = None
+
+
+# Every table above: what `db.migrate` brings a database to, and what `check_schema` expects.
+metadata = SQLModel.metadata

@@ -3,60 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from urllib.parse import urlsplit
 
-__all__ = [
-    "MAX_REVERSE_LINKS",
-    "GivenItem",
-    "LinkedArticle",
-    "PageInfo",
-    "RelatedLink",
-    "related_links",
-]
+from worker.model import LinkedArticle, PageInfo, RelatedItem, RelatedLink
+
+__all__ = ["MAX_REVERSE_LINKS", "related_links"]
 
 # An article everyone links to would otherwise carry thousands of links in every feed.
 MAX_REVERSE_LINKS = 50
 
 
-@dataclass(frozen=True, slots=True)
-class GivenItem:
-    """A related item as its article file gives it; `url` is canonical."""
-
-    url: str
-    title: str | None = None
-    provider: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LinkedArticle:
-    """A stored, published article, as a related link to it shows it."""
-
-    url: str
-    title: str
-    provider: str | None
-    published_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class PageInfo:
-    """What a fetched related page says about itself, as far as a link shows it."""
-
-    title: str | None = None
-    site_name: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RelatedLink:
-    url: str
-    title: str
-    provider: str | None = None
-
-
 def related_links(
     url: str,
-    given: Sequence[GivenItem],
+    given: Sequence[RelatedItem],
     linking: Sequence[LinkedArticle],
     stored: Mapping[str, LinkedArticle],
     pages: Mapping[str, PageInfo],
@@ -94,7 +53,7 @@ def related_links(
 
 
 def _given_link(
-    item: GivenItem, article: LinkedArticle | None, page: PageInfo | None, clean: Callable[[str], str]
+    item: RelatedItem, article: LinkedArticle | None, page: PageInfo | None, clean: Callable[[str], str]
 ) -> RelatedLink:
     if article is not None:
         return _article_link(article, item, clean)
@@ -103,7 +62,7 @@ def _given_link(
     return RelatedLink(item.url, title, provider)
 
 
-def _article_link(article: LinkedArticle, item: GivenItem | None, clean: Callable[[str], str]) -> RelatedLink:
+def _article_link(article: LinkedArticle, item: RelatedItem | None, clean: Callable[[str], str]) -> RelatedLink:
     # The stored article is the authority on its own title; the item's is a fallback only.
     title = _first(clean, article.title, item.title if item else None) or _host(article.url)
     provider = _first(clean, article.provider, item.provider if item else None)

@@ -1,0 +1,323 @@
+"""The store's schema: Alembic's history arrives at exactly the declared tables, only the cycle
+and `feedworker migrate` write it, and readers (status, the HTTP server) never write at all."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, Project, make_project
+from tests.test_run import version_1_store
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def schema_differences(database: Path) -> list:
+    """What Alembic's autogenerate finds between the database and the declared tables."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from worker.store.db import connect
+    from worker.store.schema import metadata
+
+    engine = connect(sqlite_url(database), readonly=True)
+    try:
+        with engine.connect() as conn:
+            return compare_metadata(MigrationContext.configure(conn), metadata)
+    finally:
+        engine.dispose()
+
+
+def files_of(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file in the database's folder -> (bytes, mtime_ns)."""
+    return {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in sorted(folder.iterdir())}
+
+
+def tables(database: Path) -> set[str]:
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
+        return {name for (name,) in conn.execute("select name from sqlite_master where type = 'table'")}
+
+
+# --------------------------------------------------------------------------- the history
+
+
+def test_a_new_database_migrated_to_head_has_exactly_the_declared_schema(tmp_path: Path):
+    from worker.store.db import check_schema, connect, migrate
+
+    database = tmp_path / "new" / "store.db"
+    engine = connect(sqlite_url(database))
+    try:
+        migrate(engine)
+        assert check_schema(engine) is True
+    finally:
+        engine.dispose()
+    assert schema_differences(database) == []
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("pragma journal_mode").fetchone() == ("wal",)
+        conn.execute("drop index ix_page_next_fetch_at")  # the comparison does see a difference
+    assert [difference[0] for difference in schema_differences(database)] == ["add_index"]
+
+
+def test_the_schema_revision_is_alembics_head_and_the_history_numbers_the_versions():
+    from alembic.script import ScriptDirectory
+
+    from worker.store.db import alembic_config
+    from worker.store.version import SCHEMA_REVISION, SCHEMA_VERSION, version_of
+
+    script = ScriptDirectory.from_config(alembic_config())
+    assert script.get_heads() == [SCHEMA_REVISION]
+    history = [revision.revision for revision in reversed(list(script.walk_revisions()))]
+    assert len(history) == SCHEMA_VERSION  # one line of revisions, `000N_...` is version N
+    assert [version_of(revision) for revision in history] == list(range(1, SCHEMA_VERSION + 1))
+    # version.py, lock.py and sqlite.py load before anything decides whether SQLAlchemy is needed.
+    code = (
+        "import sys\n"
+        "import worker.store.version, worker.store.lock, worker.store.sqlite, worker.store.errors\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'sqlmodel', 'alembic')]\n"
+        "assert not heavy, heavy\n"
+        "assert worker.store.version.SCHEMA_REVISION\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_a_version_1_store_is_upgraded_by_migrate_to_exactly_the_declared_schema(tmp_path: Path):
+    project = version_1_store(tmp_path)
+    assert "alembic_version" not in tables(project.database)
+    result = project.cli("migrate")
+    assert result.stdout == "schema upgraded from version 1 (0001_initial) to version 3 (0003_orphan_candidate)\n"
+    assert schema_differences(project.database) == []
+    with sqlite3.connect(project.database) as conn:
+        assert conn.execute("select version_num from alembic_version").fetchall() == [("0003_orphan_candidate",)]
+        assert conn.execute("select value from meta where key = 'schema_version'").fetchall() == [("3",)]
+    again = project.cli("migrate")
+    assert again.stdout == "schema already at version 3 (0003_orphan_candidate): nothing to do\n"
+    report = project.run()  # the store the command upgraded is the run's
+    assert report["status"] == "ok" and report["files"]["new"] == 0 and report["files"]["changed"] == 0
+
+
+def test_a_store_of_schema_3_from_before_alembic_is_stamped_without_a_change(tmp_path: Path):
+    project = make_project(tmp_path)
+    project.article("a.txt", title="A", web_url="https://a.example/a")
+    project.run()
+    with sqlite3.connect(project.database) as conn:
+        conn.execute("drop table alembic_version")  # as feedworker stored it before Alembic
+    conn.close()
+    assert project.cli("status").returncode == 0  # the same schema: readable as it is
+    assert "alembic_version" not in tables(project.database)
+    assert project.cli("migrate").stdout == "schema already at version 3 (0003_orphan_candidate): nothing to do\n"
+    with sqlite3.connect(project.database) as conn:
+        assert conn.execute("select version_num from alembic_version").fetchall() == [("0003_orphan_candidate",)]
+
+
+def test_an_upgrade_that_fails_part_way_leaves_the_store_as_it_was(tmp_path: Path):
+    project = version_1_store(tmp_path)
+    with sqlite3.connect(project.database) as conn:
+        # Revision 3 creates this table: the upgrade fails after revision 2 dropped columns and made tables.
+        conn.execute("create table orphan_candidate (something int)")
+    conn.close()
+    before = sqlite3.connect(project.database).execute("select sql from sqlite_master order by name").fetchall()
+    result = project.cli("migrate", check=False)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "orphan_candidate" in result.stderr
+    with sqlite3.connect(project.database) as conn:
+        assert conn.execute("select sql from sqlite_master order by name").fetchall() == before
+        assert conn.execute("select value from meta where key = 'schema_version'").fetchall() == [("1",)]
+
+
+def test_the_ddl_transaction_takes_its_create_table_back_on_failure(tmp_path: Path):
+    from worker.store import sqlite as dialect
+    from worker.store.db import connect, migrate
+
+    engine = connect(sqlite_url(tmp_path / "store.db"))
+    try:
+        migrate(engine)
+        with engine.connect() as conn, pytest.raises(RuntimeError), dialect.ddl_transaction(conn):
+            conn.exec_driver_sql("CREATE TABLE made_then_undone (x INTEGER)")
+            conn.exec_driver_sql("INSERT INTO made_then_undone VALUES (1)")
+            raise RuntimeError("killed here")
+    finally:
+        engine.dispose()
+    assert "made_then_undone" not in tables(tmp_path / "store.db")
+
+
+def test_migrate_at_head_reads_only_and_does_not_load_alembic(tmp_path: Path):
+    project = make_project(tmp_path)
+    project.article("a.txt", title="A", web_url="https://a.example/a")
+    project.run()
+    code = (
+        "import sys\n"
+        "from worker.store.db import connect, migrate\n"
+        f"engine = connect({sqlite_url(project.database)!r})\n"
+        "migrate(engine)\n"
+        "engine.dispose()\n"
+        "assert not [m for m in sys.modules if m.startswith('alembic')]\n"
+    )
+    before = project.database.stat().st_mtime_ns, project.database.read_bytes()
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+    assert (project.database.stat().st_mtime_ns, project.database.read_bytes()) == before
+
+
+# --------------------------------------------------------------------------- readers never write
+
+
+def test_status_on_an_older_store_writes_nothing_and_says_how_to_upgrade(tmp_path: Path):
+    project = version_1_store(tmp_path)
+    before = files_of(project.database.parent)
+    time.sleep(0.01)
+    for args in (("status",), ("status", "--json")):
+        result = project.cli(*args, check=False)
+        assert result.returncode == 1 and result.stdout == ""
+        assert result.stderr == (
+            "Error: the database has schema version 1, older than this feedworker's 3: "
+            "run `feedworker migrate` or a run to upgrade it\n"
+        )
+    assert files_of(project.database.parent) == before  # the same files, bytes and times: no -wal, no -shm
+    assert "alembic_version" not in tables(project.database)
+    project.cli("migrate")
+    assert project.cli("status").returncode == 0
+
+
+def test_status_and_the_http_reader_write_nothing_to_a_current_store(tmp_path: Path):
+    from worker.config import load_config
+    from worker.service.http import StoreReader
+    from worker.store import runs
+
+    project = make_project(tmp_path)
+    project.article("a.txt", title="A", web_url="https://a.example/a")
+    report = project.run()
+    before = files_of(project.database.parent)
+    time.sleep(0.01)
+    assert project.cli("status").returncode == 0
+    reader = StoreReader()
+    try:
+        assert reader.read(load_config(project.config), runs.last_report)["run_id"] == report["run_id"]
+    finally:
+        reader.close()
+    after = files_of(project.database.parent)
+    assert after == before
+
+
+def test_the_http_reader_keeps_one_read_only_engine_and_refuses_an_older_store(tmp_path: Path, monkeypatch):
+    from worker.config import load_config
+    from worker.service.http import StoreReader
+    from worker.store import db, runs
+
+    made = []
+    real_connect = db.connect
+
+    def counting_connect(*args, **kwargs):
+        made.append(kwargs.get("readonly"))
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(db, "connect", counting_connect)
+    project = version_1_store(tmp_path)
+    config = load_config(project.config)
+    before = files_of(project.database.parent)
+    reader = StoreReader()
+    try:
+        assert reader.read(config, runs.last_report) is None  # schema 1: refused (and logged), not read
+        assert files_of(project.database.parent) == before
+        project.cli("migrate")
+        project.run()
+        assert [reader.read(config, runs.last_report)["status"] for _ in range(3)] == ["ok"] * 3
+        with reader._engine.connect() as conn, pytest.raises(Exception, match="readonly"):
+            conn.exec_driver_sql("DELETE FROM run")
+    finally:
+        reader.close()
+    assert made == [True]  # one engine for every request, read-only
+
+
+def test_readers_never_create_the_database(tmp_path: Path):
+    from worker.store.db import check_schema, connect
+    from worker.store.errors import StoreError
+
+    database = tmp_path / "data" / "store.db"
+    for readonly in (True, False):
+        engine = connect(sqlite_url(database), readonly=readonly)
+        with pytest.raises(StoreError, match=f"^no database at {database} yet: a run or `feedworker migrate` creates it$"):
+            check_schema(engine)
+        engine.dispose()
+    assert not (tmp_path / "data").exists()
+
+    project = make_project(tmp_path / "fresh")
+    result = project.cli("status")
+    assert "last run: never" in result.stdout
+    assert not project.database.parent.exists()
+
+
+def test_a_newer_store_is_refused_with_one_line_by_status_migrate_and_run(tmp_path: Path):
+    project = make_project(tmp_path)
+    project.article("a.txt", title="A", web_url="https://a.example/a")
+    project.run()
+    with sqlite3.connect(project.database) as conn:
+        conn.execute("update alembic_version set version_num = '0004_from_the_future'")
+        conn.execute("update meta set value = '4' where key = 'schema_version'")
+    conn.close()
+    before = files_of(project.database.parent)
+    for command in ("status", "migrate", "run"):
+        result = project.cli(command, check=False)
+        assert result.returncode == 1, command
+        assert (
+            result.stderr.strip().splitlines()[-1]
+            == "Error: the database has schema version 4; this feedworker knows 3"
+        )
+    assert files_of(project.database.parent)["feedworker.db"] == before["feedworker.db"]
+
+
+# --------------------------------------------------------------------------- feedworker migrate
+
+
+def test_migrate_creates_a_new_store_and_refuses_to(tmp_path: Path):
+    project = make_project(tmp_path)
+    result = project.cli("migrate")
+    assert result.stdout == "schema created: version 3 (0003_orphan_candidate)\n"
+    assert schema_differences(project.database) == []
+    refused = project.cli("migrate", "--to", "postgresql+psycopg://db/feedworker", check=False)
+    assert refused.returncode == 1
+    assert refused.stderr == "Error: migrate --to: copying the store into another database is not available yet\n"
+
+
+def test_migrate_waits_for_a_running_cycle(tmp_path: Path):
+    from worker.store.lock import cycle_lock
+
+    project = version_1_store(tmp_path)
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("FEEDWORKER_")}
+    with cycle_lock(sqlite_url(project.database)):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker", "migrate", "--config", str(project.config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=environment,
+        )
+        time.sleep(1.5)
+        assert process.poll() is None  # waiting for the lock
+        assert "alembic_version" not in tables(project.database)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "another cycle is running on this database; waiting for it to finish" in stderr
+    assert stdout == "schema upgraded from version 1 (0001_initial) to version 3 (0003_orphan_candidate)\n"
+
+
+def test_a_first_run_killed_with_tables_but_no_version_row_is_completed_by_migrate(tmp_path: Path):
+    project: Project = make_project(tmp_path)
+    project.database.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(project.database) as conn:  # what a killed first run of an earlier feedworker left
+        conn.execute("CREATE TABLE meta (key VARCHAR NOT NULL, value VARCHAR NOT NULL, PRIMARY KEY (key))")
+        conn.execute(
+            "CREATE TABLE run (id INTEGER NOT NULL, started_at DATETIME NOT NULL, finished_at DATETIME,"
+            " status VARCHAR NOT NULL, report_json VARCHAR, PRIMARY KEY (id))"
+        )
+    conn.close()
+    assert "last run: never" in project.cli("status").stdout  # no schema yet: as before any run
+    assert project.cli("migrate").stdout == "schema created: version 3 (0003_orphan_candidate)\n"
+    assert schema_differences(project.database) == []

@@ -1,0 +1,334 @@
+"""Value types the layers share: files found, articles parsed and stored, related links, feed settings.
+
+Plain frozen dataclasses, no I/O, nothing heavier than orjson to import: the parser processes,
+the store and the renderer all import this module, and none of them imports another for a type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+__all__ = [
+    "Article",
+    "ArticleCounts",
+    "EnrichCounts",
+    "FeedCounts",
+    "FeedFiles",
+    "FileCounts",
+    "FeedSettings",
+    "FoundFile",
+    "Image",
+    "Ingested",
+    "KnownFile",
+    "LinkedArticle",
+    "PageInfo",
+    "RelatedItem",
+    "RelatedLink",
+    "Scan",
+    "Source",
+    "SourceState",
+    "StoreSnapshot",
+    "StoredEntry",
+    "Touched",
+]
+
+
+# --- what the scan finds -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A watched folder as the scan walks it."""
+
+    root: Path
+    include: tuple[str, ...]
+    max_bytes: int
+    settle_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class FoundFile:
+    path: str
+    size: int
+    mtime_ns: int
+    max_bytes: int
+    root: str = ""  # the real path of its source folder: a read never leaves it
+    problem: str | None = None  # why it is quarantined without being read (its name)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    """One source folder as this scan found it."""
+
+    path: str
+    state: str  # "ok", "missing" or "unreadable"; "empty" once the store shows files came from it
+    files: int = 0  # article files found under it (not counting files still being written)
+    reason: str | None = None  # why it is not ok: the system's words (No such file or directory)
+    device: int | None = None  # st_dev of the folder: another one when a volume is not mounted there
+
+
+@dataclass(slots=True)
+class Scan:
+    files: dict[str, FoundFile] = field(default_factory=dict)
+    # Roots that could not be walked: files stored under them are not taken as deleted.
+    unreadable_roots: list[str] = field(default_factory=list)
+    # Files present but not to be read this run (still being written): not deleted either.
+    unsettled: set[str] = field(default_factory=set)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    # Each source folder, in the order given.
+    sources: list[SourceState] = field(default_factory=list)
+
+
+# --- articles --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    url: str
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RelatedItem:
+    """A related item as its article file gives it."""
+
+    url: str  # canonical: identity for de-duplication and cross-links
+    web_url: str
+    title: str | None = None
+    excerpt: str | None = None
+    published_at: datetime | None = None
+    provider_name: str | None = None
+    provider_domain: str | None = None
+    image_url: str | None = None
+
+    @property
+    def provider(self) -> str | None:
+        return self.provider_name or self.provider_domain
+
+    def to_json_fields(self) -> dict[str, Any]:
+        """The item as the store keeps it (`article_content.related_json`): set fields only."""
+        fields = {name: getattr(self, name) for name in _RELATED_FIELDS}
+        if self.published_at is not None:
+            fields["published_at"] = self.published_at.isoformat()
+        return {name: value for name, value in fields.items() if value is not None}
+
+    @classmethod
+    def from_json_fields(cls, fields: dict[str, Any]) -> RelatedItem:
+        published = fields.get("published_at")
+        if published is not None:
+            fields = {**fields, "published_at": datetime.fromisoformat(published)}
+        return cls(**fields)
+
+
+_RELATED_FIELDS = tuple(RelatedItem.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """An article as its file gives it, validated."""
+
+    url: str  # canonical webUrl: the article's identity
+    web_url: str
+    title: str
+    excerpt: str | None = None
+    body: str | None = None
+    published_at: datetime | None = None
+    category: str | None = None
+    type: str | None = None
+    original_url: str | None = None
+    quality: int | None = None
+    heat: int | None = None
+    is_published: bool = True
+    provider_name: str | None = None
+    provider_domain: str | None = None
+    topics: tuple[str, ...] = ()
+    images: tuple[Image, ...] = ()
+    related: tuple[RelatedItem, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """One file as read this run: a parsed article, or the reason it is quarantined.
+
+    An article's related items travel ready to store (see `of_article`): encoded where the
+    file was parsed, so the process writing the store only passes them through.
+    """
+
+    path: str
+    size: int
+    mtime_ns: int
+    hash: str
+    article: Article | None = None
+    error: str | None = None
+    related_json: str | None = None
+    related_links: tuple[tuple[str, bool, bool], ...] = ()  # (url, wants_page, shows_page) per item
+    extra_json: str | None = None  # the unknown fields
+
+    @classmethod
+    def of_article(cls, path: str, size: int, mtime_ns: int, hash: str, article: Article) -> Ingested:
+        """The article as rows: everything that could fail on what one file holds fails here,
+        in the parser, where it quarantines that file alone."""
+        items = article.related
+        links = tuple(
+            (
+                item.url,
+                item.title is None or item.excerpt is None or item.image_url is None,
+                item.title is None or item.provider is None,
+            )
+            for item in items
+        )
+        encoded = _json([item.to_json_fields() for item in items]) if items else None
+        extra = _json(article.extra) if article.extra else None
+        return cls(path, size, mtime_ns, hash, replace(article, related=(), extra={}), None, encoded, links, extra)
+
+
+# A file whose bytes are the ones stored: only its stat moved. (path, size, mtime_ns)
+Touched = tuple[str, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class KnownFile:
+    """A source file as the store last saw it."""
+
+    size: int
+    mtime_ns: int
+    hash: str
+    state: str  # "ok" | "quarantined"
+    article_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """A stored article with what its feed entry shows, read in bulk."""
+
+    article: Any  # the article row: its columns by name
+    topics: tuple[str, ...]
+    image: Any  # the lead image row (url, width, height), or None
+    related: tuple[RelatedItem, ...]
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS).decode()
+
+
+# --- related links ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LinkedArticle:
+    """A stored, published article, as a related link to it shows it."""
+
+    url: str
+    title: str
+    provider: str | None
+    published_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PageInfo:
+    """What a fetched related page says about itself, as far as a link shows it."""
+
+    title: str | None = None
+    site_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RelatedLink:
+    """A link an entry shows under its content."""
+
+    url: str
+    title: str
+    provider: str | None = None
+
+
+# --- feeds -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSettings:
+    """What the feeds are rendered with (config's `feeds` section)."""
+
+    dir: Path
+    base_url: str
+    title: str
+    max_entries: int
+    opml_format: Literal["atom", "rss"] = "atom"  # the format of the feeds index.opml lists
+
+
+@dataclass(frozen=True, slots=True)
+class FeedFiles:
+    """What the feeds folder holds of feedworker's files, as a cycle starts."""
+
+    index: frozenset[str]  # which of all.rss, all.atom, index.opml are there
+    topics: frozenset[str]  # the file names in topics/ (no hidden ones)
+    temp_left: bool  # a temporary file a killed write left behind
+
+
+# --- the store as a cycle plans from it --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSnapshot:
+    """Everything the planner asks of the store, read in one go (store.snapshot)."""
+
+    meta: dict[str, str]
+    current_schema: bool  # at this feedworker's schema version; if not, only `meta` was read
+    last_run_status: str | None  # the newest run's, finished or not; None: no run yet
+    dirty_topics: bool  # a topic whose feeds must be rendered again
+    orphan_candidates: bool  # an article may have lost its last file
+    visible_slugs: frozenset[str]  # topics with a published article: each has feeds
+    known_slugs: frozenset[str]  # every topic ever seen: their feed files are ours
+    files: dict[str, tuple[int, int, str | None]]  # path -> (size, mtime_ns, quarantine message or None)
+
+    def stats(self) -> dict[str, tuple[int, int]]:
+        """Every stored file's (size, mtime_ns)."""
+        return {path: (size, mtime_ns) for path, (size, mtime_ns, _) in self.files.items()}
+
+    def quarantined(self) -> list[dict[str, str]]:
+        """The quarantined files as the run report lists them, by path."""
+        return [
+            {"path": path, "message": error} for path, (_, _, error) in sorted(self.files.items()) if error is not None
+        ]
+
+
+# --- the run report's counts (JSON keys as the README documents them, in this order) ---------
+
+
+@dataclass(slots=True)
+class FileCounts:
+    seen: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    quarantined: int = 0
+
+
+@dataclass(slots=True)
+class ArticleCounts:
+    total: int = 0
+    published: int = 0
+
+
+@dataclass(slots=True)
+class FeedCounts:
+    written: int = 0
+    unchanged: int = 0
+    removed: int = 0
+
+
+@dataclass(slots=True)
+class EnrichCounts:
+    fetched: int = 0
+    not_modified: int = 0
+    failed: int = 0
+    refused: int = 0
+    pending: int = 0

@@ -1,0 +1,133 @@
+"""The store's state in one cheap read, over a plain DB-API connection: what a cycle plans from.
+
+Every cycle starts here, before SQLAlchemy, the schema or the renderer are imported: when the
+plan made from this snapshot is empty (nothing changed), the cycle records its run row
+through the same connection and ends, never having paid for them. The queries are plain SQL
+that SQLite and PostgreSQL both run; what differs by dialect (how the connection is opened,
+how a write transaction begins, parameter marks, time values) comes in a `Dialect`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Protocol
+
+from worker.model import ArticleCounts, StoreSnapshot
+from worker.store import keys
+from worker.store.version import SCHEMA_VERSION
+
+__all__ = ["Dialect", "article_counts", "open_reader", "read_snapshot", "record_idle_run"]
+
+
+class Dialect(Protocol):
+    """What the snapshot's SQL needs of a dialect module (store.sqlite, store.postgres)."""
+
+    begin_write: str  # the statement that starts a transaction that will write
+    mark: str  # the DB-API parameter mark
+
+    def time_param(self, moment: datetime) -> Any: ...
+
+
+def open_reader(url: str, busy_timeout_s: float) -> tuple[Any, Dialect] | None:
+    """A plain DB-API connection to the existing store of `url` and its dialect, or None
+    (no store yet, or a database this path does not open: the cycle goes through SQLAlchemy)."""
+    from worker.store import sqlite
+
+    conn = sqlite.open_raw(url, busy_timeout_s)
+    return (conn, sqlite.RAW_DIALECT) if conn is not None else None
+
+
+# The feeds published_topics() lists: with at least one published article not removed.
+_VISIBLE_SLUGS = """
+    SELECT t.slug FROM topic AS t WHERE EXISTS (
+        SELECT 1 FROM article_topic AS at JOIN article AS a ON a.id = at.article_id
+        WHERE at.topic_id = t.id AND a.is_published = TRUE AND a.removed = FALSE)
+"""
+_FILES = """
+    SELECT path, size, mtime_ns, CASE WHEN state = 'quarantined' THEN coalesce(error, '') END
+    FROM source_file
+"""
+_ARTICLE_COUNTS = """
+    SELECT count(*), coalesce(sum(CASE WHEN is_published = TRUE THEN 1 ELSE 0 END), 0)
+    FROM article WHERE removed = FALSE
+"""
+
+
+def read_snapshot(conn: Any) -> StoreSnapshot | None:
+    """The store's snapshot; None for a store with no schema yet. A store of another schema
+    version gives its `meta` alone (the cycle migrates it, or refuses a newer one)."""
+    meta = _read_meta(conn)
+    if meta is None:
+        return None
+    if meta.get(keys.SCHEMA_VERSION) != str(SCHEMA_VERSION):
+        return StoreSnapshot(meta, False, None, False, False, frozenset(), frozenset(), {})
+    cursor = conn.cursor()
+    try:
+        last = cursor.execute("SELECT status FROM run ORDER BY id DESC LIMIT 1").fetchone()
+        dirty = cursor.execute("SELECT 1 FROM topic WHERE dirty = TRUE LIMIT 1").fetchone() is not None
+        orphans = cursor.execute("SELECT 1 FROM orphan_candidate LIMIT 1").fetchone() is not None
+        visible = frozenset(slug for (slug,) in cursor.execute(_VISIBLE_SLUGS))
+        known = frozenset(slug for (slug,) in cursor.execute("SELECT slug FROM topic"))
+        files = {path: (size, mtime_ns, error) for path, size, mtime_ns, error in cursor.execute(_FILES)}
+    finally:
+        cursor.close()
+    return StoreSnapshot(meta, True, last[0] if last else None, dirty, orphans, visible, known, files)
+
+
+def _read_meta(conn: Any) -> dict[str, str] | None:
+    cursor = conn.cursor()
+    try:
+        return dict(cursor.execute("SELECT key, value FROM meta").fetchall())
+    except Exception:  # noqa: BLE001  (no table yet: a new store, or one a killed first run left)
+        return None
+    finally:
+        cursor.close()
+
+
+def article_counts(conn: Any) -> ArticleCounts:
+    """The stored articles not removed, and how many of them are published."""
+    cursor = conn.cursor()
+    try:
+        total, published = cursor.execute(_ARTICLE_COUNTS).fetchone()
+    finally:
+        cursor.close()
+    return ArticleCounts(total=total, published=published)
+
+
+def record_idle_run(
+    conn: Any, dialect: Dialect, started_at: datetime, finish: Callable[[int], tuple[datetime, str]]
+) -> bool:
+    """Insert and finish the run row of a cycle with nothing to do, in one transaction:
+    `finish(run_id)` gives the finish time and the report JSON. False when the store refused
+    (then nothing was written)."""
+    mark = dialect.mark
+    cursor = conn.cursor()
+    try:
+        cursor.execute(dialect.begin_write)
+    except Exception:  # noqa: BLE001  (locked, read-only: the full cycle reports why)
+        cursor.close()
+        return False
+    try:
+        cursor.execute(
+            f"INSERT INTO run (started_at, status) VALUES ({mark}, 'running') RETURNING id",
+            (dialect.time_param(started_at),),
+        )
+        (run_id,) = cursor.fetchone()
+        finished_at, report_json = finish(run_id)
+        cursor.execute(
+            f"UPDATE run SET finished_at = {mark}, status = 'ok', report_json = {mark} WHERE id = {mark}",
+            (dialect.time_param(finished_at), report_json, run_id),
+        )
+        cursor.execute("COMMIT")
+    except BaseException as exc:
+        try:
+            cursor.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001,S110  (no transaction left to roll back)
+            pass
+        if isinstance(exc, Exception):
+            return False
+        raise
+    finally:
+        cursor.close()
+    return True

@@ -5,10 +5,14 @@ from __future__ import annotations
 import html
 import re
 
-__all__ = ["has_visible_text", "plain_text", "printable", "topic_label", "xml_safe"]
+__all__ = ["XML_ILLEGAL", "has_visible_text", "plain_text", "printable", "topic_label", "xml_safe"]
 
-# Characters XML 1.0 forbids (lxml refuses them), and lone surrogates.
-_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+# The characters XML 1.0 forbids (lxml refuses them), lone surrogates among them: the one
+# definition every module that checks or cleans text for a feed uses.
+_XML_ILLEGAL_CHARS = "\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff"
+XML_ILLEGAL = re.compile(f"[{_XML_ILLEGAL_CHARS}]")
+# What shown text drops: those, and DEL, which XML allows but is a control no reader shows.
+_NOT_SHOWN = re.compile(f"[{_XML_ILLEGAL_CHARS}\x7f]")
 # Bidirectional embeddings, overrides and isolates: they reorder the text around them, so a
 # title or topic could show a reader something other than what it says (U+202E "RLO").
 _BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
@@ -17,8 +21,8 @@ _TERMINAL_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
 
 
 def xml_safe(text: str) -> str:
-    """Drop the characters that XML 1.0 cannot carry."""
-    return _XML_ILLEGAL.sub("", text)
+    """Drop the characters that XML 1.0 cannot carry (and DEL)."""
+    return _NOT_SHOWN.sub("", text)
 
 
 def plain_text(text: str) -> str:

@@ -11,6 +11,8 @@ from urllib.parse import urljoin, urlsplit
 import lxml.html
 from lxml import etree
 
+from worker.text import XML_ILLEGAL
+
 __all__ = [
     "MAX_DESCRIPTION_CHARS",
     "MAX_TITLE_CHARS",
@@ -30,7 +32,6 @@ _SNIFF_BYTES = 4096
 _META_CHARSET_RE = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-:.]+)""", re.IGNORECASE)
 _XML_DECL_RE = re.compile(r"^\s*<\?xml[^>]*>", re.IGNORECASE)
 # Characters XML 1.0 forbids: a feed containing one fails to build, so they never leave here.
-_XML_ILLEGAL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 # WHATWG Encoding: these labels mean windows-1252 on the web, whatever their name says.
 _WINDOWS_1252_ALIASES = frozenset({"iso-8859-1", "iso8859-1", "latin-1", "latin1", "l1", "ascii", "us-ascii"})
 
@@ -98,7 +99,7 @@ def _extract(html: bytes | str, base_url: str, encoding: str | None) -> PageMeta
         text = html
     # lxml refuses str input that carries an XML encoding declaration (XHTML pages).
     text = _XML_DECL_RE.sub("", text, count=1)
-    text = _XML_ILLEGAL_RE.sub("", text)
+    text = XML_ILLEGAL.sub("", text)
     if not text.strip():
         return PageMetadata()
     try:
@@ -197,7 +198,7 @@ def _first_url(base: str, candidates: Iterable[str | None]) -> str | None:
 
 def _http_url(base: str, href: str) -> str | None:
     href = href.strip()
-    if not href or _XML_ILLEGAL_RE.search(href) or any(c in href for c in "\r\n\t"):
+    if not href or XML_ILLEGAL.search(href) or any(c in href for c in "\r\n\t"):
         return None
     try:
         resolved = urljoin(base, href.replace(" ", "%20"))

@@ -13,7 +13,7 @@ import yaml
 
 from worker.ingest.yamlload import load_yaml
 from worker.model import Article, Image, RelatedItem
-from worker.text import has_visible_text
+from worker.text import XML_ILLEGAL, has_visible_text
 from worker.topics import display_name
 from worker.urls import canonical_item_url, canonical_url, is_http_url
 
@@ -36,9 +36,6 @@ _FOLDED_FIELDS = {name.lower(): name for name in sorted(KNOWN_FIELDS)}
 _NOT_A_MISS = frozenset({"secured", "id"})
 _FENCE = re.compile(r"^(?:---|\.\.\.)[ \t]*$", re.MULTILINE)
 _OPEN_FENCE = re.compile(r"---[ \t]*\n")
-# A URL is linked to as written, so it must hold only characters XML can carry (canonical_url
-# accepts U+FFFE/U+FFFF, percent-encoding them in the canonical form only).
-_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +171,9 @@ class _Fields:
             raise self.error("webUrl", "required field is missing" + self.found_instead(raw, "webUrl"))
         if not isinstance(web_url_raw, str):
             raise self.error("webUrl", f"must be a string, not {_type_name(web_url_raw)}")
-        url = None if _NOT_XML.search(web_url_raw) else canonical_url(web_url_raw.strip())
+        # A URL is linked to as written, so it must hold only characters XML can carry
+        # (canonical_url accepts U+FFFE/U+FFFF, percent-encoding them in the canonical form only).
+        url = None if XML_ILLEGAL.search(web_url_raw) else canonical_url(web_url_raw.strip())
         if url is None:
             raise self.error("webUrl", f"must be an absolute http or https URL, not {_shorten(web_url_raw)!r}")
         published = raw.get("published", True)
@@ -310,7 +309,7 @@ class _Fields:
         for index, item in items:
             url = item.get("url") if isinstance(item, dict) else item if isinstance(item, str) else None
             url = url.strip() if isinstance(url, str) else None
-            if not url or _NOT_XML.search(url) or not is_http_url(url):
+            if not url or XML_ILLEGAL.search(url) or not is_http_url(url):
                 self.warnings.append(f"{key}[{index}]: dropped, no absolute http(s) url")
                 continue
             width = item.get("width") if isinstance(item, dict) else None

@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 
 from worker.config import Config
+from worker.service import FINISHED
 
 __all__ = ["TriggerError", "request_run", "server_url", "wait_for_run"]
 
-FINISHED = ("ok", "failed", "cancelled")
 
 
 class TriggerError(Exception):

@@ -20,10 +20,10 @@ from apscheduler.triggers.interval import IntervalTrigger
 from worker.config import Config, ScheduleConfig
 from worker.pipeline import run_cycle
 from worker.report import CycleError, RunReport
+from worker.service import FINISHED
 from worker.service.metrics import ServiceMetrics
 
 __all__ = [
-    "FINISHED",
     "RunRequest",
     "Runner",
     "RunnerStopped",
@@ -34,7 +34,6 @@ __all__ = [
 
 log = structlog.get_logger("worker.service")
 
-FINISHED = ("ok", "failed", "cancelled")
 JOB_ID = "cycle"
 KEEP_REQUESTS = 256  # finished requests remembered for GET /runs/<id>
 

@@ -15,7 +15,10 @@ from worker.model import Ingested, LinkedArticle, PageInfo, RelatedItem, Related
 from worker.publish.links import related_links
 from worker.ingest.frontmatter import parse_article
 from worker.publish.sanitize import plain_text
-from worker.store import articles as store
+from worker.store import articles as article_store
+from worker.store import feeds as feed_store
+from worker.store import files as file_store
+from worker.store import topics as topic_store
 from worker.store import pages
 from worker.store import related as graph_store
 from worker.store.db import connect, migrate, transaction
@@ -109,14 +112,14 @@ class Store:
 
     def write(self, now: datetime, *articles: dict) -> None:
         with transaction(self.engine) as conn:
-            known = store.known_files(conn)
+            known = file_store.known_files(conn)
             items = []
             for fields in articles:
                 path = f"/inbox/{fields['web_url'].rsplit('/', 1)[1]}.txt"
                 data = article_text(**fields).encode()
                 parsed = parse_article(data, path)
                 items.append(Ingested.of_article(path, len(data), 1, str(hash(data)), parsed))
-            store.write_batch(conn, items, known, store.TopicRegistry(conn), now)
+            article_store.write_batch(conn, items, known, topic_store.TopicRegistry(conn), now)
 
     def propagate(self, now: datetime) -> int:
         self.statements = 0
@@ -199,8 +202,8 @@ def test_propagation_and_graph_reads_are_bulk(db: Store):
 
     with db.engine.connect() as conn:
         hub_id = conn.execute(sa.text("select id from article where title = 'Hub v2'")).scalar_one()
-        ids = [id_ for id_, _ in store.feed_window(conn, None, 49)] + [hub_id]
-        entries = store.articles_by_ids(conn, ids)
+        ids = [id_ for id_, _ in feed_store.feed_window(conn, None, 49)] + [hub_id]
+        entries = feed_store.articles_by_ids(conn, ids)
         db.statements = 0
         graph = graph_store.load_graph(
             conn, {e.article.url for e in entries.values()}, {i.url for e in entries.values() for i in e.related}

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the working cycle's modules load when it runs: a cycle with
 
     from worker.ingest.frontmatter import ParseLimits
     from worker.ingest.parsers import ReadTask
-    from worker.store.articles import TopicRegistry
+    from worker.store.topics import TopicRegistry
 
 __all__ = ["BATCH", "DEFER_INDEXES_FROM", "CycleContext", "CycleError", "RunReport", "parse_limits", "run_cycle", "utcnow"]
 
@@ -323,7 +323,7 @@ def _phases(
     from worker.enrich.stage import enrich_related
     from worker.ingest.parsers import process_pool_of_one
     from worker.publish.feeds import publish
-    from worker.store import articles as store
+    from worker.store import articles as article_store
 
     report, bound = context.report, context.log
     report.show_sources(found)
@@ -349,7 +349,7 @@ def _phases(
     from worker.store.db import transaction
 
     with transaction(engine) as conn:
-        for url in store.remove_orphans(conn, context.now):
+        for url in article_store.remove_orphans(conn, context.now):
             bound.info("article.removed", url=url)
     report.enrich = enrich_related(engine, context.config.enrich, context.now, bound)
 
@@ -364,7 +364,7 @@ def _phases(
 
 def _remember_devices(engine: Engine, snapshot: StoreSnapshot, found: Scan) -> None:
     """The device each source folder with files is on (see plan.guard_emptied_sources)."""
-    from worker.store import articles as store
+    from worker.store import meta as meta_store
     from worker.store.db import transaction
 
     seen_on = {source.path: source.device for source in found.sources if source.files and source.device is not None}
@@ -372,7 +372,7 @@ def _remember_devices(engine: Engine, snapshot: StoreSnapshot, found: Scan) -> N
         return
     with transaction(engine) as conn:
         for path, device in seen_on.items():
-            store.set_meta_value(conn, keys.SOURCE_DEVICE + path, str(device))
+            meta_store.set_meta_value(conn, keys.SOURCE_DEVICE + path, str(device))
 
 
 def _ingest(
@@ -381,29 +381,32 @@ def _ingest(
     """Forget deleted files, quarantine the unreadable, read and store the rest in batches.
     False when the cycle was asked to stop (at a batch boundary)."""
     from worker.ingest.parsers import read_all
-    from worker.store import articles as store
+    from worker.store import articles as article_store
+    from worker.store import files as file_store
+    from worker.store import orphans as orphan_store
+    from worker.store import topics as topic_store
     from worker.store.db import indexes_deferred, transaction
 
     files, counts, bound = plan.files, context.report.files, context.log
     acting_on = files.read + files.too_large + files.deleted
     with engine.connect() as conn:
         # Most of the store, or only the files to act on, whichever is fewer queries.
-        known = store.known_files(conn) if 2 * len(acting_on) > len(snapshot.files) else store.known_files(conn, acting_on)
+        known = file_store.known_files(conn) if 2 * len(acting_on) > len(snapshot.files) else file_store.known_files(conn, acting_on)
     to_read: list[ReadTask] = [
         (path, found.files[path].max_bytes, known[path].hash if path in known else None, found.files[path].root)
         for path in files.read
     ]
     with transaction(engine) as conn:
-        store.delete_files(conn, files.deleted, known)
+        file_store.delete_files(conn, files.deleted, known)
         # Another file still carrying a deleted file's article is read again, so the article
         # shows that file's content rather than the deleted one's (candidates a killed run
         # left included).
-        again = set(store.files_carrying(conn, store.orphan_candidates(conn))) - {task[0] for task in to_read}
-        known.update(store.known_files(conn, sorted(again - known.keys())))
-        topics = store.TopicRegistry(conn)
+        again = set(file_store.files_carrying(conn, orphan_store.orphan_candidates(conn))) - {task[0] for task in to_read}
+        known.update(file_store.known_files(conn, sorted(again - known.keys())))
+        topics = topic_store.TopicRegistry(conn)
         too_large = [_quarantined_unread(found, path) for path in files.too_large]
         if too_large:
-            store.write_batch(conn, too_large, known, topics, context.now)
+            article_store.write_batch(conn, too_large, known, topics, context.now)
     for path in sorted(again):
         carrier = found.files.get(path)
         if carrier is not None and carrier.problem is None and carrier.size <= carrier.max_bytes:
@@ -455,24 +458,26 @@ def _store_batch(
     topics: TopicRegistry,
     now: datetime,
 ) -> None:
-    from worker.store import articles as store
+    from worker.store import articles as article_store
+    from worker.store import files as file_store
     from worker.store.db import transaction
 
     if not batch and not touched:
         return
     with transaction(engine) as conn:
-        store.touch_files(conn, touched)
-        store.write_batch(conn, batch, known, topics, now)
+        file_store.touch_files(conn, touched)
+        article_store.write_batch(conn, batch, known, topics, now)
 
 
 def _count_stored(engine: Engine, report: RunReport) -> None:
     """The store's articles and quarantine into the report (the cycle's last step: a failure
     in here leaves the report's errors as they were)."""
-    from worker.store import articles as store
+    from worker.store import articles as article_store
+    from worker.store import files as file_store
 
     with engine.connect() as conn:
-        articles = store.article_counts(conn)
-        quarantined = store.quarantined_files(conn)
+        articles = article_store.article_counts(conn)
+        quarantined = file_store.quarantined_files(conn)
     report.articles = ArticleCounts(**articles)
     report.add_quarantined(quarantined)
 

@@ -13,7 +13,9 @@ import sqlalchemy as sa
 
 from worker.config import Config
 from worker.ingest.scanner import folder_state
-from worker.store import articles as store
+from worker.store import articles as article_store
+from worker.store import files as file_store
+from worker.store import topics as topic_store
 from worker.store import pages, runs
 from worker.store.db import check_schema, connect
 from worker.store.errors import StoreError
@@ -41,16 +43,16 @@ def read_status(config: Config) -> dict[str, Any]:
         if not check_schema(engine):
             return _no_store(config)  # a first run killed before it made the schema
         with engine.connect() as conn:
-            counts = store.article_counts(conn)
+            counts = article_store.article_counts(conn)
             removed = conn.execute(sa.select(sa.func.count()).where(Article.__table__.c.removed.is_(True))).scalar_one()
-            topics = len(store.published_topics(conn))
+            topics = len(topic_store.published_topics(conn))
             all_topics = conn.execute(sa.select(sa.func.count()).select_from(Topic.__table__)).scalar_one()
             last_run = _last_run(conn, config)
             return {
                 "articles": {**counts, "removed": removed},
                 "topics": topics,
                 "topics_known": all_topics,
-                "quarantined": store.quarantined_files(conn),
+                "quarantined": file_store.quarantined_files(conn),
                 "enrich": pages.page_counts(conn, datetime.now(UTC), config.enrich.ttl),
                 "sources": _sources(config, last_run),
                 "last_run": last_run,

@@ -20,7 +20,9 @@ from worker.model import FeedCounts, FeedSettings, StoredEntry
 from worker.publish.links import related_links
 from worker.publish.settings import feeds_fingerprint, fingerprint
 from worker.publish.writer import remove_feed, remove_temp_files, write_if_changed
-from worker.store import articles as store
+from worker.store import feeds as feed_store
+from worker.store import meta as meta_store
+from worker.store import topics as topic_store
 from worker.store import keys
 from worker.store import related as graph_store
 from worker.store.db import transaction
@@ -68,15 +70,15 @@ def publish(
     topics_dir = settings.dir / "topics"
     remove_temp_files(settings.dir)
     with engine.connect() as conn:
-        visible = store.published_topics(conn)
-        known_slugs = store.topic_slugs(conn)
-        dirty = {row.id for row in store.dirty_topics(conn)}
-        all_dirty = store.all_feed_dirty(conn)
-        rendered_with = store.meta_value(conn, keys.FEED_SETTINGS)
+        visible = topic_store.published_topics(conn)
+        known_slugs = topic_store.topic_slugs(conn)
+        dirty = {row.id for row in topic_store.dirty_topics(conn)}
+        all_dirty = topic_store.all_feed_dirty(conn)
+        rendered_with = meta_store.meta_value(conn, keys.FEED_SETTINGS)
         settings_changed = rendered_with != fingerprint(settings)
         # The index's own settings (its format) come last: a change of them alone renders the index alone.
         feeds_changed = settings_changed and (rendered_with or "").rpartition("|")[0] != feeds_fingerprint(settings)
-        windows = {} if feeds_changed else store.meta_values(conn, keys.FEED_WINDOW)
+        windows = {} if feeds_changed else meta_store.meta_values(conn, keys.FEED_WINDOW)
     if feeds_changed:  # a new base URL, title, entry count or renderer: every feed again
         dirty |= {row.id for row in visible}
         all_dirty = True
@@ -121,12 +123,12 @@ def publish(
     if stats.written or stats.removed or settings_changed or not (settings.dir / "index.opml").exists():
         _write_index(settings, visible, stats)
     with transaction(engine) as conn:
-        store.clear_dirty(conn, dirty, all_feed=all_dirty)
+        topic_store.clear_dirty(conn, dirty, all_feed=all_dirty)
         for stem, window, written in outcomes:
             if written is not None:
-                store.set_meta_value(conn, keys.FEED_WINDOW + stem, window)
+                meta_store.set_meta_value(conn, keys.FEED_WINDOW + stem, window)
         if settings_changed:
-            store.set_meta_value(conn, keys.FEED_SETTINGS, fingerprint(settings))
+            meta_store.set_meta_value(conn, keys.FEED_SETTINGS, fingerprint(settings))
     return stats
 
 
@@ -150,7 +152,7 @@ def _render_jobs(engine: Engine, settings: FeedSettings, now: datetime, jobs: li
     cache: dict[int, Entry] = {}
     with engine.connect() as conn:
         for job in jobs:
-            entries = store.feed_window(conn, job.topic_id, settings.max_entries)
+            entries = feed_store.feed_window(conn, job.topic_id, settings.max_entries)
             window = hashlib.blake2b(repr(entries).encode(), digest_size=16).hexdigest()
             if window == job.window:
                 outcomes.append((job.stem, window, None))
@@ -190,7 +192,7 @@ def _count(written: bool, name: str, stats: FeedCounts) -> None:
 
 def _entries(conn, ids: list[int], cache: dict[int, Entry]) -> list[Entry]:  # type: ignore[no-untyped-def]
     missing = [article_id for article_id in ids if article_id not in cache]
-    loaded = store.articles_by_ids(conn, missing)
+    loaded = feed_store.articles_by_ids(conn, missing)
     # The related graph of the whole batch at once: a few queries, not a few per entry.
     graph = graph_store.load_graph(
         conn,

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from worker.store import keys
-from worker.store.articles import meta_value, set_meta_value
+from worker.store.meta import meta_value, set_meta_value
 from worker.store.db import in_chunks
 from worker.store.schema import Article, Page, RelatedItem
 

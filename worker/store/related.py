@@ -11,7 +11,8 @@ from sqlalchemy.engine import Connection
 
 from worker.model import LinkedArticle, PageInfo
 from worker.store import keys
-from worker.store.articles import mark_all_dirty, take_view_changes
+from worker.store.topics import mark_all_dirty
+from worker.store.articles import take_view_changes
 from worker.store.db import create_indexes, drop_indexes, in_chunks
 from worker.store.schema import Article, ArticleTopic, Meta, Page, RelatedEdge, RelatedItem, Topic
 

@@ -14,8 +14,8 @@ import sys
 import time
 import unicodedata
 from bisect import bisect
-from json.encoder import encode_basestring as _q  # a JSON string literal is a valid YAML one
 from collections.abc import Callable
+from json.encoder import encode_basestring as _q  # a JSON string literal is a valid YAML one
 from pathlib import Path
 
 __all__ = ["add_one", "generate", "generate_one", "main", "mutate"]
@@ -67,16 +67,66 @@ OUTLETS: list[tuple[str, str, str]] = [
 # ~60 topics, most popular first; drawn Zipf-distributed. Look-alikes (C, C++, C#, F#) and
 # names with symbols (AR/VR, Science & Society, Node.js, Économie) are deliberate.
 TOPICS: list[str] = [
-    "AI", "Cybersecurity", "Machine Learning", "Privacy", "Cloud Computing", "Startups",
-    "Smartphones", "Space", "Climate", "Electric Vehicles", "Semiconductors", "Computer Vision",
-    "Open Source", "Robotics", "Social Media", "Regulation", "Gaming", "Healthcare",
-    "Quantum Computing", "Blockchain", "Python", "Linux", "JavaScript", "C++", "Rust", "C#",
-    "C", "Go", "5G", "Data Centers", "Wearables", "Biotech", "Batteries", "Renewable Energy",
-    "Autonomous Vehicles", "Drones", "AR/VR", "Fintech", "E-commerce", "Streaming",
-    "Telecom", "Supply Chain", "Education", "Remote Work", "Databases", "DevOps", "Kubernetes",
-    "WebAssembly", "Browsers", "Natural Language Processing", "Neuroscience", "Genomics",
-    "Astronomy", "Materials Science", "Internet of Things", "Science & Society", "Node.js",
-    "F#", "Économie", "Java",
+    "AI",
+    "Cybersecurity",
+    "Machine Learning",
+    "Privacy",
+    "Cloud Computing",
+    "Startups",
+    "Smartphones",
+    "Space",
+    "Climate",
+    "Electric Vehicles",
+    "Semiconductors",
+    "Computer Vision",
+    "Open Source",
+    "Robotics",
+    "Social Media",
+    "Regulation",
+    "Gaming",
+    "Healthcare",
+    "Quantum Computing",
+    "Blockchain",
+    "Python",
+    "Linux",
+    "JavaScript",
+    "C++",
+    "Rust",
+    "C#",
+    "C",
+    "Go",
+    "5G",
+    "Data Centers",
+    "Wearables",
+    "Biotech",
+    "Batteries",
+    "Renewable Energy",
+    "Autonomous Vehicles",
+    "Drones",
+    "AR/VR",
+    "Fintech",
+    "E-commerce",
+    "Streaming",
+    "Telecom",
+    "Supply Chain",
+    "Education",
+    "Remote Work",
+    "Databases",
+    "DevOps",
+    "Kubernetes",
+    "WebAssembly",
+    "Browsers",
+    "Natural Language Processing",
+    "Neuroscience",
+    "Genomics",
+    "Astronomy",
+    "Materials Science",
+    "Internet of Things",
+    "Science & Society",
+    "Node.js",
+    "F#",
+    "Économie",
+    "Java",
 ]
 
 # Occasional alternative spellings of the same topic (case, whitespace, Unicode form).
@@ -94,8 +144,13 @@ TOPIC_VARIANTS: dict[str, tuple[tuple[str, float], ...]] = {
 # generic phrases built from the topic name.
 THINGS: dict[str, tuple[str, ...]] = {
     "AI": ("AI assistant", "language model", "chatbot", "AI system", "generative AI tool"),
-    "Cybersecurity": ("ransomware defences", "zero-day patch", "password manager", "breach disclosure rules",
-                      "phishing filter"),
+    "Cybersecurity": (
+        "ransomware defences",
+        "zero-day patch",
+        "password manager",
+        "breach disclosure rules",
+        "phishing filter",
+    ),
     "Machine Learning": ("training pipeline", "recommendation model", "forecasting model", "ML platform"),
     "Privacy": ("data-protection rules", "tracking ban", "ad-targeting limits", "consent banners"),
     "Cloud Computing": ("cloud region", "serverless platform", "cloud storage service"),
@@ -123,52 +178,155 @@ THINGS: dict[str, tuple[str, ...]] = {
 GENERIC_THINGS = ("{t} tools", "{t} market", "{t} research", "{t} platform", "{t} policy", "{t} start-ups")
 
 ORGS = (
-    "Halyard Networks", "Arcturus Labs", "Brightwater Systems", "Kestrel Robotics", "Northgate Cloud",
-    "Lumen Fields", "Tidewater Semiconductor", "Orchid Health", "Parallax Games", "Cobalt Mobility",
-    "Finch Analytics", "Meridian Telecom", "Saltmarsh Energy", "Vantage Orbital", "Quill Software",
-    "Greyhound Bio", "Ironbark Security", "Juniper Quantum", "Mosaic Media", "Pioneer Batteries",
-    "the European Commission", "the city council", "the state attorney general", "a university consortium",
-    "the national space agency", "the standards committee", "a group of researchers",
+    "Halyard Networks",
+    "Arcturus Labs",
+    "Brightwater Systems",
+    "Kestrel Robotics",
+    "Northgate Cloud",
+    "Lumen Fields",
+    "Tidewater Semiconductor",
+    "Orchid Health",
+    "Parallax Games",
+    "Cobalt Mobility",
+    "Finch Analytics",
+    "Meridian Telecom",
+    "Saltmarsh Energy",
+    "Vantage Orbital",
+    "Quill Software",
+    "Greyhound Bio",
+    "Ironbark Security",
+    "Juniper Quantum",
+    "Mosaic Media",
+    "Pioneer Batteries",
+    "the European Commission",
+    "the city council",
+    "the state attorney general",
+    "a university consortium",
+    "the national space agency",
+    "the standards committee",
+    "a group of researchers",
 )
 PLACES = (
-    "New York", "California", "the EU", "Britain", "India", "Japan", "Germany", "Brazil", "Canada",
-    "South Korea", "Australia", "Texas", "France", "Singapore", "Kenya", "Mexico", "Taiwan", "Nigeria",
+    "New York",
+    "California",
+    "the EU",
+    "Britain",
+    "India",
+    "Japan",
+    "Germany",
+    "Brazil",
+    "Canada",
+    "South Korea",
+    "Australia",
+    "Texas",
+    "France",
+    "Singapore",
+    "Kenya",
+    "Mexico",
+    "Taiwan",
+    "Nigeria",
 )
 AUDIENCES = (
-    "developers", "hospitals", "small businesses", "schools", "regulators", "investors", "retailers",
-    "researchers", "gamers", "drivers", "farmers", "banks", "city officials", "parents", "engineers",
+    "developers",
+    "hospitals",
+    "small businesses",
+    "schools",
+    "regulators",
+    "investors",
+    "retailers",
+    "researchers",
+    "gamers",
+    "drivers",
+    "farmers",
+    "banks",
+    "city officials",
+    "parents",
+    "engineers",
 )
 ADJ = ("new", "cheaper", "faster", "open", "long-awaited", "experimental", "low-power", "updated", "smaller")
 ADJ2 = ("cheaper", "safer", "faster", "more private", "easier to use", "more reliable")
 CLAIMS = (
-    "could cut costs by a third", "is less reliable than advertised", "reduces errors in early trials",
-    "is still years away", "raises new privacy concerns", "works better than expected", "widens the gap",
+    "could cut costs by a third",
+    "is less reliable than advertised",
+    "reduces errors in early trials",
+    "is still years away",
+    "raises new privacy concerns",
+    "works better than expected",
+    "widens the gap",
 )
-ISSUES = ("supply shortages", "safety concerns", "regulatory questions", "a security review", "weak demand",
-          "staff departures", "a patent dispute")
+ISSUES = (
+    "supply shortages",
+    "safety concerns",
+    "regulatory questions",
+    "a security review",
+    "weak demand",
+    "staff departures",
+    "a patent dispute",
+)
 ACTIONS = ("expand", "pause", "open-source", "test", "launch", "scale back", "rebuild", "price")
 REASONS = (
-    "citing strong demand", "after months of criticism", "as competition intensifies",
-    "following a pilot that ran last year", "without giving a timetable", "pending regulatory approval",
+    "citing strong demand",
+    "after months of criticism",
+    "as competition intensifies",
+    "following a pilot that ran last year",
+    "without giving a timetable",
+    "pending regulatory approval",
 )
-TRENDS = ("face rising costs", "look for alternatives", "adopt similar tools", "call for clearer rules",
-          "report growing interest")
+TRENDS = (
+    "face rising costs",
+    "look for alternatives",
+    "adopt similar tools",
+    "call for clearer rules",
+    "report growing interest",
+)
 FORECASTS = ("double", "reach most households", "become standard", "fall in price", "face new rules")
 CRITICISMS = ("is rushed", "ignores smaller players", "puts users' data at risk", "is overhyped")
 BENEFITS = ("will save money", "fills a real gap", "makes services more accessible", "improves safety")
-QUOTES = ("promising but preliminary", "a real step forward", "hard to reproduce", "a wake-up call",
-          "exactly what the field needed")
-PEOPLE = ("Dr. Amara Osei", "Lena Fischer", "Rahul Mehta", "Sofia Alvarez", "Kenji Watanabe", "Grace O'Neill",
-          "Tomasz Nowak", "Aisha Bello", "Mateo Rossi", "Ingrid Larsen")
+QUOTES = (
+    "promising but preliminary",
+    "a real step forward",
+    "hard to reproduce",
+    "a wake-up call",
+    "exactly what the field needed",
+)
+PEOPLE = (
+    "Dr. Amara Osei",
+    "Lena Fischer",
+    "Rahul Mehta",
+    "Sofia Alvarez",
+    "Kenji Watanabe",
+    "Grace O'Neill",
+    "Tomasz Nowak",
+    "Aisha Bello",
+    "Mateo Rossi",
+    "Ingrid Larsen",
+)
 UNIVERSITIES = (
-    "Riverside University", "the Northfield Institute", "Lakeshore Polytechnic", "the University of Eastbrook",
+    "Riverside University",
+    "the Northfield Institute",
+    "Lakeshore Polytechnic",
+    "the University of Eastbrook",
 )
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
 SECTIONS = ("technology", "science", "business", "world", "national", "innovation")
-UTM = ("utm_source=twitter&utm_medium=social", "utm_source=newsletter&utm_medium=email&utm_campaign=daily",
-       "utm_source=rss&utm_medium=feed", "utm_source=facebook&utm_medium=social&utm_campaign=share")
-IMAGE_SIZES = ((1200, 675), (1600, 900), (800, 450), (1024, 683), (2400, 1600), (640, 360), (1280, 720),
-               (960, 540), (600, 337), (3000, 1785))
+UTM = (
+    "utm_source=twitter&utm_medium=social",
+    "utm_source=newsletter&utm_medium=email&utm_campaign=daily",
+    "utm_source=rss&utm_medium=feed",
+    "utm_source=facebook&utm_medium=social&utm_campaign=share",
+)
+IMAGE_SIZES = (
+    (1200, 675),
+    (1600, 900),
+    (800, 450),
+    (1024, 683),
+    (2400, 1600),
+    (640, 360),
+    (1280, 720),
+    (960, 540),
+    (600, 337),
+    (3000, 1785),
+)
 
 TITLES = (
     "{Org} unveils {a_adj} {thing} for {aud}",
@@ -194,7 +352,7 @@ SENTENCES = (
     "Critics say the {thing} {criticism}, while supporters argue it {benefit}.",
     "The company did not disclose financial terms.",
     "Early tests with {aud} in {place} showed mixed results.",
-    "{Person}, a researcher at {university}, called the results \"{quote}\".",
+    '{Person}, a researcher at {university}, called the results "{quote}".',
     "It is the {ordinal} such announcement this {period}.",
     "{Org} declined to comment on the {thing}.",
 )
@@ -265,11 +423,28 @@ def _an(phrase: str) -> str:
 
 
 _POOLS: dict[str, tuple] = {
-    "org": ORGS, "aud": AUDIENCES, "place": PLACES, "adj": ADJ, "adj2": ADJ2, "claim": CLAIMS,
-    "issue": ISSUES, "num": tuple(range(3, 13)), "money": (5, 12, 40, 75, 120, 300), "weekday": WEEKDAYS,
-    "action": ACTIONS, "reason": REASONS, "trend": TRENDS, "forecast": FORECASTS,
-    "year": tuple(range(2022, 2031)), "criticism": CRITICISMS, "benefit": BENEFITS, "quote": QUOTES,
-    "person": PEOPLE, "university": UNIVERSITIES, "ordinal": ORDINALS, "period": PERIODS,
+    "org": ORGS,
+    "aud": AUDIENCES,
+    "place": PLACES,
+    "adj": ADJ,
+    "adj2": ADJ2,
+    "claim": CLAIMS,
+    "issue": ISSUES,
+    "num": tuple(range(3, 13)),
+    "money": (5, 12, 40, 75, 120, 300),
+    "weekday": WEEKDAYS,
+    "action": ACTIONS,
+    "reason": REASONS,
+    "trend": TRENDS,
+    "forecast": FORECASTS,
+    "year": tuple(range(2022, 2031)),
+    "criticism": CRITICISMS,
+    "benefit": BENEFITS,
+    "quote": QUOTES,
+    "person": PEOPLE,
+    "university": UNIVERSITIES,
+    "ordinal": ORDINALS,
+    "period": PERIODS,
 }
 _FIELDS: dict[str, tuple[str, ...]] = {}
 
@@ -431,8 +606,14 @@ def _related_lines(out: list[str], item: dict) -> None:
 
 def _link_item(rng: random.Random, m: _Meta) -> dict:
     """A related item pointing at another generated article, through a URL variant."""
-    item = {"title": m.title, "excerpt": m.excerpt, "publishedDateTime": m.stamp + "Z",
-            "provider": (m.outlet[0], m.outlet[1]), "quality": m.quality, "image": m.image}
+    item = {
+        "title": m.title,
+        "excerpt": m.excerpt,
+        "publishedDateTime": m.stamp + "Z",
+        "provider": (m.outlet[0], m.outlet[1]),
+        "quality": m.quality,
+        "image": m.image,
+    }
     r = rng.random()
     if m.amp is None or r < 0.4:
         if r < 0.2 or m.amp is None and r < 0.75:
@@ -456,10 +637,15 @@ def _outward_item(rng: random.Random, m: _Meta) -> dict:
     """A related item pointing outside the corpus (a page that is not an article file)."""
     if rng.random() < 0.03:  # bare link: enrichment has to fill in title and excerpt
         return {"webUrl": m.web, "provider": (m.outlet[0], m.outlet[1]) if rng.random() < 0.5 else None}
-    item = {"title": m.title, "excerpt": m.excerpt if rng.random() < 0.85 else None,
-            "publishedDateTime": m.stamp + "Z", "webUrl": m.web,
-            "provider": (m.outlet[0], m.outlet[1]), "quality": m.quality,
-            "image": m.image if rng.random() < 0.4 else None}
+    item = {
+        "title": m.title,
+        "excerpt": m.excerpt if rng.random() < 0.85 else None,
+        "publishedDateTime": m.stamp + "Z",
+        "webUrl": m.web,
+        "provider": (m.outlet[0], m.outlet[1]),
+        "quality": m.quality,
+        "image": m.image if rng.random() < 0.4 else None,
+    }
     if m.amp and rng.random() < 0.25:
         item["ampWebUrl"] = m.amp
         item["cdnAmpWebUrl"] = _cdn(m.amp)

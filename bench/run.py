@@ -436,9 +436,7 @@ def bench_size(corpus: ModuleType, args: argparse.Namespace, n: int, hugo: str |
         _check(checks, f"1 % changed #{i + 1}", report, new=0, changed=len(changed))
         mutated.append((result, report))
         _progress(n, f"1 % changed ({len(changed)} files)", result, report)
-    figures = {
-        key: _figure(runs) for key, runs in zip((k for k, _ in FIGURES), (cold, no_change, add, mutated))
-    }
+    figures = {key: _figure(runs) for key, runs in zip((k for k, _ in FIGURES), (cold, no_change, add, mutated))}
     return {
         "files": n,
         "corpus_bytes": _tree_bytes(pristine) - (pristine / MARKER).stat().st_size,
@@ -488,8 +486,17 @@ def judge(sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
             (f"peak RSS of any run under {RSS_CAP_MIB:g} MiB", peak, RSS_CAP_MIB, "MiB"),
         )
         for name, value, limit, unit in rows:
-            targets.append({"files": size["files"], "target": name, "value": value, "limit": round(limit, 4),
-                            "unit": unit, "basis": basis if unit == "s" else "", "result": _verdict(value < limit)})
+            targets.append(
+                {
+                    "files": size["files"],
+                    "target": name,
+                    "value": value,
+                    "limit": round(limit, 4),
+                    "unit": unit,
+                    "basis": basis if unit == "s" else "",
+                    "result": _verdict(value < limit),
+                }
+            )
     targets.append(_growth_target(sizes))
     return targets
 
@@ -499,14 +506,30 @@ def _growth_target(sizes: list[dict[str, Any]]) -> dict[str, Any]:
     by_n = sorted(sizes, key=lambda s: s["files"])
     name = "peak RSS not growing with the corpus"
     if len(by_n) < 2 or by_n[0]["files"] == by_n[-1]["files"]:
-        return {"files": None, "target": name, "value": None, "limit": RSS_GROWTH_MAX, "unit": "x",
-                "basis": "needs two sizes", "result": "N/A"}
+        return {
+            "files": None,
+            "target": name,
+            "value": None,
+            "limit": RSS_GROWTH_MAX,
+            "unit": "x",
+            "basis": "needs two sizes",
+            "result": "N/A",
+        }
     small, large = (max(f["peak_rss_mib"] for f in s["figures"].values()) for s in (by_n[0], by_n[-1]))
     ratio = large / small if small else float("inf")
-    basis = (f"{large:.0f} MiB at {by_n[-1]['files']:,} files / {small:.0f} MiB at {by_n[0]['files']:,} files, "
-             f"allowed up to {RSS_GROWTH_MAX:g}x")
-    return {"files": by_n[-1]["files"], "target": name, "value": round(ratio, 3), "limit": RSS_GROWTH_MAX,
-            "unit": "x", "basis": basis, "result": _verdict(ratio <= RSS_GROWTH_MAX)}
+    basis = (
+        f"{large:.0f} MiB at {by_n[-1]['files']:,} files / {small:.0f} MiB at {by_n[0]['files']:,} files, "
+        f"allowed up to {RSS_GROWTH_MAX:g}x"
+    )
+    return {
+        "files": by_n[-1]["files"],
+        "target": name,
+        "value": round(ratio, 3),
+        "limit": RSS_GROWTH_MAX,
+        "unit": "x",
+        "basis": basis,
+        "result": _verdict(ratio <= RSS_GROWTH_MAX),
+    }
 
 
 def ratios(size: dict[str, Any]) -> dict[str, float] | None:
@@ -538,8 +561,9 @@ def _first_line(path: str, key: str, sep: str = ":") -> str | None:
 def _git_state() -> str:
     def git(*a: str) -> str:
         try:
-            return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True,
-                                  check=False).stdout.strip()
+            return subprocess.run(
+                ["git", "-C", str(ROOT), *a], capture_output=True, text=True, check=False
+            ).stdout.strip()
         except OSError:
             return ""
 
@@ -637,12 +661,16 @@ def _timing_rows(size: dict[str, Any]) -> list[str]:
         f = size["figures"][key]
         ratio = f"{rel[key]:.3f}" if key in rel else "—"
         inproc = _s(f["in_process_median_s"]) if f["in_process_median_s"] is not None else "—"
-        rows.append(f"| {n} | {label} | {_s(f['median_s'])} | {_s(f['min_s'])}–{_s(f['max_s'])} | {inproc} "
-                    f"| {f['peak_rss_mib']:.0f} | {ratio} |")
+        rows.append(
+            f"| {n} | {label} | {_s(f['median_s'])} | {_s(f['min_s'])}–{_s(f['max_s'])} | {inproc} "
+            f"| {f['peak_rss_mib']:.0f} | {ratio} |"
+        )
     if size.get("hugo"):
         h = size["hugo"]
-        rows.append(f"| {n} | Hugo build | {_s(h['median_s'])} | {_s(h['min_s'])}–{_s(h['max_s'])} | — "
-                    f"| {h['peak_rss_mib']:.0f} | 1 |")
+        rows.append(
+            f"| {n} | Hugo build | {_s(h['median_s'])} | {_s(h['min_s'])}–{_s(h['max_s'])} | — "
+            f"| {h['peak_rss_mib']:.0f} | 1 |"
+        )
     return rows
 
 
@@ -650,8 +678,11 @@ def _target_rows(targets: list[dict[str, Any]]) -> list[str]:
     rows = []
     for t in targets:
         files = f"{t['files']:,}" if t["files"] else "—"
-        value = "—" if t["value"] is None else (f"{t['value']:.3f} {t['unit']}" if t["unit"] != "MiB"
-                                                else f"{t['value']:.0f} MiB")
+        value = (
+            "—"
+            if t["value"] is None
+            else (f"{t['value']:.3f} {t['unit']}" if t["unit"] != "MiB" else f"{t['value']:.0f} MiB")
+        )
         limit = f"{t['limit']:.0f} MiB" if t["unit"] == "MiB" else f"{t['limit']:g} {t['unit']}"
         rows.append(f"| {files} | {t['target']} | {value} | < {limit} | **{t['result']}** | {t['basis']} |")
     return rows
@@ -675,31 +706,56 @@ def kept_analysis(markdown: Path) -> str:
 def render_markdown(results: dict[str, Any]) -> str:
     """docs/benchmarks.md: how to run, then every figure, the targets and the machine."""
     m, lines = results["machine"], [HOW_TO, "## Latest results", ""]
-    lines.append(f"Measured {results['date']} with `{results['command']}` "
-                 f"({results['repeat']} repeats; median, min–max).")
+    lines.append(
+        f"Measured {results['date']} with `{results['command']}` ({results['repeat']} repeats; median, min–max)."
+    )
     if results.get("note"):
         lines += ["", f"> **Note:** {results['note']}"]
-    lines += ["", "| files | run | median (s) | min–max (s) | in-process median (s) | peak RSS (MiB) "
-                  "| × Hugo build |", "|---:|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "| files | run | median (s) | min–max (s) | in-process median (s) | peak RSS (MiB) | × Hugo build |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for size in results["sizes"]:
         lines += _timing_rows(size)
-    lines += ["", "| files | corpus | database after cold run | feed files | Hugo reference |",
-              "|---:|---:|---:|---:|---|"]
+    lines += [
+        "",
+        "| files | corpus | database after cold run | feed files | Hugo reference |",
+        "|---:|---:|---:|---:|---|",
+    ]
     for size in results["sizes"]:
         ref, basis = hugo_reference(size)
-        lines.append(f"| {size['files']:,} | {_size_str(size['corpus_bytes'])} | {_size_str(size['database_bytes'])} "
-                     f"| {size['feeds_files']:,} | {_s(ref)} s ({basis}) |")
-    lines += ["", "### Targets", "", "| files | target | measured (median time, peak RSS) | limit | result | basis |",
-              "|---:|---|---:|---:|---|---|", *_target_rows(results["targets"])]
+        lines.append(
+            f"| {size['files']:,} | {_size_str(size['corpus_bytes'])} | {_size_str(size['database_bytes'])} "
+            f"| {size['feeds_files']:,} | {_s(ref)} s ({basis}) |"
+        )
+    lines += [
+        "",
+        "### Targets",
+        "",
+        "| files | target | measured (median time, peak RSS) | limit | result | basis |",
+        "|---:|---|---:|---:|---|---|",
+        *_target_rows(results["targets"]),
+    ]
     checks = [c for size in results["sizes"] for c in (f"{size['files']:,} files: {x}" for x in size["checks"])]
     if checks:
         lines += ["", "### Unexpected run reports", "", *(f"* {c}" for c in checks)]
-    lines += ["", "### Machine", "", "| | |", "|---|---|",
-              f"| CPU | {m['cpu']} ({m['cores']} cores, {m['usable_cores']} usable) |",
-              f"| memory | {m['memory_gib']} GiB |", f"| OS | {m['os']} |", f"| Python | {m['python']} |",
-              f"| SQLite | {m['sqlite']} |", f"| feedworker | {m['feedworker']} |",
-              f"| Hugo | {results['hugo_version'] or 'not used'} |",
-              f"| load average (1 min) at start / end | {results['load_start']} / {results['load_end']} |", ""]
+    lines += [
+        "",
+        "### Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| CPU | {m['cpu']} ({m['cores']} cores, {m['usable_cores']} usable) |",
+        f"| memory | {m['memory_gib']} GiB |",
+        f"| OS | {m['os']} |",
+        f"| Python | {m['python']} |",
+        f"| SQLite | {m['sqlite']} |",
+        f"| feedworker | {m['feedworker']} |",
+        f"| Hugo | {results['hugo_version'] or 'not used'} |",
+        f"| load average (1 min) at start / end | {results['load_start']} / {results['load_end']} |",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -707,7 +763,7 @@ def render_markdown(results: dict[str, Any]) -> str:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _log(message: str) -> None:
@@ -745,17 +801,23 @@ def _print_summary(results: dict[str, Any]) -> None:
         for key, label in FIGURES:
             f = size["figures"][key]
             ratio = f"  ({rel[key]:.3f} × Hugo)" if key in rel else ""
-            print(f"{size['files']:>7,} {label:<34} {f['median_s']:8.3f} s  [{f['min_s']:.3f}–{f['max_s']:.3f}]"
-                  f"  {f['peak_rss_mib']:5.0f} MiB{ratio}")
+            print(
+                f"{size['files']:>7,} {label:<34} {f['median_s']:8.3f} s  [{f['min_s']:.3f}–{f['max_s']:.3f}]"
+                f"  {f['peak_rss_mib']:5.0f} MiB{ratio}"
+            )
         if size["hugo"]:
             h = size["hugo"]
-            print(f"{size['files']:>7,} {'Hugo build':<34} {h['median_s']:8.3f} s  "
-                  f"[{h['min_s']:.3f}–{h['max_s']:.3f}]  {h['peak_rss_mib']:5.0f} MiB")
+            print(
+                f"{size['files']:>7,} {'Hugo build':<34} {h['median_s']:8.3f} s  "
+                f"[{h['min_s']:.3f}–{h['max_s']:.3f}]  {h['peak_rss_mib']:5.0f} MiB"
+            )
         print(f"{size['files']:>7,} database after cold run: {_size_str(size['database_bytes'])}")
     for t in results["targets"]:
         where = f"{t['files']:,} files" if t["files"] else "all sizes"
-        print(f"{t['result']:<4}  {t['target']} ({where}): {t['value']} vs {t['limit']} {t['unit']}"
-              + (f" [{t['basis']}]" if t["basis"] else ""))
+        print(
+            f"{t['result']:<4}  {t['target']} ({where}): {t['value']} vs {t['limit']} {t['unit']}"
+            + (f" [{t['basis']}]" if t["basis"] else "")
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import generate, mutate  # noqa: E402  (a sibling script, not a package)
+from corpus import generate, mutate
 
 __all__ = ["main"]
 
@@ -76,8 +76,12 @@ def _project(root: Path, inbox: Path) -> Path:
 
 def _start(config: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "FEEDWORKER_CLOCK": CLOCK}
-    return subprocess.Popen([sys.executable, "-m", "worker", "run", "--config", str(config)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker", "run", "--config", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _run(config: Path) -> None:

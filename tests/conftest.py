@@ -94,6 +94,7 @@ def run_cli(*args: str, check: bool = True, env: dict[str, str] | None = None, t
         env=environment,
         timeout=timeout,
         cwd=ROOT,
+        check=False,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"feedworker {' '.join(args)} exited {result.returncode}:\n{result.stderr}")

@@ -20,7 +20,9 @@ from lxml import etree
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 CONTENT = "{http://purl.org/rss/1.0/modules/content/}"
-RFC822 = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} [+-]\d{4}$")
+RFC822 = re.compile(
+    r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} [+-]\d{4}$"
+)
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?([+-]\d{2}:\d{2}|Z)$")
 ABSOLUTE = re.compile(r"^(https?|mailto):", re.IGNORECASE)  # schemes are case-insensitive (RFC 3986)
 
@@ -72,8 +74,9 @@ def assert_valid_rss(data: bytes, self_url: str) -> list[etree._Element]:
             assert element is None or (element.text or "").strip(), f"blank <{name}> in an item"
         if texts[f"{CONTENT}encoded"] is not None:
             assert texts["description"] is not None, "content:encoded without a description"
-            assert children.index(texts["description"]) < children.index(texts[f"{CONTENT}encoded"]), \
+            assert children.index(texts["description"]) < children.index(texts[f"{CONTENT}encoded"]), (
                 "content:encoded before description"
+            )
         assert ABSOLUTE.match(item.findtext("link"))
         assert item.find("guid").get("isPermaLink") == "false"
         assert RFC822.match(item.findtext("pubDate")), item.findtext("pubDate")

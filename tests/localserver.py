@@ -13,8 +13,9 @@ __all__ = ["LocalServer"]
 class LocalServer:
     """Serves `handler_class(self)`'s routes; subclasses keep what their handler records."""
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1",
-                 tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+    ) -> None:
         self.counts: Counter[str] = Counter()
         self.lock = threading.Lock()
         self.stop = threading.Event()

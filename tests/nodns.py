@@ -106,8 +106,9 @@ class FakeNames:
 
     # --- the socket module's lookups
 
-    def getaddrinfo(self, host: str | bytes | None, port: Any, family: int = 0, type: int = 0,
-                    proto: int = 0, flags: int = 0) -> list[Any]:
+    def getaddrinfo(
+        self, host: str | bytes | None, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
+    ) -> list[Any]:
         real = self._real["getaddrinfo"]
         if not host:  # None: this machine's own addresses
             return real(host, port, family, type, proto, flags)
@@ -152,7 +153,9 @@ class FakeNames:
         given = self._answers.get(_key(name))
         if given is None:
             self.outside.append(name)
-            raise socket.gaierror(socket.EAI_NONAME, f"{name}: tests resolve no name outside the machine (tests/nodns.py)")
+            raise socket.gaierror(
+                socket.EAI_NONAME, f"{name}: tests resolve no name outside the machine (tests/nodns.py)"
+            )
         return given()
 
 
@@ -178,8 +181,7 @@ def fake_names() -> Iterator[FakeNames]:
     finally:
         names.uninstall()
     if names.outside:
-        pytest.fail(f"looked up {sorted(set(names.outside))}: tests resolve no name outside the machine",
-                    pytrace=False)
+        pytest.fail(f"looked up {sorted(set(names.outside))}: tests resolve no name outside the machine", pytrace=False)
 
 
 @pytest.fixture(scope="session")

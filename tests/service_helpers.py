@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 import yaml
@@ -108,7 +108,7 @@ def make_corpus(inbox: Path, count: int) -> set[str]:
         assert match, "an example without webUrl"
         url = f"{match.group(1).rstrip('/')}/copy-{index}"
         urls.add(url)
-        text = text[: match.start()] + f'webUrl: "{url}"' + text[match.end():]
+        text = text[: match.start()] + f'webUrl: "{url}"' + text[match.end() :]
         (inbox / f"{index:05d}.txt").write_text(text, encoding="utf-8")
     return urls
 
@@ -136,7 +136,8 @@ def write_config(root: Path, *, port: int, **sections: Any) -> Path:
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """This environment without FEEDWORKER_* (and proxies), plus `extra`."""
     env = {
-        key: value for key, value in os.environ.items()
+        key: value
+        for key, value in os.environ.items()
         if not key.startswith("FEEDWORKER_") and key.lower() not in ("http_proxy", "https_proxy", "all_proxy")
     }
     env.update(extra or {})
@@ -181,12 +182,16 @@ class Service:
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
-    def start(self) -> Service:
+    def start(self) -> Self:
         self.log_path = self.config.parent / f"serve-{time.monotonic_ns()}.log"
         command = self.command or [sys.executable, "-m", "worker", "serve", "--config", str(self.config)]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=clean_env(self.env), cwd=ROOT,
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=clean_env(self.env),
+                cwd=ROOT,
                 start_new_session=True,  # so teardown can end its parser processes too
             )
         return self
@@ -221,8 +226,9 @@ class Service:
         wait_for(listening, timeout, "serve to listen")
 
     def wait_healthy(self, timeout: float = 30.0) -> dict[str, Any]:
-        return wait_for(lambda: (r := self.get("/healthz")).status_code == 200 and r.json(),
-                        timeout, "GET /healthz to answer 200")
+        return wait_for(
+            lambda: (r := self.get("/healthz")).status_code == 200 and r.json(), timeout, "GET /healthz to answer 200"
+        )
 
     def signal(self, signum: int) -> None:
         assert self.process is not None
@@ -248,7 +254,7 @@ class Service:
         except subprocess.TimeoutExpired:
             pass
 
-    def __enter__(self) -> Service:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -286,10 +292,13 @@ def serving_in_process(tmp_path: Path, *, clock: Callable[[], float] | None = No
 
     feeds = tmp_path / "feeds"
     feeds.mkdir(parents=True, exist_ok=True)
-    config = Config.model_validate({
-        "sources": [{"path": str(tmp_path / "inbox")}], "database": str(tmp_path / "db.sqlite"),
-        "feeds": {"dir": str(feeds)},
-    })
+    config = Config.model_validate(
+        {
+            "sources": [{"path": str(tmp_path / "inbox")}],
+            "database": str(tmp_path / "db.sqlite"),
+            "feeds": {"dir": str(feeds)},
+        }
+    )
     metrics = ServiceMetrics()
     app = create_app(Runner(config, metrics=metrics), metrics, **({"clock": clock} if clock else {}))
     server = http_server(app, **options)

@@ -39,7 +39,13 @@ def _changes(inbox: Path) -> dict[str, list[Path]]:
         path.rename(inbox / "moved" / path.name)
     stamp = time.time_ns() - 10**12  # oldest edit: read (and committed) first
     for n, path in enumerate(renamed_url):
-        text = re.sub(r"^webUrl: .*$", f"webUrl: https://moved.example/new-slug-{n}", path.read_text(), count=1, flags=re.MULTILINE)
+        text = re.sub(
+            r"^webUrl: .*$",
+            f"webUrl: https://moved.example/new-slug-{n}",
+            path.read_text(),
+            count=1,
+            flags=re.MULTILINE,
+        )
         path.write_text(text)
         os.utime(path, ns=(stamp + n, stamp + n))
     for path in edited:
@@ -90,10 +96,20 @@ def test_a_run_killed_after_files_went_ends_like_one_never_killed(tmp_path: Path
 
     in_list = ",".join(f"'{path}'" for path in gone)
     if moment == "files-forgotten":
-        _kill_when(interrupted, lambda: _rows(interrupted.database, f"select count(*) from source_file where path in ({in_list})") == [(0,)])
+        _kill_when(
+            interrupted,
+            lambda: (
+                _rows(interrupted.database, f"select count(*) from source_file where path in ({in_list})") == [(0,)]
+            ),
+        )
     elif moment == "first-batch-stored":
-        _kill_when(interrupted, lambda: _rows(
-            interrupted.database, "select count(*) from article where url like 'https://moved.example/%'") == [(5,)])
+        _kill_when(
+            interrupted,
+            lambda: (
+                _rows(interrupted.database, "select count(*) from article where url like 'https://moved.example/%'")
+                == [(5,)]
+            ),
+        )
     else:
         rng = random.Random(7)
         for _ in range(4):
@@ -118,8 +134,14 @@ def test_a_run_killed_after_files_went_ends_like_one_never_killed(tmp_path: Path
 
 
 POISON = {
-    "pairs.txt": "---\ntitle: pairs\nwebUrl: https://e.example/pairs\nx: !!pairs [ {k: " + "[" * 300 + "]" * 300 + "} ]\n---\n",
-    "omap.txt": "---\ntitle: omap\nwebUrl: https://e.example/omap\nx: !!omap [ {k: " + "[" * 300 + "]" * 300 + "} ]\n---\n",
+    "pairs.txt": "---\ntitle: pairs\nwebUrl: https://e.example/pairs\nx: !!pairs [ {k: "
+    + "[" * 300
+    + "]" * 300
+    + "} ]\n---\n",
+    "omap.txt": "---\ntitle: omap\nwebUrl: https://e.example/omap\nx: !!omap [ {k: "
+    + "[" * 300
+    + "]" * 300
+    + "} ]\n---\n",
     "set.txt": "---\ntitle: set\nwebUrl: https://e.example/set\nx: !!set {b, a, c}\ny: !!binary aGVsbG8=\n---\n",
 }
 
@@ -136,13 +158,15 @@ def test_deep_pairs_omap_and_sets_in_unknown_fields_never_fail_a_run(project: Pr
     again = project.run()
     assert again["files"]["unchanged"] == 4 and again["feeds"]["written"] == 0
     with sqlite3.connect(project.database) as conn:
-        extra = dict(conn.execute("select a.url, c.extra_json from article a join article_content c on c.article_id = a.id"))
+        extra = dict(
+            conn.execute("select a.url, c.extra_json from article a join article_content c on c.article_id = a.id")
+        )
     assert json.loads(extra["https://e.example/set"]) == {"x": ["a", "b", "c"], "y": "b'hello'"}
 
 
 def test_any_error_turning_one_file_into_rows_quarantines_that_file_alone(project: Project):
-    from worker.ingest.parsers import read_article
     from worker import model
+    from worker.ingest.parsers import read_article
 
     project.write("one.txt", POISON["pairs.txt"])
     original = model.Ingested.of_article
@@ -218,9 +242,14 @@ PAYLOAD = "<img src=x onerror=alert(1)><script>alert(2)</script><svg/onload=aler
 @pytest.mark.parametrize("rounds", [0, 1, 2, 7, 8, 9, 16, 17, 40])
 def test_escaping_a_payload_any_number_of_times_never_makes_it_live(project: Project, rounds: int):
     payload = _escaped(PAYLOAD, rounds)
-    project.article("a.txt", title=f"T {payload}", excerpt=f"E {payload}", topics=[f"X {payload}", "AI"],
-                    provider={"name": payload, "domain": "e.example"},
-                    related=[{"title": payload, "webUrl": "https://r.example/1"}])
+    project.article(
+        "a.txt",
+        title=f"T {payload}",
+        excerpt=f"E {payload}",
+        topics=[f"X {payload}", "AI"],
+        provider={"name": payload, "domain": "e.example"},
+        related=[{"title": payload, "webUrl": "https://r.example/1"}],
+    )
     assert project.run()["status"] == "ok"
     assert_no_live_markup(project.feeds)
 
@@ -254,8 +283,13 @@ def assert_no_live_markup(feeds: Path) -> None:
 
 
 def test_bidi_overrides_never_reach_a_feed(project: Project):
-    project.article("a.txt", title="Safe \u202egnp.exe", excerpt="x\u2066y\u2069", topics=["A\u202eI"],
-                    provider={"name": "Evil\u202eCorp", "domain": "e.example"})
+    project.article(
+        "a.txt",
+        title="Safe \u202egnp.exe",
+        excerpt="x\u2066y\u2069",
+        topics=["A\u202eI"],
+        provider={"name": "Evil\u202eCorp", "domain": "e.example"},
+    )
     assert project.run()["status"] == "ok"
     text = _all_feed_text(project)
     for control in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069":
@@ -369,8 +403,10 @@ def test_a_killed_run_is_shown_interrupted_then_recorded_so(tmp_path: Path):
     inbox = tmp_path / "inbox"
     corpus(inbox, 600)
     project = make_project(tmp_path / "p", sources=[{"path": str(inbox)}])
-    _kill_when(project, lambda: project.database.exists()
-               and _rows(project.database, "select status from run") == [("running",)])
+    _kill_when(
+        project,
+        lambda: project.database.exists() and _rows(project.database, "select status from run") == [("running",)],
+    )
     (running,) = _rows(project.database, "select id, status from run")
     assert running[1] == "running"
     status = json.loads(project.cli("status", "--json").stdout)
@@ -403,8 +439,13 @@ def test_no_string_escaped_any_number_of_times_comes_out_live():
     @given(text, st.integers(0, 40), st.integers(0, 40))
     def check(raw: str, rounds: int, other: int) -> None:
         escaped, twice = _escaped(raw, rounds), _escaped(raw, other)
-        front = {"title": f"T{escaped}", "webUrl": "https://e.example/a", "excerpt": twice,
-                 "topics": [f"X{escaped}", twice, "AI"], "related": [{"title": escaped, "webUrl": "https://r.example/1"}]}
+        front = {
+            "title": f"T{escaped}",
+            "webUrl": "https://e.example/a",
+            "excerpt": twice,
+            "topics": [f"X{escaped}", twice, "AI"],
+            "related": [{"title": escaped, "webUrl": "https://r.example/1"}],
+        }
         data = ("---\n" + yaml.safe_dump(front, allow_unicode=True) + "---\n" + twice).encode("utf-8", "surrogatepass")
         run_in_process({"a.txt": data}, lambda outcome: assert_no_live_markup(outcome.feeds))
 

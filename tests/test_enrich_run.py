@@ -42,10 +42,10 @@ class PageServer(LocalServer):
 
 def _handler(server: PageServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             with server.lock:
                 server.counts[self.path] += 1
                 server.headers.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
@@ -84,8 +84,11 @@ def atom_related(project: Project, feed: str, entry_title: str) -> list[tuple[st
     root = etree.fromstring(project.feed(feed))
     for entry in root.iter(f"{ATOM}entry"):
         if entry.findtext(f"{ATOM}title") == entry_title:
-            return [(link.get("href"), link.get("title")) for link in entry.iter(f"{ATOM}link")
-                    if link.get("rel") == "related"]
+            return [
+                (link.get("href"), link.get("title"))
+                for link in entry.iter(f"{ATOM}link")
+                if link.get("rel") == "related"
+            ]
     raise AssertionError(f"no entry {entry_title!r} in {feed}")
 
 
@@ -115,14 +118,33 @@ STORED = "https://news.example.com/2021/01/26/story/"  # WordPress style: its AM
 
 
 def test_amp_cache_and_tracking_variants_link_to_the_stored_article(project: Project):
-    project.article("stored.txt", title="The stored story", web_url=STORED, topics=["AI"],
-                    provider={"name": "Example News", "domain": "example.com"})
-    project.article("amp.txt", title="Via AMP cache", web_url="https://other.example/amp-view", topics=["AI"],
-                    related=[{"title": "A headline from an aggregator",
-                              "webUrl": "https://news-example-com.cdn.ampproject.org/c/s/news.example.com/2021/01/26/"
-                                        "story/amp?amp_js_v=0.1&usqp=mq331AQ"}])
-    project.article("utm.txt", title="Via tracking link", web_url="https://third.example/utm-view", topics=["AI"],
-                    related=[{"webUrl": "https://NEWS.example.com:443/2021/01/26/story/?utm_source=x&fbclid=1#top"}])
+    project.article(
+        "stored.txt",
+        title="The stored story",
+        web_url=STORED,
+        topics=["AI"],
+        provider={"name": "Example News", "domain": "example.com"},
+    )
+    project.article(
+        "amp.txt",
+        title="Via AMP cache",
+        web_url="https://other.example/amp-view",
+        topics=["AI"],
+        related=[
+            {
+                "title": "A headline from an aggregator",
+                "webUrl": "https://news-example-com.cdn.ampproject.org/c/s/news.example.com/2021/01/26/"
+                "story/amp?amp_js_v=0.1&usqp=mq331AQ",
+            }
+        ],
+    )
+    project.article(
+        "utm.txt",
+        title="Via tracking link",
+        web_url="https://third.example/utm-view",
+        topics=["AI"],
+        related=[{"webUrl": "https://NEWS.example.com:443/2021/01/26/story/?utm_source=x&fbclid=1#top"}],
+    )
     project.run()
     for title in ("Via AMP cache", "Via tracking link"):
         assert atom_related(project, "topics/ai.atom", title) == [(STORED, "The stored story")]
@@ -136,11 +158,19 @@ def test_amp_cache_and_tracking_variants_link_to_the_stored_article(project: Pro
 
 
 def test_relatedness_is_symmetric(project: Project):
-    project.article("a.txt", title="Article A", web_url="https://a.example/a", topics=["AI"],
-                    related=[{"title": "B as A's file names it", "webUrl": "https://b.example/b?utm_medium=rss"},
-                             {"title": "Elsewhere", "webUrl": "https://elsewhere.example/x"}])
-    project.article("b.txt", title="Article B", web_url="https://b.example/b", topics=["Space"],
-                    provider={"name": "B News"})
+    project.article(
+        "a.txt",
+        title="Article A",
+        web_url="https://a.example/a",
+        topics=["AI"],
+        related=[
+            {"title": "B as A's file names it", "webUrl": "https://b.example/b?utm_medium=rss"},
+            {"title": "Elsewhere", "webUrl": "https://elsewhere.example/x"},
+        ],
+    )
+    project.article(
+        "b.txt", title="Article B", web_url="https://b.example/b", topics=["Space"], provider={"name": "B News"}
+    )
     project.run()
     assert atom_related(project, "topics/space.atom", "Article B") == [("https://a.example/a", "Article A")]
     assert '<a href="https://a.example/a">Article A</a>' in rss_content(project, "topics/space.rss", "Article B")
@@ -159,8 +189,14 @@ def test_a_new_article_updates_the_entries_it_relates_to(project: Project):
     updated_before = atom_updated(project, "topics/space.atom", "Article A")
     time.sleep(0.05)
 
-    c = project.article("c.txt", title="Article C", web_url="https://c.example/c", topics=["AI"],
-                        publishedDateTime="2021-02-01T00:00:00Z", related=[{"webUrl": "https://a.example/a"}])
+    c = project.article(
+        "c.txt",
+        title="Article C",
+        web_url="https://c.example/c",
+        topics=["AI"],
+        publishedDateTime="2021-02-01T00:00:00Z",
+        related=[{"webUrl": "https://a.example/a"}],
+    )
     report = project.run()
     after = project.feed_files()
     assert after["topics/space.atom"] != before["topics/space.atom"]  # A's topic rendered again, with C
@@ -181,8 +217,13 @@ def test_a_new_article_updates_the_entries_it_relates_to(project: Project):
 
 def test_an_edit_dropping_a_related_item_takes_the_reverse_link_away(project: Project):
     project.article("a.txt", title="Article A", web_url="https://a.example/a", topics=["Space"])
-    c = project.article("c.txt", title="Article C", web_url="https://c.example/c", topics=["AI"],
-                        related=[{"webUrl": "https://a.example/a"}])
+    c = project.article(
+        "c.txt",
+        title="Article C",
+        web_url="https://c.example/c",
+        topics=["AI"],
+        related=[{"webUrl": "https://a.example/a"}],
+    )
     project.run()
     assert atom_related(project, "topics/space.atom", "Article A") == [("https://c.example/c", "Article C")]
     c.write_text(c.read_text().replace("https://a.example/a", "https://elsewhere.example/z"))
@@ -191,8 +232,13 @@ def test_an_edit_dropping_a_related_item_takes_the_reverse_link_away(project: Pr
 
 
 def test_a_retitled_article_is_retitled_where_it_is_linked(project: Project):
-    project.article("a.txt", title="Article A", web_url="https://a.example/a", topics=["Space"],
-                    related=[{"webUrl": "https://b.example/b"}])
+    project.article(
+        "a.txt",
+        title="Article A",
+        web_url="https://a.example/a",
+        topics=["Space"],
+        related=[{"webUrl": "https://b.example/b"}],
+    )
     b = project.article("b.txt", title="Old B title", web_url="https://b.example/b", topics=["AI"])
     project.run()
     assert atom_related(project, "topics/space.atom", "Article A") == [("https://b.example/b", "Old B title")]
@@ -203,8 +249,13 @@ def test_a_retitled_article_is_retitled_where_it_is_linked(project: Project):
 
 def test_fetched_metadata_titles_untitled_items_and_is_cached(tmp_path: Path, pages: PageServer):
     project = make_project(tmp_path, enrich={"fetch": True, "allow_private_networks": True})
-    project.article("a.txt", title="Article A", web_url="https://a.example/a", topics=["AI"],
-                    related=[{"webUrl": pages.url("/og")}, {"title": "Given title", "webUrl": pages.url("/og2")}])
+    project.article(
+        "a.txt",
+        title="Article A",
+        web_url="https://a.example/a",
+        topics=["AI"],
+        related=[{"webUrl": pages.url("/og")}, {"title": "Given title", "webUrl": pages.url("/og2")}],
+    )
     report = project.run()
     assert report["enrich"] == {"fetched": 2, "not_modified": 0, "failed": 0, "refused": 0, "pending": 0}
     assert atom_related(project, "topics/ai.atom", "Article A") == [
@@ -234,8 +285,7 @@ def test_fetched_metadata_titles_untitled_items_and_is_cached(tmp_path: Path, pa
 
 def test_loopback_pages_are_refused_by_default_and_never_requested(tmp_path: Path, pages: PageServer):
     project = make_project(tmp_path, enrich={"fetch": True})
-    project.article("a.txt", title="Article A", web_url="https://a.example/a",
-                    related=[{"webUrl": pages.url("/og")}])
+    project.article("a.txt", title="Article A", web_url="https://a.example/a", related=[{"webUrl": pages.url("/og")}])
     report = project.run()
     assert pages.total == 0
     assert report["enrich"]["refused"] == 1 and report["enrich"]["fetched"] == 0
@@ -247,8 +297,12 @@ def test_loopback_pages_are_refused_by_default_and_never_requested(tmp_path: Pat
 
 def test_a_page_that_never_answers_stays_within_the_budget(tmp_path: Path, pages: PageServer):
     project = make_project(tmp_path, enrich={"fetch": True, "allow_private_networks": True, "max_seconds": "2s"})
-    project.article("a.txt", title="Article A", web_url="https://a.example/a",
-                    related=[{"webUrl": pages.url("/never")}, {"webUrl": pages.url("/og")}])
+    project.article(
+        "a.txt",
+        title="Article A",
+        web_url="https://a.example/a",
+        related=[{"webUrl": pages.url("/never")}, {"webUrl": pages.url("/og")}],
+    )
     result = project.cli("run", "--json")
     report = json.loads(result.stdout)
     assert_valid_feeds(project.feeds, project.base_url)
@@ -273,13 +327,29 @@ def test_no_network_at_all_stays_within_the_budget(tmp_path: Path):
     """
     project = make_project(tmp_path, enrich={"fetch": True, "max_seconds": "2s"})
     related = ["http://nonexistent.invalid/page", "http://no-answer.invalid/page", "https://10.255.255.1/x"]
-    project.article("a.txt", title="Article A", web_url="https://a.example/a",
-                    related=[{"webUrl": url} for url in related])
+    project.article(
+        "a.txt", title="Article A", web_url="https://a.example/a", related=[{"webUrl": url} for url in related]
+    )
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "tests.nodns", "--fail", "nonexistent.invalid", "--hang", "no-answer.invalid",
-         "run", "--json", "--config", str(project.config)],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+        [
+            sys.executable,
+            "-m",
+            "tests.nodns",
+            "--fail",
+            "nonexistent.invalid",
+            "--hang",
+            "no-answer.invalid",
+            "run",
+            "--json",
+            "--config",
+            str(project.config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
         env={key: value for key, value in os.environ.items() if not key.startswith("FEEDWORKER_")},
     )
     assert time.monotonic() - started < 2 + 8  # the whole process, interpreter start included
@@ -292,16 +362,28 @@ def test_no_network_at_all_stays_within_the_budget(tmp_path: Path):
     assert [fetched[url]["status"] for url in related] == ["error", "timeout", "refused"]
     assert fetched[related[0]]["error"].startswith("cannot resolve host")
     assert [title for _, title in atom_related(project, "topics/ai.atom", "Article A")] == [
-        "nonexistent.invalid", "no-answer.invalid", "10.255.255.1"
+        "nonexistent.invalid",
+        "no-answer.invalid",
+        "10.255.255.1",
     ]
 
 
 def test_fetching_respects_max_fetches_and_leaves_the_rest_pending(tmp_path: Path, pages: PageServer):
     project = make_project(tmp_path, enrich={"fetch": True, "allow_private_networks": True, "max_fetches": 2})
-    project.article("old.txt", title="Old", web_url="https://a.example/old", publishedDateTime="2020-01-01T00:00:00Z",
-                    related=[{"webUrl": pages.url("/og-old")}])
-    project.article("new.txt", title="New", web_url="https://a.example/new", publishedDateTime="2021-01-01T00:00:00Z",
-                    related=[{"webUrl": pages.url(f"/og-new-{n}")} for n in range(2)])
+    project.article(
+        "old.txt",
+        title="Old",
+        web_url="https://a.example/old",
+        publishedDateTime="2020-01-01T00:00:00Z",
+        related=[{"webUrl": pages.url("/og-old")}],
+    )
+    project.article(
+        "new.txt",
+        title="New",
+        web_url="https://a.example/new",
+        publishedDateTime="2021-01-01T00:00:00Z",
+        related=[{"webUrl": pages.url(f"/og-new-{n}")} for n in range(2)],
+    )
     report = project.run()
     assert report["enrich"]["fetched"] == 2 and report["enrich"]["pending"] == 1
     assert set(pages.counts) == {"/og-new-0", "/og-new-1"}  # the newest articles' pages first
@@ -346,11 +428,17 @@ def test_the_fetch_budget_fits_the_last_page_within_max_seconds():
 
 def test_switching_fetching_on_later_fetches_the_backlog(tmp_path: Path, pages: PageServer):
     project = make_project(tmp_path, enrich={"fetch": False, "allow_private_networks": True})
-    project.article("a.txt", title="Article A", web_url="https://a.example/a", topics=["AI"],
-                    related=[{"webUrl": pages.url("/og")}])
+    project.article(
+        "a.txt", title="Article A", web_url="https://a.example/a", topics=["AI"], related=[{"webUrl": pages.url("/og")}]
+    )
     project.run()
-    project.article("b.txt", title="Article B", web_url="https://a.example/b", topics=["AI"],
-                    related=[{"webUrl": pages.url("/og2")}])
+    project.article(
+        "b.txt",
+        title="Article B",
+        web_url="https://a.example/b",
+        topics=["AI"],
+        related=[{"webUrl": pages.url("/og2")}],
+    )
     project.run()
     assert pages.total == 0
     assert json.loads(project.cli("status", "--json").stdout)["enrich"]["pending"] == 0  # nothing queued

@@ -39,13 +39,13 @@ def store_snapshot(database: Path) -> dict[str, list[tuple]]:
         assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
         queries = {
             "articles": "select url, web_url, title, excerpt, body, published_at, first_seen, updated_at, is_published, "
-                        "removed, extra_json, related_json, content_hash from article join article_content "
-                        "on article_id = id order by url",
+            "removed, extra_json, related_json, content_hash from article join article_content "
+            "on article_id = id order by url",
             "topics": "select key, name, slug, dirty from topic order by key",
             "links": "select a.url, t.key from article_topic x join article a on a.id = x.article_id "
-                     "join topic t on t.id = x.topic_id order by 1, 2",
+            "join topic t on t.id = x.topic_id order by 1, 2",
             "related": "select a.url, r.position, r.url, r.wants_page, r.shows_page from related_item r "
-                       "join article a on a.id = r.article_id order by 1, 2",
+            "join article a on a.id = r.article_id order by 1, 2",
             "files": "select path, size, mtime_ns, hash, state, error, article_url from source_file order by path",
         }
         return {name: conn.execute(sql).fetchall() for name, sql in queries.items()}
@@ -60,7 +60,11 @@ def popen_run(project: Project, env: dict[str, str] | None = None) -> subprocess
     environment.update(env or {})
     return subprocess.Popen(
         [sys.executable, "-m", "worker", "run", "--json", "--config", str(project.config)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=environment,
     )
 
 
@@ -128,7 +132,9 @@ def test_killed_anywhere_then_finished_equals_an_uninterrupted_run(tmp_path: Pat
 @contextmanager
 def tmpfs(path: Path, size: str) -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, check=False
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:
@@ -239,7 +245,9 @@ def test_an_unreadable_file_is_quarantined_and_retried_once_readable(tmp_path: P
     environment = {k: v for k, v in os.environ.items() if not k.startswith("FEEDWORKER_")}
     command = [sys.executable, "-m", "worker", "run", "--json", "--config", str(project.config)]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=environment, **nobody)
+        result = subprocess.run(
+            command, capture_output=True, text=True, cwd=ROOT, env=environment, **nobody, check=False
+        )
     except PermissionError:
         pytest.skip("the interpreter cannot be run as nobody here (tests run as root; root reads everything)")
     if result.returncode != 0 and not result.stdout:
@@ -248,8 +256,9 @@ def test_an_unreadable_file_is_quarantined_and_retried_once_readable(tmp_path: P
     assert report["files"]["quarantined"] == 1
     assert "Permission denied" in report["errors"][0]["message"]
     path.chmod(0o644)  # mtime unchanged: retried because no stat was recorded
-    report = json.loads(subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=environment,
-                                       **nobody).stdout)
+    report = json.loads(
+        subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=environment, **nobody, check=False).stdout
+    )
     assert report["files"]["quarantined"] == 0 and report["articles"]["total"] == 2
 
 
@@ -341,8 +350,10 @@ def test_files_rewritten_renamed_and_deleted_during_runs_settle_correctly(tmp_pa
     on_disk = sorted(p.name for p in project.inbox.iterdir())
     with sqlite3.connect(project.database) as conn:
         stored = sorted(Path(row[0]).name for row in conn.execute("select path from source_file"))
-        texts = {Path(path).name: (state, url) for path, state, url in
-                 conn.execute("select path, state, article_url from source_file")}
+        texts = {
+            Path(path).name: (state, url)
+            for path, state, url in conn.execute("select path, state, article_url from source_file")
+        }
     assert stored == on_disk  # every file present is known, nothing gone is
     for name in on_disk:
         data = (project.inbox / name).read_bytes()

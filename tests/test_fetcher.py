@@ -10,8 +10,8 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -55,10 +55,10 @@ class Server(LocalServer):
 
 def _make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             parts = urlsplit(self.path)
             route, query = parts.path, parse_qs(parts.query)
             with server.lock:
@@ -271,9 +271,26 @@ def test_https_sends_the_name_as_sni_and_verifies_it(tmp_path: Path) -> None:
         pytest.skip("openssl not available to make a certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost"],
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ],
         check=True,
         capture_output=True,
     )
@@ -409,8 +426,9 @@ def test_a_lookup_that_never_answers_ends_at_the_page_deadline(names: FakeNames)
     # Not asyncio.run: at its end it would wait for the lookup's thread, still waiting.
     loop = asyncio.new_event_loop()
     try:
-        [result] = loop.run_until_complete(fetch_many(
-            [FetchRequest("http://no-answer.invalid/page")], replace(FAST, total_timeout=0.4), deadline_s=30))
+        [result] = loop.run_until_complete(
+            fetch_many([FetchRequest("http://no-answer.invalid/page")], replace(FAST, total_timeout=0.4), deadline_s=30)
+        )
     finally:
         loop.close()
     assert result.status == "timeout"

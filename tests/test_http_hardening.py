@@ -50,11 +50,21 @@ def _log_since(service: Service, offset: int) -> str:
 
 # --- (A) only feed documents --------------------------------------------------------------
 
+
 def test_only_feed_documents_are_served(served: Served) -> None:
     feeds = served.feeds
     planted = [
-        "secret.db", "config.yaml", "notes.txt", "all.rss.tmp", "all.rss~", "rss", ".rss",
-        f"{TEMP_PREFIX}k2j3h4.tmp", f"topics/{TEMP_PREFIX}abc.tmp", "topics/notes.txt", "topics/feedworker.db-wal",
+        "secret.db",
+        "config.yaml",
+        "notes.txt",
+        "all.rss.tmp",
+        "all.rss~",
+        "rss",
+        ".rss",
+        f"{TEMP_PREFIX}k2j3h4.tmp",
+        f"topics/{TEMP_PREFIX}abc.tmp",
+        "topics/notes.txt",
+        "topics/feedworker.db-wal",
         f"{TEMP_PREFIX}x.rss",
     ]
     for name in planted:
@@ -81,6 +91,7 @@ def test_only_feed_documents_are_served(served: Served) -> None:
 
 
 # --- (D) run ids ---------------------------------------------------------------------------
+
 
 def test_run_ids_that_are_not_plain_decimals_are_404_without_a_traceback(served: Served) -> None:
     offset = len(served.service.log())
@@ -110,6 +121,7 @@ def test_run_ids_that_are_not_plain_decimals_are_404_without_a_traceback(served:
 
 # --- (C) slow and silent clients, on `serve` with its defaults --------------------------------
 
+
 class SlowClient:
     """A connection that sends `head`, then `payload` one byte every `interval` s, and notes when the server ends it."""
 
@@ -132,7 +144,7 @@ class SlowClient:
         try:
             while True:
                 if sent < len(self.payload):
-                    self.sock.sendall(self.payload[sent:sent + 1])
+                    self.sock.sendall(self.payload[sent : sent + 1])
                     sent += 1
                 try:
                     chunk = self.sock.recv(65536)
@@ -211,6 +223,7 @@ def test_a_connection_flood_under_a_low_descriptor_limit(tmp_path: Path) -> None
 
 # --- (B) a FIFO in the feeds folder -------------------------------------------------------
 
+
 def test_a_fifo_in_the_feeds_folder_answers_404_at_once(tmp_path: Path) -> None:
     copy_examples(tmp_path / "inbox")
     port = free_port()
@@ -232,6 +245,7 @@ def test_a_fifo_in_the_feeds_folder_answers_404_at_once(tmp_path: Path) -> None:
 
 # --- (C) the same server in this process, with small limits ---------------------------------
 
+
 @contextlib.contextmanager
 def in_process(tmp_path: Path, **options: float) -> Iterator[int]:
     """`serve`'s HTTP server on 127.0.0.1 with a small `all.rss`; yields the port."""
@@ -246,7 +260,9 @@ def _read_response(sock: socket.socket) -> bytes:
     while b"\r\n\r\n" not in data:
         data += sock.recv(65536)
     head, _, body = data.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
     while len(body) < length:
         body += sock.recv(65536)
     return head
@@ -257,8 +273,9 @@ def test_the_request_deadline_in_process(tmp_path: Path) -> None:
         silent = SlowClient(port, b"", 0.1).start()
         dripper = SlowClient(port, _endless_headers(), 0.1).start()
         # The body counts too: this POST is answered (403, triggers are off) without being read.
-        body_dripper = SlowClient(port, b"x" * 100_000, 0.05,
-                                  head=b"POST /runs HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n").start()
+        body_dripper = SlowClient(
+            port, b"x" * 100_000, 0.05, head=b"POST /runs HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+        ).start()
         # Slow but complete within the deadline: answered.
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             for piece in (b"GET /feeds/all.rss HT", b"TP/1.1\r\nHost: x\r\n", b"\r\n"):
@@ -313,6 +330,7 @@ def test_at_the_connection_cap_the_oldest_waiting_connection_makes_room(tmp_path
 
 
 # --- units ---------------------------------------------------------------------------------
+
 
 class FakeClock:
     def __init__(self) -> None:
@@ -375,8 +393,10 @@ def test_a_client_that_stops_reading_its_response_is_dropped(tmp_path: Path) -> 
     # buffers and never read it; the connection would otherwise be held for good.
     with in_process(tmp_path, send_timeout_s=1.0, max_connections=4) as port:
         (tmp_path / "feeds" / "all.rss").write_bytes(
-            b"<?xml version='1.0'?><rss version='2.0'><channel>" + b"<item><title>x</title></item>" * 300_000
-            + b"</channel></rss>")
+            b"<?xml version='1.0'?><rss version='2.0'><channel>"
+            + b"<item><title>x</title></item>" * 300_000
+            + b"</channel></rss>"
+        )
         stuck = []
         for _ in range(4):
             sock = socket.socket()

@@ -34,8 +34,8 @@ from tests.service_helpers import (
     wait_for,
     write_config,
 )
-from worker.ingest import parsers
 from worker.config import ScheduleConfig
+from worker.ingest import parsers
 
 TOKEN = "readers-token-0123456789abcdef"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -49,7 +49,9 @@ Served = ServedExamples
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One `feedworker serve` over the example articles, every hour, triggers enabled."""
-    with serve_examples(tmp_path_factory.mktemp("readers"), schedule={"every": "1h"}, server={"token": TOKEN}) as served:
+    with serve_examples(
+        tmp_path_factory.mktemp("readers"), schedule={"every": "1h"}, server={"token": TOKEN}
+    ) as served:
         yield served
 
 
@@ -75,6 +77,7 @@ def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 
 
 # --- item 4: HTTP caching as readers use it ---------------------------------------------------
+
 
 def test_gzip_and_identity_bodies_have_their_own_etags(served: Served) -> None:
     service = served.service
@@ -129,7 +132,10 @@ def test_if_modified_since_is_compared_as_a_date(served: Served) -> None:
     # Another form of the same date (RFC 850) compares the same.
     rfc850 = datetime.fromtimestamp(at, UTC).strftime("%A, %d-%b-%y %H:%M:%S GMT")
     assert service.get("/feeds/all.atom", headers={"If-Modified-Since": rfc850}).status_code == 304
-    assert service.get("/feeds/all.atom", headers={"If-Modified-Since": formatdate(at - 1, usegmt=True)}).status_code == 200
+    assert (
+        service.get("/feeds/all.atom", headers={"If-Modified-Since": formatdate(at - 1, usegmt=True)}).status_code
+        == 200
+    )
     assert service.get("/feeds/all.atom", headers={"If-Modified-Since": "yesterday"}).status_code == 200
     # If-None-Match decides when both are present.
     both = {"If-Modified-Since": modified, "If-None-Match": '"something-else"'}
@@ -206,8 +212,10 @@ def test_a_feed_replaced_within_one_second_never_shares_a_date_with_its_successo
     second = int(time.time()) - 3600
     first, then = rss("first"), rss("then, within the same second")
     clock = Clock(second + 0.4)
-    with in_process(tmp_path, clock) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False,
-                                                           timeout=10) as client:
+    with (
+        in_process(tmp_path, clock) as port,
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=10) as client,
+    ):
         feed = tmp_path / "feeds" / "all.rss"
         replace_file(feed, first, second * 10**9 + 200_000_000)
         early = client.get("/feeds/all.rss", headers=IDENTITY)
@@ -225,14 +233,23 @@ def test_a_feed_replaced_within_one_second_never_shares_a_date_with_its_successo
             stale = client.get("/feeds/all.rss", headers={**IDENTITY, "If-Modified-Since": date_of_first})
             assert stale.status_code == 200 and stale.content == then
         # The second version's own date (or a later one) does validate it.
-        assert client.get("/feeds/all.rss", headers={"If-Modified-Since": later.headers["last-modified"]}).status_code == 304
-        assert client.get("/feeds/all.rss", headers={"If-Modified-Since": formatdate(second + 60, usegmt=True)}
-                          ).status_code == 304
+        assert (
+            client.get("/feeds/all.rss", headers={"If-Modified-Since": later.headers["last-modified"]}).status_code
+            == 304
+        )
+        assert (
+            client.get(
+                "/feeds/all.rss", headers={"If-Modified-Since": formatdate(second + 60, usegmt=True)}
+            ).status_code
+            == 304
+        )
 
 
 def test_a_feed_asked_for_in_the_second_it_was_written_is_answered_when_that_second_is_over(tmp_path: Path) -> None:
-    with in_process(tmp_path, time.time) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False,
-                                                               timeout=10) as client:
+    with (
+        in_process(tmp_path, time.time) as port,
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=10) as client,
+    ):
         time.sleep(1.02 - time.time() % 1)  # just after a second began: the wait shows
         feed = tmp_path / "feeds" / "all.rss"
         replace_file(feed, rss("fresh"))
@@ -250,6 +267,7 @@ def test_a_feed_asked_for_in_the_second_it_was_written_is_answered_when_that_sec
 
 # --- item 5: source folders, /healthz, /livez, /metrics ---------------------------------------
 
+
 def _sources(body: dict) -> dict[str, str]:
     return {Path(entry["path"]).name: entry["state"] for entry in body["sources"]}
 
@@ -258,8 +276,7 @@ def test_a_missing_source_folder_makes_healthz_503_and_livez_stays_200(tmp_path:
     copy_examples(tmp_path / "inbox")
     volume = tmp_path / "volume"  # an unmounted volume: the folder is not there
     port = free_port()
-    config = write_config(tmp_path, port=port, sources=[{"path": "inbox"}, {"path": "volume"}],
-                          server={"token": TOKEN})
+    config = write_config(tmp_path, port=port, sources=[{"path": "inbox"}, {"path": "volume"}], server={"token": TOKEN})
     with Service(config, port) as service:
         service.wait_listening()
         wait_for(lambda: service.get("/runs/latest").status_code == 200, 60, "the first run")
@@ -270,7 +287,9 @@ def test_a_missing_source_folder_makes_healthz_503_and_livez_stays_200(tmp_path:
         assert body["status"] == "unavailable" and body["reason"] == f"source folder missing: {volume}"
         assert _sources(body) == {"inbox": "ok", "volume": "missing"}
         assert {Path(entry["path"]).name: entry["files"] for entry in body["sources"]} == {
-            "inbox": len(EXAMPLES), "volume": 0}
+            "inbox": len(EXAMPLES),
+            "volume": 0,
+        }
         livez = service.get("/livez")
         assert livez.status_code == 200 and livez.json() == {"status": "ok"}
         with service.client() as client:
@@ -286,7 +305,8 @@ def test_a_missing_source_folder_makes_healthz_503_and_livez_stays_200(tmp_path:
         # Mounted again: readable now, but the feeds have not seen it yet; a run settles it.
         volume.mkdir()
         (volume / "late.txt").write_text(
-            '---\ntitle: "From the volume"\nwebUrl: "https://news.example.com/volume"\n---\n', encoding="utf-8")
+            '---\ntitle: "From the volume"\nwebUrl: "https://news.example.com/volume"\n---\n', encoding="utf-8"
+        )
         pending = service.get("/healthz").json()
         assert pending["reason"] == f"source folder {volume} was missing at the last run"
         assert metric_samples(service.get("/metrics").text)[("feedworker_source_up", volume_label)] == 1
@@ -368,7 +388,7 @@ def _stat(pid: int) -> tuple[str, int] | None:
         text = Path(f"/proc/{pid}/stat").read_text(errors="replace")
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     return fields[0], int(fields[1])
 
 
@@ -412,8 +432,11 @@ def test_no_defunct_child_after_cycles_that_used_a_process_pool(tmp_path: Path) 
         for path in (tmp_path / "inbox").iterdir():  # all changed: the next cycle parses in a pool too
             path.write_text(path.read_text(encoding="utf-8") + "\nChanged.\n", encoding="utf-8")
         run_id = service.post("/runs", headers=BEARER).json()["run_id"]
-        done = wait_for(lambda: (r := service.get(f"/runs/{run_id}").json())["status"] in ("ok", "failed") and r, 90,
-                        "the second run")
+        done = wait_for(
+            lambda: (r := service.get(f"/runs/{run_id}").json())["status"] in ("ok", "failed") and r,
+            90,
+            "the second run",
+        )
         assert done["status"] == "ok" and done["report"]["files"]["changed"] == 3 * parsers.INLINE_BELOW
         wait_for(lambda: no_zombie_children(service), 5, "no <defunct> child of serve")
 

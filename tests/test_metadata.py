@@ -123,9 +123,15 @@ def test_entities_decoded_and_xml_illegal_characters_removed() -> None:
         ("<title>Caf\u00e9</title>".encode("latin-1"), "ISO-8859-1", "Caf\u00e9"),
         # windows-1252 is what latin-1 labels mean on the web: 0x93/0x94 are quotes.
         (b"<title>\x93Hi\x94</title>", "latin-1", "\u201cHi\u201d"),
-        ('<meta charset="windows-1251"><title>\u041f\u0440\u0438\u0432\u0435\u0442</title>'.encode("cp1251"), None, "\u041f\u0440\u0438\u0432\u0435\u0442"),
         (
-            '<meta http-equiv="Content-Type" content="text/html; charset=shift_jis"><title>\u65e5\u672c</title>'.encode("shift_jis"),
+            '<meta charset="windows-1251"><title>\u041f\u0440\u0438\u0432\u0435\u0442</title>'.encode("cp1251"),
+            None,
+            "\u041f\u0440\u0438\u0432\u0435\u0442",
+        ),
+        (
+            '<meta http-equiv="Content-Type" content="text/html; charset=shift_jis"><title>\u65e5\u672c</title>'.encode(
+                "shift_jis"
+            ),
             None,
             "\u65e5\u672c",
         ),
@@ -155,7 +161,17 @@ def test_xml_declaration_in_str_input() -> None:
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"", b"   ", b"\x00\x00\x00", bytes(range(256)) * 4, b"<html", b"<<<>>>", "", "<!-- only a comment -->", b"\xff\xfe\x00\x00"],
+    [
+        b"",
+        b"   ",
+        b"\x00\x00\x00",
+        bytes(range(256)) * 4,
+        b"<html",
+        b"<<<>>>",
+        "",
+        "<!-- only a comment -->",
+        b"\xff\xfe\x00\x00",
+    ],
 )
 def test_garbage_never_raises(garbage: bytes | str) -> None:
     meta = extract_metadata(garbage, BASE)

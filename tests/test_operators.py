@@ -41,7 +41,9 @@ def store_rows(database: Path) -> dict[str, list[tuple[Any, ...]]]:
     with sqlite3.connect(database) as conn:
         rows = {
             "articles": conn.execute("select url, title, removed, is_published from article order by url").fetchall(),
-            "files": conn.execute("select path, size, mtime_ns, hash, state, error from source_file order by path").fetchall(),
+            "files": conn.execute(
+                "select path, size, mtime_ns, hash, state, error from source_file order by path"
+            ).fetchall(),
             "topics": conn.execute("select key, slug, dirty from topic order by key").fetchall(),
         }
     conn.close()
@@ -89,8 +91,15 @@ def test_a_run_with_no_readable_source_fails_and_changes_nothing(project: Projec
     assert project.feed_files() == feeds
 
     status = json.loads(project.cli("status", "--json").stdout)
-    assert status["sources"] == [{"path": str(project.inbox), "state": "missing", "files": 0,
-                                  "reason": "No such file or directory", "last_run_state": "missing"}]
+    assert status["sources"] == [
+        {
+            "path": str(project.inbox),
+            "state": "missing",
+            "files": 0,
+            "reason": "No such file or directory",
+            "last_run_state": "missing",
+        }
+    ]
     assert status["last_run"]["status"] == "failed"
     shown = project.cli("status").stdout
     assert f"  {project.inbox}: missing (No such file or directory)" in shown.splitlines()
@@ -170,8 +179,15 @@ def test_status_checks_the_folders_now(project: Project):
     project.inbox.rename(project.root / "elsewhere")
     status = json.loads(project.cli("status", "--json").stdout)
     # The last run counted 1 file there; the folder is gone now.
-    assert status["sources"] == [{"path": str(project.inbox), "state": "missing", "files": 1,
-                                  "reason": "No such file or directory", "last_run_state": "ok"}]
+    assert status["sources"] == [
+        {
+            "path": str(project.inbox),
+            "state": "missing",
+            "files": 1,
+            "reason": "No such file or directory",
+            "last_run_state": "ok",
+        }
+    ]
     assert f"  {project.inbox}: missing (No such file or directory); ok at the last run, 1 file" in (
         project.cli("status").stdout.splitlines()
     )
@@ -182,8 +198,13 @@ def test_status_before_any_run_lists_the_sources(tmp_path: Path):
     status = json.loads(project.cli("status", "--json").stdout)
     assert status["sources"] == [
         {"path": str(project.inbox), "state": "ok", "files": None, "reason": None, "last_run_state": None},
-        {"path": str(tmp_path / "gone"), "state": "missing", "files": None, "reason": "No such file or directory",
-         "last_run_state": None},
+        {
+            "path": str(tmp_path / "gone"),
+            "state": "missing",
+            "files": None,
+            "reason": "No such file or directory",
+            "last_run_state": None,
+        },
     ]
     shown = project.cli("status").stdout.splitlines()
     assert f"  {project.inbox}: ok" in shown
@@ -207,8 +228,15 @@ def test_check_says_valid_and_draft(project: Project):
 
 @pytest.mark.parametrize(
     ("field", "meant"),
-    [("topcis", "topics"), ("webURL", "webUrl"), ("published_date_time", "publishedDateTime"),
-     ("Title", "title"), ("exerpt", "excerpt"), ("image", "images"), ("web-url", "webUrl")],
+    [
+        ("topcis", "topics"),
+        ("webURL", "webUrl"),
+        ("published_date_time", "publishedDateTime"),
+        ("Title", "title"),
+        ("exerpt", "excerpt"),
+        ("image", "images"),
+        ("web-url", "webUrl"),
+    ],
 )
 def test_a_near_miss_field_name_names_the_likely_field(field: str, meant: str):
     from worker.ingest.frontmatter import parse_article
@@ -252,7 +280,9 @@ def test_a_required_field_missing_beside_its_near_miss_says_so(project: Project)
     path = project.write("a.txt", "---\ntitle: T\nwebURL: https://a.example/t\n---\n")
     result = project.cli("check", str(path), check=False)
     assert result.returncode == 1
-    assert result.stdout.splitlines() == [f"{path}: webUrl: required field is missing; found webURL (line 3): did you mean webUrl?"]
+    assert result.stdout.splitlines() == [
+        f"{path}: webUrl: required field is missing; found webURL (line 3): did you mean webUrl?"
+    ]
 
 
 # --------------------------------------------------------------------------- 7. configuration messages
@@ -300,8 +330,20 @@ def test_the_cli_shows_every_problem_on_one_line(tmp_path: Path):
     ]
 
 
-JARGON = ("Input should", "pydantic", "tuple", "dict_type", "type=", "Value error", "Field required",
-          "Extra inputs", "instance of", "errors.pydantic.dev", "model_type", "validation error")
+JARGON = (
+    "Input should",
+    "pydantic",
+    "tuple",
+    "dict_type",
+    "type=",
+    "Value error",
+    "Field required",
+    "Extra inputs",
+    "instance of",
+    "errors.pydantic.dev",
+    "model_type",
+    "validation error",
+)
 
 BAD_CONFIGS = [
     ("sources: [{path: in}]\nfeeds: {max_entries: lots}\n", {}, "feeds.max_entries: must be a whole number"),
@@ -431,7 +473,11 @@ def _run_while_locked(project: Project, hold_s: float) -> tuple[dict[str, Any], 
     environment = {k: v for k, v in os.environ.items() if not k.startswith("FEEDWORKER_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "worker", "run", "--json", "--config", str(project.config)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment, cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+        cwd=ROOT,
     )
     seen = []
     while not any("waiting for it to finish" in line for line in seen):  # it is waiting now

@@ -47,7 +47,9 @@ def finished_event(stderr: str) -> dict[str, Any]:
             events.append(json.loads(line))
         except ValueError:
             continue  # click's own messages
-    ends = [event for event in events if isinstance(event, dict) and event.get("event") in ("run.finished", "run.failed")]
+    ends = [
+        event for event in events if isinstance(event, dict) and event.get("event") in ("run.finished", "run.failed")
+    ]
     assert len(ends) <= 1, ends
     return ends[0] if ends else {}
 
@@ -98,7 +100,9 @@ def test_a_no_change_run_is_quick_and_reports_what_the_full_path_reports(tmp_pat
     assert idle_report["files"] == {"seen": 5, "new": 0, "changed": 0, "unchanged": 5, "deleted": 0, "quarantined": 2}
     assert idle_report["articles"] == {"total": 3, "published": 2}
     assert [error["path"] for error in idle_report["errors"]] == [
-        str(tmp_path / "not-there"), str(project.inbox / "m-bad.txt"), str(project.inbox / "z-bad.txt"),
+        str(tmp_path / "not-there"),
+        str(project.inbox / "m-bad.txt"),
+        str(project.inbox / "z-bad.txt"),
     ]
     assert project.feed_files() == feeds  # nothing written: same bytes, same mtimes
 
@@ -146,10 +150,11 @@ def test_a_no_change_run_imports_none_of_the_heavy_modules(settled: Project):
 
     def modules_loaded() -> tuple[list[str], bool]:
         env = {key: value for key, value in os.environ.items() if not key.startswith("FEEDWORKER_")}
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
-                                timeout=120, check=True)
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120, check=True
+        )
         line = next(line for line in result.stderr.splitlines() if line.startswith("MODULES "))
-        return json.loads(line[len("MODULES "):]), finished_event(result.stderr)["idle"]
+        return json.loads(line[len("MODULES ") :]), finished_event(result.stderr)["idle"]
 
     loaded, idle = modules_loaded()
     assert idle and loaded == []
@@ -184,7 +189,9 @@ def test_a_deleted_file_takes_the_full_path_and_leaves_the_feeds(settled: Projec
     report, idle = run(settled)
     assert not idle and report["files"]["deleted"] == 1 and report["feeds"]["removed"] == 2
     assert report["articles"] == {"total": 2, "published": 1}
-    assert not (settled.feeds / "topics" / "space.rss").exists() and b"https://a.example/b" not in settled.feed("all.rss")
+    assert not (settled.feeds / "topics" / "space.rss").exists() and b"https://a.example/b" not in settled.feed(
+        "all.rss"
+    )
     assert run(settled)[1]
 
 
@@ -207,7 +214,10 @@ def test_a_missing_feed_file_takes_the_full_path_and_is_written_again(settled: P
 
 
 def test_a_feed_of_a_topic_no_longer_shown_takes_the_full_path_and_is_removed(settled: Project):
-    sql(settled, "INSERT INTO topic (key, name, slug, created_at, dirty) VALUES ('gone', 'Gone', 'gone', '2024-01-01', 0)")
+    sql(
+        settled,
+        "INSERT INTO topic (key, name, slug, created_at, dirty) VALUES ('gone', 'Gone', 'gone', '2024-01-01', 0)",
+    )
     (settled.feeds / "topics" / "gone.rss").write_bytes(settled.feed("topics/ai.rss"))
     report, idle = run(settled)
     assert not idle and report["feeds"]["removed"] == 1
@@ -284,8 +294,9 @@ def test_a_quarantined_file_that_stays_quarantined_keeps_the_run_quick(settled: 
     for _ in range(2):
         report, idle = run(settled)
         assert idle and report["files"]["quarantined"] == 1
-        assert report["errors"] == [{"path": str(settled.inbox / "bad.txt"),
-                                     "message": "front matter must start with a '---' line (line 1)"}]
+        assert report["errors"] == [
+            {"path": str(settled.inbox / "bad.txt"), "message": "front matter must start with a '---' line (line 1)"}
+        ]
     settled.article("bad.txt", title="Fixed", web_url="https://a.example/fixed")
     report, idle = run(settled)
     assert not idle and report["files"]["quarantined"] == 0 and report["errors"] == []
@@ -326,8 +337,9 @@ def test_with_fetching_on_a_cycle_is_idle_until_a_page_falls_due(tmp_path: Path)
         report, idle = run(project)
         assert idle and report["files"]["unchanged"] == 3  # no related page asked for
 
-        project.article("r.txt", title="R", web_url="https://a.example/r", topics=["AI"],
-                        related=[{"webUrl": pages.url("/og")}])
+        project.article(
+            "r.txt", title="R", web_url="https://a.example/r", topics=["AI"], related=[{"webUrl": pages.url("/og")}]
+        )
         report, idle = run(project)
         assert not idle and report["enrich"]["fetched"] == 1 and pages.total == 1
         report, idle = run(project)
@@ -359,8 +371,14 @@ def test_files_still_settling_keep_the_run_quick_until_they_settle(tmp_path: Pat
     run(project)
     fresh = project.article("fresh.txt", title="Fresh", web_url="https://a.example/fresh")
     report, idle = run(project)
-    assert idle and report["files"] == {"seen": 2, "new": 0, "changed": 0, "unchanged": 1, "deleted": 0,
-                                         "quarantined": 0}
+    assert idle and report["files"] == {
+        "seen": 2,
+        "new": 0,
+        "changed": 0,
+        "unchanged": 1,
+        "deleted": 0,
+        "quarantined": 0,
+    }
     os.utime(fresh, (time.time() - 60, time.time() - 60))
     report, idle = run(project)
     assert not idle and report["files"]["new"] == 1 and report["articles"]["total"] == 2
@@ -374,16 +392,26 @@ def test_plan_reads_classifies_by_the_stored_stat():
         return path, FoundFile(path, size, mtime_ns, max_bytes)
 
     scan = Scan(
-        files=dict([
-            found("/in/same", 10, 1), found("/in/touched", 10, 2), found("/in/new", 5, 1),
-            found("/in/big-new", 500, 1), found("/in/big-changed", 500, 9),
-        ]),
+        files=dict(
+            [
+                found("/in/same", 10, 1),
+                found("/in/touched", 10, 2),
+                found("/in/new", 5, 1),
+                found("/in/big-new", 500, 1),
+                found("/in/big-changed", 500, 9),
+            ]
+        ),
         unreadable_roots=["/locked"],
         unsettled={"/in/settling-known", "/in/settling-new"},
     )
     known = {
-        "/in/same": (10, 1), "/in/touched": (10, 1), "/in/big-changed": (10, 1), "/in/settling-known": (3, 3),
-        "/locked/kept": (1, 1), "/lockedness/gone": (1, 1), "/in/gone": (1, 1),
+        "/in/same": (10, 1),
+        "/in/touched": (10, 1),
+        "/in/big-changed": (10, 1),
+        "/in/settling-known": (3, 3),
+        "/locked/kept": (1, 1),
+        "/lockedness/gone": (1, 1),
+        "/in/gone": (1, 1),
     }
     plan = plan_reads(scan, known)
     assert plan.counts == FileCounts(seen=7, new=2, changed=1, unchanged=2, deleted=2)
@@ -391,8 +419,10 @@ def test_plan_reads_classifies_by_the_stored_stat():
     assert plan.too_large == ["/in/big-new", "/in/big-changed"]
     assert plan.deleted == ["/lockedness/gone", "/in/gone"]
     assert not plan.idle
-    unchanged = plan_reads(Scan(files=dict([found("/in/same", 10, 1)]), unsettled={"/in/settling-known"}),
-                           {"/in/same": (10, 1), "/in/settling-known": (3, 3)})
+    unchanged = plan_reads(
+        Scan(files=dict([found("/in/same", 10, 1)]), unsettled={"/in/settling-known"}),
+        {"/in/same": (10, 1), "/in/settling-known": (3, 3)},
+    )
     assert unchanged.idle and unchanged.counts.unchanged == 2
 
 

@@ -76,8 +76,10 @@ def kill_session(session: int) -> None:
 def _serving(server: int) -> bool:
     """True once the fork server is in its loop (its preload is over): it holds an epoll instance."""
     try:
-        return any(os.readlink(f"/proc/{server}/fd/{fd}") == "anon_inode:[eventpoll]"
-                   for fd in os.listdir(f"/proc/{server}/fd"))
+        return any(
+            os.readlink(f"/proc/{server}/fd/{fd}") == "anon_inode:[eventpoll]"
+            for fd in os.listdir(f"/proc/{server}/fd")
+        )
     except OSError:
         return False
 
@@ -179,8 +181,10 @@ def run_trials(tmp_path: Path, endings: list[Ending]) -> list[str]:
                 time.sleep(0.05)
                 left = session_processes(session)
             if left:
-                failures.append(f"trial {trial} ({ending}): {len(left)} process(es) alive 3 s after serve exited "
-                                f"with {code}:\n{describe(left)}")
+                failures.append(
+                    f"trial {trial} ({ending}): {len(left)} process(es) alive 3 s after serve exited "
+                    f"with {code}:\n{describe(left)}"
+                )
         finally:
             kill_session(session)
             service.kill_all()

@@ -29,8 +29,8 @@ from tests.feedcheck import ATOM, CONTENT, assert_valid_feeds, strict_parse
 from worker.config import load_config
 from worker.ingest.frontmatter import ArticleError, ParseLimits, parse_article
 from worker.model import Article
-from worker.topics import topic_key
 from worker.pipeline import run_cycle
+from worker.topics import topic_key
 
 NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 MEDIA = "{http://search.yahoo.com/mrss/}"
@@ -68,9 +68,7 @@ def run_in_process(files: dict[str, bytes], check) -> None:
         with sqlite3.connect(project.database) as conn:
             rows = {
                 Path(path).name: (state, error, url)
-                for path, state, error, url in conn.execute(
-                    "SELECT path, state, error, article_url FROM source_file"
-                )
+                for path, state, error, url in conn.execute("SELECT path, state, error, article_url FROM source_file")
             }
         conn.close()
         outcome = Outcome(report, rows, project.feeds, project.base_url, project.root)
@@ -124,22 +122,87 @@ def assert_output_layout(outcome: Outcome) -> None:
 # --------------------------------------------------------------------------- 1. no input crashes a run
 
 FIELDS = [
-    "title", "webUrl", "topics", "related", "images", "provider", "publishedDateTime", "published",
-    "quality", "heat", "excerpt", "category", "type", "originalUrl", "secured",
+    "title",
+    "webUrl",
+    "topics",
+    "related",
+    "images",
+    "provider",
+    "publishedDateTime",
+    "published",
+    "quality",
+    "heat",
+    "excerpt",
+    "category",
+    "type",
+    "originalUrl",
+    "secured",
 ]
-SUBFIELDS = ["title", "excerpt", "webUrl", "ampWebUrl", "cdnAmpWebUrl", "url", "width", "height", "name", "domain",
-             "provider", "images", "publishedDateTime"]
-URLS = st.sampled_from([
-    "https://news.example.com/a", "http://news.example.com/b?x=1#f", "HTTPS://News.Example.com:443/a/../b",
-    "https://xn--bcher-kva.example/ä", "javascript:alert(1)", "data:text/html,<script>", "ftp://x/y", "//x/y",
-    "/relative", "", " ", "https://", "http://[::1]/", "https://exa mple.com/", "https://e.com/\x00",
-    "https://e.com/<script>", 'https://e.com/"onmouseover="x', "https://e.com/\u202e/x",
-])
+SUBFIELDS = [
+    "title",
+    "excerpt",
+    "webUrl",
+    "ampWebUrl",
+    "cdnAmpWebUrl",
+    "url",
+    "width",
+    "height",
+    "name",
+    "domain",
+    "provider",
+    "images",
+    "publishedDateTime",
+]
+URLS = st.sampled_from(
+    [
+        "https://news.example.com/a",
+        "http://news.example.com/b?x=1#f",
+        "HTTPS://News.Example.com:443/a/../b",
+        "https://xn--bcher-kva.example/ä",
+        "javascript:alert(1)",
+        "data:text/html,<script>",
+        "ftp://x/y",
+        "//x/y",
+        "/relative",
+        "",
+        " ",
+        "https://",
+        "http://[::1]/",
+        "https://exa mple.com/",
+        "https://e.com/\x00",
+        "https://e.com/<script>",
+        'https://e.com/"onmouseover="x',
+        "https://e.com/\u202e/x",
+    ]
+)
 scalars = (
-    st.none() | st.booleans() | st.integers() | st.integers(-(2**70), 2**70) | st.floats()
-    | st.text(max_size=20) | st.dates() | st.datetimes() | URLS
-    | st.sampled_from(["2021-01-26T22:12:00Z", "2021-13-45T99:99:99Z", "Tue, 26 Jan 2021 22:12:00 +0000",
-                       "yes", "no", "~", "0755", "1e3", "<b>x</b>", "&lt;script&gt;", "AI", " ai ", "..", "/"])
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.dates()
+    | st.datetimes()
+    | URLS
+    | st.sampled_from(
+        [
+            "2021-01-26T22:12:00Z",
+            "2021-13-45T99:99:99Z",
+            "Tue, 26 Jan 2021 22:12:00 +0000",
+            "yes",
+            "no",
+            "~",
+            "0755",
+            "1e3",
+            "<b>x</b>",
+            "&lt;script&gt;",
+            "AI",
+            " ai ",
+            "..",
+            "/",
+        ]
+    )
 )
 keys = st.sampled_from(FIELDS) | st.sampled_from(SUBFIELDS) | st.text(max_size=8) | st.integers() | st.booleans()
 values = st.recursive(
@@ -155,17 +218,29 @@ def mostly(good: st.SearchStrategy, anything: st.SearchStrategy, tenths: int = 8
 
 
 titles = mostly(st.text(min_size=1, max_size=30) | st.sampled_from(["T", "<b>T</b>", " T "]), values)
-good_urls = st.builds("https://news.example.com/{}/{}".format, st.integers(0, 5),
-                      st.text("abcXYZ019-._~%/?#=&é", max_size=8))
+good_urls = st.builds(
+    "https://news.example.com/{}/{}".format, st.integers(0, 5), st.text("abcXYZ019-._~%/?#=&é", max_size=8)
+)
 plausible = {
-    "excerpt": st.text(), "category": st.text(max_size=10), "type": st.text(max_size=10), "originalUrl": URLS,
-    "publishedDateTime": st.datetimes() | st.dates() | st.sampled_from(
-        ["2021-01-26T22:12:00Z", "2021-01-26 22:12:00+05:30", "Tue, 26 Jan 2021 22:12:00 +0000", "2021-13-45"]),
-    "published": st.booleans(), "quality": st.integers(), "heat": st.integers(-(2**63), 2**63),
+    "excerpt": st.text(),
+    "category": st.text(max_size=10),
+    "type": st.text(max_size=10),
+    "originalUrl": URLS,
+    "publishedDateTime": st.datetimes()
+    | st.dates()
+    | st.sampled_from(
+        ["2021-01-26T22:12:00Z", "2021-01-26 22:12:00+05:30", "Tue, 26 Jan 2021 22:12:00 +0000", "2021-13-45"]
+    ),
+    "published": st.booleans(),
+    "quality": st.integers(),
+    "heat": st.integers(-(2**63), 2**63),
     "provider": st.fixed_dictionaries({}, optional={"name": st.text(), "domain": st.text()}) | st.text(),
     "topics": st.lists(st.text(max_size=10), max_size=5) | st.text(max_size=10),
-    "related": st.lists(st.dictionaries(st.sampled_from(SUBFIELDS), values | URLS | good_urls, max_size=6)
-                        | st.fixed_dictionaries({"webUrl": good_urls, "title": st.text()}), max_size=4),
+    "related": st.lists(
+        st.dictionaries(st.sampled_from(SUBFIELDS), values | URLS | good_urls, max_size=6)
+        | st.fixed_dictionaries({"webUrl": good_urls, "title": st.text()}),
+        max_size=4,
+    ),
     "images": st.lists(st.fixed_dictionaries({"url": URLS | values}, optional={"width": values}), max_size=3),
     "secured": values,
 }
@@ -179,8 +254,12 @@ documents = st.integers(0, 9).flatmap(
     lambda i: article_like if i < 7 else st.dictionaries(keys, values, max_size=6) if i < 9 else values
 )
 dump_options = st.fixed_dictionaries(
-    {"default_flow_style": st.sampled_from([False, True, None]), "allow_unicode": st.booleans(),
-     "canonical": st.booleans(), "width": st.sampled_from([80, 20, 10_000])}
+    {
+        "default_flow_style": st.sampled_from([False, True, None]),
+        "allow_unicode": st.booleans(),
+        "canonical": st.booleans(),
+        "width": st.sampled_from([80, 20, 10_000]),
+    }
 )
 
 
@@ -213,9 +292,13 @@ def raw_files(draw) -> bytes:
 
 BASE_ARTICLE = SAMPLE.read_bytes()
 SMALL_ARTICLE = article_text(
-    title="Base", web_url="https://news.example.com/base", topics=["AI", "C++"],
-    provider={"name": "P", "domain": "p.example"}, images=[{"url": "https://img.example/a.png", "width": 10}],
-    related=[{"title": "R", "webUrl": "https://rel.example/r", "provider": {"name": "Q"}}], body="Body *text*\n",
+    title="Base",
+    web_url="https://news.example.com/base",
+    topics=["AI", "C++"],
+    provider={"name": "P", "domain": "p.example"},
+    images=[{"url": "https://img.example/a.png", "width": 10}],
+    related=[{"title": "R", "webUrl": "https://rel.example/r", "provider": {"name": "Q"}}],
+    body="Body *text*\n",
 ).encode()
 
 
@@ -226,9 +309,30 @@ def mutated_files(draw) -> bytes:
         kind = draw(st.sampled_from(["insert", "delete", "flip", "replace"]))
         at = draw(st.integers(4, len(data)) if draw(st.integers(0, 4)) else st.integers(0, len(data)))
         if kind == "insert":
-            data[at:at] = draw(st.text(min_size=1, max_size=4).map(str.encode) | st.sampled_from(
-                [b"\n---\n", b"\x00", b"\xff", b"\xc3", b"*", b"&a ", b"!!python/object:os.system ", b"\t", b"\r",
-                 b"\xe2\x80\xae", b"\xef\xbf\xbe", b"{", b"[", b"'", b'"', b"<script>", b": "]))
+            data[at:at] = draw(
+                st.text(min_size=1, max_size=4).map(str.encode)
+                | st.sampled_from(
+                    [
+                        b"\n---\n",
+                        b"\x00",
+                        b"\xff",
+                        b"\xc3",
+                        b"*",
+                        b"&a ",
+                        b"!!python/object:os.system ",
+                        b"\t",
+                        b"\r",
+                        b"\xe2\x80\xae",
+                        b"\xef\xbf\xbe",
+                        b"{",
+                        b"[",
+                        b"'",
+                        b'"',
+                        b"<script>",
+                        b": ",
+                    ]
+                )
+            )
         elif data and at < len(data):
             if kind == "delete":
                 del data[at : at + draw(st.integers(1, 16))]
@@ -265,18 +369,121 @@ def test_mutated_articles_never_crash_a_run(files):
 
 SURROGATES = ["\ud800", "\udfff", "\udc80", "\ud83d"]
 NASTY = [
-    "\x01", "\x07", "\x08", "\x0b", "\x0c", "\x1b", "\x1f", "\x7f", "\x80", "\x85", "\x9f", "\t", "\n", "\r", "\r\n",
-    "\u00a0", "\u200b", "\u200d", "\u200e", "\u200f", "\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066",
-    "\u2069", "\u2028", "\u2029", "\u3000", "\ufeff", "\ufffe", "\uffff", "\ufffd", "\U0001fffe", "\U0010ffff",
-    "\U000e0001", "😀", "👩\u200d👩\u200d👧\u200d👦", "🇺🇳", "e\u0301", "\u0301", "Z\u0335\u0321\u0322\u0334", "ﷺ", "𒐫",
-    "עברית", "العربية", "<", ">", "&", '"', "'", "`", "&amp;", "&lt;", "&gt;", "&#0;", "&#x1;", "&#xD800;", "&#65534;",
-    "&nbsp;", "&bogus;", "]]>", "<![CDATA[x]]>", "<!--", "-->", "<?xml?>", "<!DOCTYPE x>",
-    "<script>alert(1)</script>", "<SCRIPT SRC=//e.com/x.js></SCRIPT>", "&lt;script&gt;alert(1)&lt;/script&gt;",
-    "&amp;lt;script&amp;gt;", "<img src=x onerror=alert(1)>", "&lt;img src=x onerror=alert(1)&gt;",
-    '<a href="javascript:alert(1)">x</a>', "<svg onload=alert(1)>", "<b>bold</b>", "<style>*{}</style>",
-    "<iframe src=//e.com>", "javascript:alert(1)", "---", "...", "\n---\n", "\n...\n", "/", "\\", "..", ".",
-    "../../etc/passwd", "C++", "C#", "%00", "%2e%2e%2f", "*a", "&a", "!!python/object:os.system", "{", "[", "#",
-    ": ", "- ", "? ", "|", ">", "@", "AI", " ai ", "Ai", "İ", "ß", "ǅ", "ﬁ", "Ω", "Ω", "x" * 50,
+    "\x01",
+    "\x07",
+    "\x08",
+    "\x0b",
+    "\x0c",
+    "\x1b",
+    "\x1f",
+    "\x7f",
+    "\x80",
+    "\x85",
+    "\x9f",
+    "\t",
+    "\n",
+    "\r",
+    "\r\n",
+    "\u00a0",
+    "\u200b",
+    "\u200d",
+    "\u200e",
+    "\u200f",
+    "\u202a",
+    "\u202b",
+    "\u202c",
+    "\u202d",
+    "\u202e",
+    "\u2066",
+    "\u2069",
+    "\u2028",
+    "\u2029",
+    "\u3000",
+    "\ufeff",
+    "\ufffe",
+    "\uffff",
+    "\ufffd",
+    "\U0001fffe",
+    "\U0010ffff",
+    "\U000e0001",
+    "😀",
+    "👩\u200d👩\u200d👧\u200d👦",
+    "🇺🇳",
+    "e\u0301",
+    "\u0301",
+    "Z\u0335\u0321\u0322\u0334",
+    "ﷺ",
+    "𒐫",
+    "עברית",
+    "العربية",
+    "<",
+    ">",
+    "&",
+    '"',
+    "'",
+    "`",
+    "&amp;",
+    "&lt;",
+    "&gt;",
+    "&#0;",
+    "&#x1;",
+    "&#xD800;",
+    "&#65534;",
+    "&nbsp;",
+    "&bogus;",
+    "]]>",
+    "<![CDATA[x]]>",
+    "<!--",
+    "-->",
+    "<?xml?>",
+    "<!DOCTYPE x>",
+    "<script>alert(1)</script>",
+    "<SCRIPT SRC=//e.com/x.js></SCRIPT>",
+    "&lt;script&gt;alert(1)&lt;/script&gt;",
+    "&amp;lt;script&amp;gt;",
+    "<img src=x onerror=alert(1)>",
+    "&lt;img src=x onerror=alert(1)&gt;",
+    '<a href="javascript:alert(1)">x</a>',
+    "<svg onload=alert(1)>",
+    "<b>bold</b>",
+    "<style>*{}</style>",
+    "<iframe src=//e.com>",
+    "javascript:alert(1)",
+    "---",
+    "...",
+    "\n---\n",
+    "\n...\n",
+    "/",
+    "\\",
+    "..",
+    ".",
+    "../../etc/passwd",
+    "C++",
+    "C#",
+    "%00",
+    "%2e%2e%2f",
+    "*a",
+    "&a",
+    "!!python/object:os.system",
+    "{",
+    "[",
+    "#",
+    ": ",
+    "- ",
+    "? ",
+    "|",
+    ">",
+    "@",
+    "AI",
+    " ai ",
+    "Ai",
+    "İ",
+    "ß",
+    "ǅ",
+    "ﬁ",
+    "Ω",
+    "Ω",
+    "x" * 50,
 ]
 odd_chars = st.characters(categories=["Cc", "Cf", "Co", "Cn", "Mn", "Me", "Zl", "Zp", "Zs", "So"])
 piece = st.sampled_from(NASTY) | st.text(max_size=6) | odd_chars
@@ -292,20 +499,64 @@ def nasty_text(draw, surrogates: bool = False, huge: int = 100_000) -> str:
     return text
 
 
-ODD_URL_TAILS = ["a b", "ä/ö", "%zz", "<x>", '"q"', "'s'", "a&b=c&amp;d", "#frag", "?q=<script>", "\u202e",
-                 "x\x01y", "..%2f..", "\ufffe", "😀", "javascript:alert(1)", "`", "{}|\\^", "\t"]
+ODD_URL_TAILS = [
+    "a b",
+    "ä/ö",
+    "%zz",
+    "<x>",
+    '"q"',
+    "'s'",
+    "a&b=c&amp;d",
+    "#frag",
+    "?q=<script>",
+    "\u202e",
+    "x\x01y",
+    "..%2f..",
+    "\ufffe",
+    "😀",
+    "javascript:alert(1)",
+    "`",
+    "{}|\\^",
+    "\t",
+]
 
 
 # Odd but acceptable in a webUrl (the index in its path keeps the canonical URLs distinct),
 # except U+FFFE/U+FFFF, which XML cannot carry: such a file is quarantined.
-WEB_URL_TAILS = ["ä", "\u202e", "\u200f", "%zz", "<x>", '"q"', "😀", "?a=<b>&c='d'", "#frag", "?utm_source=x",
-                 "`{}|^", "/../b", "\ufffe", "\uffff"]
+WEB_URL_TAILS = [
+    "ä",
+    "\u202e",
+    "\u200f",
+    "%zz",
+    "<x>",
+    '"q"',
+    "😀",
+    "?a=<b>&c='d'",
+    "#frag",
+    "?utm_source=x",
+    "`{}|^",
+    "/../b",
+    "\ufffe",
+    "\uffff",
+]
 
 
 @st.composite
 def odd_url(draw, surrogates: bool) -> str:
-    scheme = draw(st.sampled_from(["https://img.example/", "http://img.example:8080/p/", "HTTPS://IMG.example/",
-                                   "javascript:", "data:image/png;base64,", "//img.example/", "/rel/", ""]))
+    scheme = draw(
+        st.sampled_from(
+            [
+                "https://img.example/",
+                "http://img.example:8080/p/",
+                "HTTPS://IMG.example/",
+                "javascript:",
+                "data:image/png;base64,",
+                "//img.example/",
+                "/rel/",
+                "",
+            ]
+        )
+    )
     tail = draw(st.lists(st.sampled_from(ODD_URL_TAILS) | nasty_text(surrogates), max_size=3))
     return scheme + "".join(tail)
 
@@ -320,14 +571,19 @@ def hostile_article(draw, index: int) -> tuple[bytes, dict[str, Any]]:
     for name in ("excerpt", "category", "type"):
         if draw(st.booleans()):
             fields[name] = draw(text)
-    fields["provider"] = draw(st.one_of(
-        st.fixed_dictionaries({"name": text, "domain": text}), text, st.none()))
-    fields["topics"] = draw(st.lists(text | st.sampled_from(["AI", "ai", " Ai ", "C", "C++", "C#", ".", ".."]),
-                                     max_size=4))
+    fields["provider"] = draw(st.one_of(st.fixed_dictionaries({"name": text, "domain": text}), text, st.none()))
+    fields["topics"] = draw(
+        st.lists(text | st.sampled_from(["AI", "ai", " Ai ", "C", "C++", "C#", ".", ".."]), max_size=4)
+    )
     fields["images"] = draw(st.lists(st.fixed_dictionaries({"url": odd_url(surrogates)}), max_size=2))
     fields["related"] = [
-        {"title": draw(text), "excerpt": draw(text), "provider": {"name": draw(text)},
-         "webUrl": f"https://rel.example.org/{index}/{j}", "images": [{"url": draw(odd_url(surrogates))}]}
+        {
+            "title": draw(text),
+            "excerpt": draw(text),
+            "provider": {"name": draw(text)},
+            "webUrl": f"https://rel.example.org/{index}/{j}",
+            "images": [{"url": draw(odd_url(surrogates))}],
+        }
         for j in range(draw(st.integers(0, 2)))
     ]
     fields["publishedDateTime"] = f"2021-01-{1 + index:02d}T12:00:00Z"
@@ -444,8 +700,10 @@ def test_hostile_text_in_every_field_renders_valid_sanitised_feeds(articles):
 
 FOUND = {  # name -> (file, ingested?)
     # U+FFFE in an image URL passed canonical_url and crashed every run (lxml refused the attribute)
-    "image-url-fffe": (b'---\ntitle: t\nwebUrl: https://e.com/a\nimages: [{url: "https://i.example/\\uFFFE"}]\n---\n',
-                       True),
+    "image-url-fffe": (
+        b'---\ntitle: t\nwebUrl: https://e.com/a\nimages: [{url: "https://i.example/\\uFFFE"}]\n---\n',
+        True,
+    ),
     "web-url-ffff": (b'---\ntitle: t\nwebUrl: "https://e.com/\\uFFFF"\n---\n', False),
     # a year before 1000 gave RSS dates with a three-digit year
     "year-472": (b"---\ntitle: t\nwebUrl: https://e.com/a\npublishedDateTime: 0472-08-06\n---\n", False),
@@ -482,19 +740,31 @@ def test_nasty_corpus_through_the_cli(tmp_path: Path):
     big = "Ω<b>x</b>\u202e" * 12_500  # 100 kB of title
     valid = {
         # (a body of 100 kB of plain text: feedparser, in the feed checks, is slow on many tags)
-        "ok-huge.txt": article_text(title=big, web_url="https://n.example/1", excerpt=big,
-                                    body="Ω word\u202e *x* " * 6_250, topics=["AI"]),
-        "ok-topics.txt": article_text(title="topics", web_url="https://n.example/0",
-                                      topics=["..", ".", "/", "\\", "C++", "C#", "C", "\u202e", "😀", "AI", " ai "]),
-        "ok-controls.txt": article_text(title="a\x01b\x1bc\x7fd\ufffe\uffff\x0c", web_url="https://n.example/2",
-                                        excerpt="&lt;script&gt;alert(1)&lt;/script&gt; <img src=x onerror=alert(1)>",
-                                        provider={"name": "<script>x</script>\x00", "domain": "e\u202e.com"},
-                                        images=[{"url": "https://img.example/a b<\"'>.png"}, {"url": "javascript:x"}],
-                                        related=[{"title": "<svg onload=alert(1)>R\x00", "excerpt": "\x1f",
-                                                  "webUrl": "https://rel.example/1?a=<b>&c=\"d\""},
-                                                 {"title": "bad", "webUrl": "javascript:alert(1)"}],
-                                        body="<script>alert(1)</script>\n\n[x](javascript:alert(1)) "
-                                             "![i](../rel.png) <a href=/p onclick=x>y</a>\n\x01\u2028"),
+        "ok-huge.txt": article_text(
+            title=big, web_url="https://n.example/1", excerpt=big, body="Ω word\u202e *x* " * 6_250, topics=["AI"]
+        ),
+        "ok-topics.txt": article_text(
+            title="topics",
+            web_url="https://n.example/0",
+            topics=["..", ".", "/", "\\", "C++", "C#", "C", "\u202e", "😀", "AI", " ai "],
+        ),
+        "ok-controls.txt": article_text(
+            title="a\x01b\x1bc\x7fd\ufffe\uffff\x0c",
+            web_url="https://n.example/2",
+            excerpt="&lt;script&gt;alert(1)&lt;/script&gt; <img src=x onerror=alert(1)>",
+            provider={"name": "<script>x</script>\x00", "domain": "e\u202e.com"},
+            images=[{"url": "https://img.example/a b<\"'>.png"}, {"url": "javascript:x"}],
+            related=[
+                {
+                    "title": "<svg onload=alert(1)>R\x00",
+                    "excerpt": "\x1f",
+                    "webUrl": 'https://rel.example/1?a=<b>&c="d"',
+                },
+                {"title": "bad", "webUrl": "javascript:alert(1)"},
+            ],
+            body="<script>alert(1)</script>\n\n[x](javascript:alert(1)) "
+            "![i](../rel.png) <a href=/p onclick=x>y</a>\n\x01\u2028",
+        ),
         "ok-draft.txt": article_text(title="draft", web_url="https://n.example/3", published=False),
         "ok-crlf.txt": ("\ufeff" + article_text(title="crlf", web_url="https://n.example/4")).replace("\n", "\r\n"),
     }
@@ -503,14 +773,15 @@ def test_nasty_corpus_through_the_cli(tmp_path: Path):
         "nul.txt": article_text(title="a", web_url="https://n.example/5").encode() + b"\x00",
         "latin1.txt": article_text(title="caf\u00e9", web_url="https://n.example/6").encode("latin-1"),
         "surrogate.txt": article_text(title="\ud800", web_url="https://n.example/7").encode("utf-8", "surrogatepass"),
-        "surrogate-body.txt": article_text(title="s", web_url="https://n.example/8",
-                                           body="\udfff").encode("utf-8", "surrogatepass"),
+        "surrogate-body.txt": article_text(title="s", web_url="https://n.example/8", body="\udfff").encode(
+            "utf-8", "surrogatepass"
+        ),
         "no-fence.txt": b"title: x\nwebUrl: https://n.example/9\n",
         "unclosed.txt": b"---\ntitle: x\nwebUrl: https://n.example/10\n",
         "tag.txt": b"---\ntitle: !!python/object/apply:os.system ['true']\nwebUrl: https://n.example/11\n---\n",
         "bomb.txt": b"---\na: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
-                    b"c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
-                    b"e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\ntitle: t\nwebUrl: https://n.example/12\n---\n",
+        b"c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+        b"e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\ntitle: t\nwebUrl: https://n.example/12\n---\n",
         "list.txt": b"---\n- a\n- b\n---\n",
         "empty.txt": b"",
         "blank-title.txt": article_text(title=" \u3000 ", web_url="https://n.example/13").encode(),

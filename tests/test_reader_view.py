@@ -52,11 +52,21 @@ def updated(project: Project, feed: str, title: str) -> str:
 
 def published_pair(project: Project) -> None:
     """Two published articles in two topics each (five feeds, the index and all)."""
-    project.article("a.txt", title="Published A", web_url="https://pub.example/a", topics=["AI", "Space"],
-                    publishedDateTime="2021-01-10T10:00:00Z")
-    project.article("b.txt", title="Published B", web_url="https://pub.example/b", topics=["AI", "Sport"],
-                    publishedDateTime="2021-01-11T10:00:00Z",
-                    related=[{"webUrl": "https://elsewhere.example/x", "title": "Elsewhere"}])
+    project.article(
+        "a.txt",
+        title="Published A",
+        web_url="https://pub.example/a",
+        topics=["AI", "Space"],
+        publishedDateTime="2021-01-10T10:00:00Z",
+    )
+    project.article(
+        "b.txt",
+        title="Published B",
+        web_url="https://pub.example/b",
+        topics=["AI", "Sport"],
+        publishedDateTime="2021-01-11T10:00:00Z",
+        related=[{"webUrl": "https://elsewhere.example/x", "title": "Elsewhere"}],
+    )
 
 
 # ------------------------------------------------------------------ 1. a draft touches nothing
@@ -68,15 +78,26 @@ def test_a_draft_listing_a_published_article_leaves_every_feed_byte_identical(pr
     before = project.feed_files()
     assert len(before) == 9  # ai, space, sport (rss + atom), all (rss + atom), index.opml
 
-    draft = project.article("draft.txt", title="Draft", web_url="https://draft.example/d", published=False,
-                            topics=["AI", "Drafts"], related=[{"webUrl": "https://pub.example/a"}])
+    draft = project.article(
+        "draft.txt",
+        title="Draft",
+        web_url="https://draft.example/d",
+        published=False,
+        topics=["AI", "Drafts"],
+        related=[{"webUrl": "https://pub.example/a"}],
+    )
     report = run_at(project, T2)
     assert report["files"]["new"] == 1 and report["feeds"]["written"] == 0
     assert project.feed_files() == before  # same bytes, same mtimes: no entry moved
 
-    project.article("draft.txt", title="Draft, edited", web_url="https://draft.example/d", published=False,
-                    topics=["Sport", "Drafts"],
-                    related=[{"webUrl": "https://pub.example/b", "title": "B"}, {"webUrl": "https://pub.example/a"}])
+    project.article(
+        "draft.txt",
+        title="Draft, edited",
+        web_url="https://draft.example/d",
+        published=False,
+        topics=["Sport", "Drafts"],
+        related=[{"webUrl": "https://pub.example/b", "title": "B"}, {"webUrl": "https://pub.example/a"}],
+    )
     report = run_at(project, T3)
     assert report["files"]["changed"] == 1 and report["feeds"]["written"] == 0
     assert project.feed_files() == before
@@ -89,21 +110,36 @@ def test_a_draft_listing_a_published_article_leaves_every_feed_byte_identical(pr
 
 def test_a_draft_a_published_article_lists_leaves_every_feed_byte_identical(project: Project):
     published_pair(project)
-    project.article("c.txt", title="Published C", web_url="https://pub.example/c", topics=["Space"],
-                    publishedDateTime="2021-01-12T10:00:00Z",
-                    related=[{"webUrl": "https://draft.example/d", "title": "Given title of the draft"}])
+    project.article(
+        "c.txt",
+        title="Published C",
+        web_url="https://pub.example/c",
+        topics=["Space"],
+        publishedDateTime="2021-01-12T10:00:00Z",
+        related=[{"webUrl": "https://draft.example/d", "title": "Given title of the draft"}],
+    )
     run_at(project, T1)
     before = project.feed_files()
-    shown = [(link.get("href"), link.get("title")) for link in atom_entries(project, "all.atom")["Published C"]
-             .iter(f"{ATOM}link") if link.get("rel") == "related"]
+    shown = [
+        (link.get("href"), link.get("title"))
+        for link in atom_entries(project, "all.atom")["Published C"].iter(f"{ATOM}link")
+        if link.get("rel") == "related"
+    ]
     assert shown == [("https://draft.example/d", "Given title of the draft")]
 
-    draft = project.article("draft.txt", title="Stored title of the draft", web_url="https://draft.example/d",
-                            published=False, topics=["Space"], related=[{"webUrl": "https://pub.example/c"}])
+    draft = project.article(
+        "draft.txt",
+        title="Stored title of the draft",
+        web_url="https://draft.example/d",
+        published=False,
+        topics=["Space"],
+        related=[{"webUrl": "https://pub.example/c"}],
+    )
     assert run_at(project, T2)["feeds"]["written"] == 0
     assert project.feed_files() == before
-    project.article("draft.txt", title="Draft, edited", web_url="https://draft.example/d", published=False,
-                    topics=["AI"])
+    project.article(
+        "draft.txt", title="Draft, edited", web_url="https://draft.example/d", published=False, topics=["AI"]
+    )
     assert run_at(project, T3)["feeds"]["written"] == 0
     assert project.feed_files() == before
     draft.unlink()
@@ -113,15 +149,27 @@ def test_a_draft_a_published_article_lists_leaves_every_feed_byte_identical(proj
 
 def test_a_neighbour_moves_only_when_the_links_it_shows_change(project: Project):
     published_pair(project)
-    project.article("c.txt", title="Lister", web_url="https://pub.example/c", topics=["Space"],
-                    publishedDateTime="2021-01-12T10:00:00Z", related=[{"webUrl": "https://pub.example/a"}])
+    project.article(
+        "c.txt",
+        title="Lister",
+        web_url="https://pub.example/c",
+        topics=["Space"],
+        publishedDateTime="2021-01-12T10:00:00Z",
+        related=[{"webUrl": "https://pub.example/a"}],
+    )
     run_at(project, T1)
     assert updated(project, "all.atom", "Published A") == "2021-01-10T10:00:00+00:00"
 
     # The lister's body changes: its own entry moves, the article it lists shows the same links.
-    project.article("c.txt", title="Lister", web_url="https://pub.example/c", topics=["Space"],
-                    publishedDateTime="2021-01-12T10:00:00Z", related=[{"webUrl": "https://pub.example/a"}],
-                    body="A new paragraph.\n")
+    project.article(
+        "c.txt",
+        title="Lister",
+        web_url="https://pub.example/c",
+        topics=["Space"],
+        publishedDateTime="2021-01-12T10:00:00Z",
+        related=[{"webUrl": "https://pub.example/a"}],
+        body="A new paragraph.\n",
+    )
     ai = project.feed_files()["topics/ai.atom"]
     run_at(project, T2)
     assert updated(project, "all.atom", "Lister") == "2024-06-02T12:00:00+00:00"
@@ -129,27 +177,54 @@ def test_a_neighbour_moves_only_when_the_links_it_shows_change(project: Project)
     assert project.feed_files()["topics/ai.atom"] == ai  # A and B: no entry of it changed
 
     # The lister's title changes: A shows it as a reverse link, so A moves too.
-    project.article("c.txt", title="Lister, renamed", web_url="https://pub.example/c", topics=["Space"],
-                    publishedDateTime="2021-01-12T10:00:00Z", related=[{"webUrl": "https://pub.example/a"}],
-                    body="A new paragraph.\n")
+    project.article(
+        "c.txt",
+        title="Lister, renamed",
+        web_url="https://pub.example/c",
+        topics=["Space"],
+        publishedDateTime="2021-01-12T10:00:00Z",
+        related=[{"webUrl": "https://pub.example/a"}],
+        body="A new paragraph.\n",
+    )
     run_at(project, T3)
     assert updated(project, "all.atom", "Published A") == "2024-06-03T12:00:00+00:00"
     assert updated(project, "all.atom", "Published B") == "2021-01-11T10:00:00+00:00"
 
     # A draft that becomes published is news to what it lists, and leaves it when unpublished.
-    project.article("draft.txt", title="Draft", web_url="https://draft.example/d", published=False,
-                    topics=["Drafts"], related=[{"webUrl": "https://pub.example/b"}])
+    project.article(
+        "draft.txt",
+        title="Draft",
+        web_url="https://draft.example/d",
+        published=False,
+        topics=["Drafts"],
+        related=[{"webUrl": "https://pub.example/b"}],
+    )
     run_at(project, T4)
     assert updated(project, "all.atom", "Published B") == "2021-01-11T10:00:00+00:00"
-    project.article("draft.txt", title="Draft", web_url="https://draft.example/d", published=True,
-                    topics=["Drafts"], related=[{"webUrl": "https://pub.example/b"}])
+    project.article(
+        "draft.txt",
+        title="Draft",
+        web_url="https://draft.example/d",
+        published=True,
+        topics=["Drafts"],
+        related=[{"webUrl": "https://pub.example/b"}],
+    )
     run_at(project, T5)
     assert updated(project, "all.atom", "Published B") == "2024-06-05T12:00:00+00:00"
-    related = [link.get("href") for link in atom_entries(project, "all.atom")["Published B"].iter(f"{ATOM}link")
-               if link.get("rel") == "related"]
+    related = [
+        link.get("href")
+        for link in atom_entries(project, "all.atom")["Published B"].iter(f"{ATOM}link")
+        if link.get("rel") == "related"
+    ]
     assert related == ["https://elsewhere.example/x", "https://draft.example/d"]
-    project.article("draft.txt", title="Draft", web_url="https://draft.example/d", published=False,
-                    topics=["Drafts"], related=[{"webUrl": "https://pub.example/b"}])
+    project.article(
+        "draft.txt",
+        title="Draft",
+        web_url="https://draft.example/d",
+        published=False,
+        topics=["Drafts"],
+        related=[{"webUrl": "https://pub.example/b"}],
+    )
     run_at(project, "2024-06-06T12:00:00+00:00")
     assert updated(project, "all.atom", "Published B") == "2024-06-06T12:00:00+00:00"
     assert "draft.example" not in project.feed("all.atom").decode()
@@ -166,16 +241,27 @@ def sparse_corpus(project: Project) -> None:
         fields.setdefault("publishedDateTime", f"2021-01-{next(day):02d}T10:00:00Z")
         project.article(f"{name}.txt", title=title, web_url=f"https://sparse.example/{name}", topics=["AI"], **fields)
 
-    add("full", "Full", body="# Heading\n\nSome *text*.\n", related=[{"webUrl": "https://x.example/1", "title": "X"}],
-        images=[{"url": "https://img.example/1.jpg", "width": 4, "height": 3}], provider={"name": "P"})
+    add(
+        "full",
+        "Full",
+        body="# Heading\n\nSome *text*.\n",
+        related=[{"webUrl": "https://x.example/1", "title": "X"}],
+        images=[{"url": "https://img.example/1.jpg", "width": 4, "height": 3}],
+        provider={"name": "P"},
+    )
     add("bodiless", "Bodiless", excerpt="Only an excerpt")
     add("excerptless", "Excerptless", excerpt="", body="Only a body.\n")
     add("titleonly", "Title only", excerpt="")
     add("blankexcerpt", "Blank excerpt", excerpt="<b></b> ", body="   \n")
     add("scriptbody", "Script body", excerpt="Excerpt", body="<script>alert(1)</script>\n")
     add("relatedonly", "Related only", excerpt="", related=[{"webUrl": "https://x.example/2", "title": "Y"}])
-    add("imageonly", "Image only", excerpt="", images=[{"url": "https://img.example/2.jpg"}],
-        provider={"name": "Prov", "domain": "prov.example"})
+    add(
+        "imageonly",
+        "Image only",
+        excerpt="",
+        images=[{"url": "https://img.example/2.jpg"}],
+        provider={"name": "Prov", "domain": "prov.example"},
+    )
 
 
 def test_an_entry_without_a_body_has_no_content_and_no_element_is_blank(project: Project):
@@ -210,26 +296,43 @@ def test_feedcheck_refuses_blank_elements_and_the_orders_readers_misread():
     from tests.feedcheck import assert_valid_atom, assert_valid_rss
 
     url = "https://feeds.example.test/feeds/x"
-    entry = ("<entry><id>urn:x</id><title>T</title><updated>2021-01-01T00:00:00Z</updated>"
-             "<published>2021-01-01T00:00:00Z</published><link href='https://a.example/'/>{}</entry>")
-    atom = ("<feed xmlns='http://www.w3.org/2005/Atom'><id>urn:f</id><title>F</title>"
-            f"<updated>2021-01-01T00:00:00Z</updated><link rel='self' href='{url}'/>{{}}</feed>")
-    for good in ("<summary>S</summary><content type='html'>C</content>", "<summary>S</summary>",
-                 "<content type='html'>C</content>"):
+    entry = (
+        "<entry><id>urn:x</id><title>T</title><updated>2021-01-01T00:00:00Z</updated>"
+        "<published>2021-01-01T00:00:00Z</published><link href='https://a.example/'/>{}</entry>"
+    )
+    atom = (
+        "<feed xmlns='http://www.w3.org/2005/Atom'><id>urn:f</id><title>F</title>"
+        f"<updated>2021-01-01T00:00:00Z</updated><link rel='self' href='{url}'/>{{}}</feed>"
+    )
+    for good in (
+        "<summary>S</summary><content type='html'>C</content>",
+        "<summary>S</summary>",
+        "<content type='html'>C</content>",
+    ):
         assert_valid_atom(atom.format(entry.format(good)).encode(), url)
-    for bad in ("<content type='html'/>", "<summary type='html'> </summary>", "",
-                "<content type='html'>C</content><summary>S</summary>"):
+    for bad in (
+        "<content type='html'/>",
+        "<summary type='html'> </summary>",
+        "",
+        "<content type='html'>C</content><summary>S</summary>",
+    ):
         with pytest.raises(AssertionError):
             assert_valid_atom(atom.format(entry.format(bad)).encode(), url)
-    rss = ("<rss version='2.0' xmlns:atom='http://www.w3.org/2005/Atom' "
-           "xmlns:content='http://purl.org/rss/1.0/modules/content/'><channel><title>F</title>"
-           f"<link>https://a.example/</link><description>D</description><atom:link rel='self' href='{url}'/>"
-           "<item><title>T</title><link>https://a.example/</link><guid isPermaLink='false'>urn:x</guid>"
-           "<pubDate>Fri, 01 Jan 2021 00:00:00 +0000</pubDate>{}</item></channel></rss>")
+    rss = (
+        "<rss version='2.0' xmlns:atom='http://www.w3.org/2005/Atom' "
+        "xmlns:content='http://purl.org/rss/1.0/modules/content/'><channel><title>F</title>"
+        f"<link>https://a.example/</link><description>D</description><atom:link rel='self' href='{url}'/>"
+        "<item><title>T</title><link>https://a.example/</link><guid isPermaLink='false'>urn:x</guid>"
+        "<pubDate>Fri, 01 Jan 2021 00:00:00 +0000</pubDate>{}</item></channel></rss>"
+    )
     for good in ("", "<description>D</description><content:encoded>C</content:encoded>"):
         assert_valid_rss(rss.format(good).encode(), url)
-    for bad in ("<description></description>", "<description>D</description><content:encoded> </content:encoded>",
-                "<content:encoded>C</content:encoded>", "<content:encoded>C</content:encoded><description>D</description>"):
+    for bad in (
+        "<description></description>",
+        "<description>D</description><content:encoded> </content:encoded>",
+        "<content:encoded>C</content:encoded>",
+        "<content:encoded>C</content:encoded><description>D</description>",
+    ):
         with pytest.raises(AssertionError):
             assert_valid_rss(rss.format(bad).encode(), url)
 
@@ -272,13 +375,15 @@ def test_opml_format_rss_lists_the_rss_feeds_and_a_switch_rewrites_the_index_alo
     after = project.feed_files()
     assert {name for name in after if after[name] != before[name]} == {"index.opml"}
     assert [o.get("xmlUrl") for o in opml_outlines(project)] == [
-        project.base_url + "topics/ai.rss", project.base_url + "topics/space.rss",
+        project.base_url + "topics/ai.rss",
+        project.base_url + "topics/space.rss",
     ]
     # back to Atom by the environment, the documented override
     result = project.cli("run", "--json", env={"FEEDWORKER_CLOCK": T3, "FEEDWORKER_FEEDS__OPML_FORMAT": "atom"})
     assert json.loads(result.stdout)["feeds"]["written"] == 1
     assert [o.get("xmlUrl") for o in opml_outlines(project)] == [
-        project.base_url + "topics/ai.atom", project.base_url + "topics/space.atom",
+        project.base_url + "topics/ai.atom",
+        project.base_url + "topics/space.atom",
     ]
 
 

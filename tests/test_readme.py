@@ -24,8 +24,8 @@ def test_the_article_the_readme_says_to_copy_is_published_and_the_reference_is_a
 
 
 def test_the_minimal_config_of_your_own_folder_runs(tmp_path: Path):
-    section = README[README.index("### Your own folder"):]
-    config = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    section = README[README.index("### Your own folder") :]
+    config = re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1)
     (tmp_path / "my.yaml").write_text(config)
     (tmp_path / "articles").mkdir()
     example = re.search(r"such as\s+`([^`]+)`", section).group(1)
@@ -40,4 +40,4 @@ def test_the_minimal_config_of_your_own_folder_runs(tmp_path: Path):
 def test_the_readme_says_compose_v2_and_how_to_reach_the_commands():
     assert "Docker Compose v2" in README and "docker-compose up" not in README
     assert ". .venv/bin/activate" in README and ".venv/bin/feedworker" in README
-    assert "`feeds.base_url`" in README[README.index("## Quick start"):README.index("## Article files")]
+    assert "`feeds.base_url`" in README[README.index("## Quick start") : README.index("## Article files")]

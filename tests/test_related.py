@@ -11,16 +11,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from tests.conftest import article_text
+from worker.ingest.frontmatter import parse_article
 from worker.model import Ingested, LinkedArticle, PageInfo, RelatedItem, RelatedLink
 from worker.publish.links import related_links
-from worker.ingest.frontmatter import parse_article
 from worker.publish.sanitize import plain_text
 from worker.store import articles as article_store
 from worker.store import feeds as feed_store
 from worker.store import files as file_store
-from worker.store import topics as topic_store
 from worker.store import pages
 from worker.store import related as graph_store
+from worker.store import topics as topic_store
 from worker.store.db import connect, migrate, transaction
 
 T0 = datetime(2021, 1, 1, tzinfo=UTC)
@@ -41,14 +41,22 @@ def stored(url: str, title: str, day: int = 1, provider: str | None = "Stored") 
 
 def test_given_items_come_first_in_file_order_then_reverse_links_newest_first():
     given = [given_item("https://b.example/1", "B one"), given_item("https://a.example/1", "A one")]
-    linking = [stored("https://old.example/x", "Old", 1), stored("https://new.example/x", "New", 9),
-               stored("https://mid.example/x", "Mid", 5), stored("https://amid.example/x", "Also mid", 5)]
+    linking = [
+        stored("https://old.example/x", "Old", 1),
+        stored("https://new.example/x", "New", 9),
+        stored("https://mid.example/x", "Mid", 5),
+        stored("https://amid.example/x", "Also mid", 5),
+    ]
     links = related_links(OWN, given, linking, {}, {})
     assert [link.title for link in links] == ["B one", "A one", "New", "Also mid", "Mid", "Old"]
 
 
 def test_never_itself_and_never_twice():
-    given = [given_item(OWN, "Me"), given_item("https://b.example/1", "B"), given_item("https://b.example/1", "B again")]
+    given = [
+        given_item(OWN, "Me"),
+        given_item("https://b.example/1", "B"),
+        given_item("https://b.example/1", "B again"),
+    ]
     linking = [stored(OWN, "Me"), stored("https://b.example/1", "B stored"), stored("https://c.example/1", "C")]
     stored_by_url = {"https://b.example/1": stored("https://b.example/1", "B stored")}
     links = related_links(OWN, given, linking, stored_by_url, {})
@@ -58,10 +66,14 @@ def test_never_itself_and_never_twice():
 
 def test_a_stored_article_shows_its_own_title_and_provider():
     given = [given_item("https://b.example/1", "Headline as the other outlet wrote it", "Aggregator")]
-    links = related_links(OWN, given, [], {"https://b.example/1": stored("https://b.example/1", "Real", provider="B News")}, {})
+    links = related_links(
+        OWN, given, [], {"https://b.example/1": stored("https://b.example/1", "Real", provider="B News")}, {}
+    )
     assert links == (RelatedLink("https://b.example/1", "Real", "B News"),)
     # no provider stored: the item's is better than none
-    links = related_links(OWN, given, [], {"https://b.example/1": stored("https://b.example/1", "Real", provider=None)}, {})
+    links = related_links(
+        OWN, given, [], {"https://b.example/1": stored("https://b.example/1", "Real", provider=None)}, {}
+    )
     assert links == (RelatedLink("https://b.example/1", "Real", "Aggregator"),)
 
 
@@ -151,26 +163,41 @@ def related(*urls: str) -> list[dict]:
 
 
 def test_a_new_article_touches_what_it_lists_and_what_lists_it(db: Store):
-    db.write(T0, dict(title="A", web_url="https://a.example/a", topics=["Space"], related=related("https://c.example/c")),
-             dict(title="B", web_url="https://a.example/b", topics=["Sport"]),
-             dict(title="Other", web_url="https://a.example/o", topics=["Other"]))
+    db.write(
+        T0,
+        {
+            "title": "A",
+            "web_url": "https://a.example/a",
+            "topics": ["Space"],
+            "related": related("https://c.example/c"),
+        },
+        {"title": "B", "web_url": "https://a.example/b", "topics": ["Sport"]},
+        {"title": "Other", "web_url": "https://a.example/o", "topics": ["Other"]},
+    )
     assert db.propagate(T0) == 0  # all of them are new: nothing else to touch
     db.clean()
     later = T0 + timedelta(hours=1)
-    db.write(later, dict(title="C", web_url="https://c.example/c", topics=["AI"], related=related("https://a.example/b")))
+    db.write(
+        later,
+        {"title": "C", "web_url": "https://c.example/c", "topics": ["AI"], "related": related("https://a.example/b")},
+    )
     assert db.propagate(later) == 2
-    assert db.query("select title from article where updated_at = (select max(updated_at) from article) order by title") \
-        == [("A",), ("B",), ("C",)]
+    assert db.query(
+        "select title from article where updated_at = (select max(updated_at) from article) order by title"
+    ) == [("A",), ("B",), ("C",)]
     assert db.query("select name from topic where dirty order by name") == [("AI",), ("Space",), ("Sport",)]
 
 
 def test_an_edit_dropping_an_item_touches_the_article_it_pointed_at(db: Store):
-    db.write(T0, dict(title="A", web_url="https://a.example/a", topics=["Space"]),
-             dict(title="C", web_url="https://a.example/c", topics=["AI"], related=related("https://a.example/a")))
+    db.write(
+        T0,
+        {"title": "A", "web_url": "https://a.example/a", "topics": ["Space"]},
+        {"title": "C", "web_url": "https://a.example/c", "topics": ["AI"], "related": related("https://a.example/a")},
+    )
     db.propagate(T0)
     db.clean()
     later = T0 + timedelta(hours=1)
-    db.write(later, dict(title="C", web_url="https://a.example/c", topics=["AI"], excerpt="edited, no related"))
+    db.write(later, {"title": "C", "web_url": "https://a.example/c", "topics": ["AI"], "excerpt": "edited, no related"})
     assert db.propagate(later) == 1
     assert db.query("select name from topic where dirty order by name") == [("AI",), ("Space",)]
     # nothing changed since: nothing to touch
@@ -180,23 +207,32 @@ def test_an_edit_dropping_an_item_touches_the_article_it_pointed_at(db: Store):
 
 
 def test_propagation_catches_up_on_changes_a_failed_run_left(db: Store):
-    db.write(T0, dict(title="A", web_url="https://a.example/a", topics=["Space"]))
+    db.write(T0, {"title": "A", "web_url": "https://a.example/a", "topics": ["Space"]})
     db.propagate(T0)
     crashed = T0 + timedelta(hours=1)
-    db.write(crashed, dict(title="C", web_url="https://a.example/c", topics=["AI"], related=related("https://a.example/a")))
+    db.write(
+        crashed,
+        {"title": "C", "web_url": "https://a.example/c", "topics": ["AI"], "related": related("https://a.example/a")},
+    )
     db.clean()  # as if the crashed run published, but never propagated
     assert db.propagate(crashed + timedelta(hours=1)) == 1
 
 
 def test_propagation_and_graph_reads_are_bulk(db: Store):
     hub = "https://a.example/hub"
-    articles = [dict(title=f"N{n}", web_url=f"https://a.example/n{n}", topics=[f"T{n % 5}"],
-                     related=related(hub, *(f"https://x.example/{n}/{k}" for k in range(20))))
-                for n in range(120)]
-    db.write(T0, dict(title="Hub", web_url=hub, topics=["Hub"]), *articles)
+    articles = [
+        {
+            "title": f"N{n}",
+            "web_url": f"https://a.example/n{n}",
+            "topics": [f"T{n % 5}"],
+            "related": related(hub, *(f"https://x.example/{n}/{k}" for k in range(20))),
+        }
+        for n in range(120)
+    ]
+    db.write(T0, {"title": "Hub", "web_url": hub, "topics": ["Hub"]}, *articles)
     db.propagate(T0)
     later = T0 + timedelta(hours=1)
-    db.write(later, dict(title="Hub v2", web_url=hub, topics=["Hub"]))
+    db.write(later, {"title": "Hub v2", "web_url": hub, "topics": ["Hub"]})
     assert db.propagate(later) == 120
     assert db.statements <= 20  # a handful per chunk of changed articles, not per article
 
@@ -215,12 +251,25 @@ def test_propagation_and_graph_reads_are_bulk(db: Store):
 
 def test_pages_are_queued_for_items_lacking_metadata_and_forgotten_when_no_longer_asked_for(db: Store):
     full = {"title": "Full", "excerpt": "Said", "images": [{"url": "https://img.example/i.jpg"}]}
-    db.write(T0, dict(title="A", web_url="https://a.example/a",
-                      related=[{"webUrl": "https://x.example/untitled"}, {"webUrl": "https://x.example/full", **full},
-                               {"webUrl": "https://a.example/b"}]),
-             dict(title="B", web_url="https://a.example/b"),
-             dict(title="Draft", web_url="https://a.example/d", published=False,
-                  related=[{"webUrl": "https://x.example/draft-only"}]))
+    db.write(
+        T0,
+        {
+            "title": "A",
+            "web_url": "https://a.example/a",
+            "related": [
+                {"webUrl": "https://x.example/untitled"},
+                {"webUrl": "https://x.example/full", **full},
+                {"webUrl": "https://a.example/b"},
+            ],
+        },
+        {"title": "B", "web_url": "https://a.example/b"},
+        {
+            "title": "Draft",
+            "web_url": "https://a.example/d",
+            "published": False,
+            "related": [{"webUrl": "https://x.example/draft-only"}],
+        },
+    )
     db.propagate(T0)
     assert db.query("select url, status from page") == [("https://x.example/untitled", "pending")]
     with db.engine.connect() as conn:
@@ -228,8 +277,10 @@ def test_pages_are_queued_for_items_lacking_metadata_and_forgotten_when_no_longe
         assert pages.page_counts(conn, T0, 3600) == {"fetched": 0, "cached": 0, "failed": 0, "pending": 1}
 
     later = T0 + timedelta(hours=1)
-    db.write(later, dict(title="A", web_url="https://a.example/a",
-                         related=[{"webUrl": "https://x.example/untitled", **full}]))
+    db.write(
+        later,
+        {"title": "A", "web_url": "https://a.example/a", "related": [{"webUrl": "https://x.example/untitled", **full}]},
+    )
     db.propagate(later)
     with transaction(db.engine) as conn:
         assert pages.prune(conn, later, 3600) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import re
 import signal
 import sqlite3
@@ -45,8 +46,13 @@ SECRET = "TOP-SECRET-OUTSIDE-THE-FEEDS-FOLDER"
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker", *args], capture_output=True, text=True, env=clean_env(env),
-        timeout=timeout, cwd=ROOT,
+        [sys.executable, "-m", "worker", *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(env),
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
     )
 
 
@@ -79,6 +85,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 # --- units -------------------------------------------------------------------------------
 
+
 def test_crontab_weekdays_are_translated_for_apscheduler_3() -> None:
     assert cron_weekdays("*") == "*"
     assert cron_weekdays("0") == "sun"
@@ -102,14 +109,17 @@ def test_interval_and_cron_triggers() -> None:
 
 
 def test_health_rules() -> None:
-    base = dict(accepting=True, running=False, queued=False, last_message=None)
-    assert health(RunnerState(**base, last_status=None, last_finished_at=None, last_success_at=None), 100, 60)[1][
-        "reason"] == "no run yet"
+    base = {"accepting": True, "running": False, "queued": False, "last_message": None}
+    assert (
+        health(RunnerState(**base, last_status=None, last_finished_at=None, last_success_at=None), 100, 60)[1]["reason"]
+        == "no run yet"
+    )
     ok = RunnerState(**base, last_status="ok", last_finished_at=90, last_success_at=90)
     assert health(ok, 100, 60)[0] == 200
     assert health(ok, 200, 60)[0] == 503
-    failed = RunnerState(**{**base, "last_message": "disk full"}, last_status="failed", last_finished_at=95,
-                         last_success_at=90)
+    failed = RunnerState(
+        **{**base, "last_message": "disk full"}, last_status="failed", last_finished_at=95, last_success_at=90
+    )
     assert health(failed, 100, 60)[1]["reason"] == "last run failed: disk full"
     stopping = RunnerState(**{**base, "accepting": False}, last_status="ok", last_finished_at=90, last_success_at=90)
     assert health(stopping, 100, 60)[0] == 503 and health(stopping, 100, 60)[1]["reason"] == "shutting down"
@@ -133,8 +143,21 @@ def test_resolve_feed_path_refuses_everything_outside(tmp_path: Path) -> None:
     (feeds / "dir-out").symlink_to(tmp_path)
     assert resolve_feed_path(feeds, "all.rss") == (feeds / "all.rss").resolve()
     assert resolve_feed_path(feeds, "topics/ai.rss") == (feeds / "topics" / "ai.rss").resolve()
-    for bad in ["", "/", "../secret", "topics/../../secret", "/etc/passwd", "//etc/passwd", "./all.rss",
-                "topics//ai.rss", "out", "dir-out/secret", "..\\secret", "all.rss\x00", ".feedworker-tmp"]:
+    for bad in [
+        "",
+        "/",
+        "../secret",
+        "topics/../../secret",
+        "/etc/passwd",
+        "//etc/passwd",
+        "./all.rss",
+        "topics//ai.rss",
+        "out",
+        "dir-out/secret",
+        "..\\secret",
+        "all.rss\x00",
+        ".feedworker-tmp",
+    ]:
         assert resolve_feed_path(feeds, bad) is None, bad
 
 
@@ -202,6 +225,7 @@ def test_runner_records_failures_and_stops_at_a_safe_point(tmp_path: Path) -> No
 
 # --- the running service -----------------------------------------------------------------
 
+
 def test_schedule_publishes_feeds_on_its_own(served: Served) -> None:
     for name in ("all.rss", "all.atom", "index.opml"):
         assert (served.feeds / name).exists()
@@ -211,8 +235,11 @@ def test_schedule_publishes_feeds_on_its_own(served: Served) -> None:
         "topics: [Scheduling]\npublishedDateTime: 2031-01-01T00:00:00Z\n---\n",
         encoding="utf-8",
     )
-    wait_for(lambda: b"Arrived between two scheduled runs" in served.service.get("/feeds/all.rss").content,
-             20, "the scheduler to publish the new article without a trigger")
+    wait_for(
+        lambda: b"Arrived between two scheduled runs" in served.service.get("/feeds/all.rss").content,
+        20,
+        "the scheduler to publish the new article without a trigger",
+    )
     assert served.service.get("/runs/latest").json()["run_id"] > first
     assert served.service.get("/feeds/topics/scheduling.rss").status_code == 200
 
@@ -223,7 +250,7 @@ def test_feeds_have_the_right_content_types(served: Served) -> None:
         "all.atom": "application/atom+xml; charset=utf-8",
         "index.opml": "text/x-opml; charset=utf-8",
     }
-    topic = sorted((served.feeds / "topics").glob("*.rss"))[0].name
+    topic = min((served.feeds / "topics").glob("*.rss")).name
     expected[f"topics/{topic}"] = "application/rss+xml; charset=utf-8"
     expected[f"topics/{topic[:-4]}.atom"] = "application/atom+xml; charset=utf-8"
     for name, content_type in expected.items():
@@ -267,8 +294,11 @@ def test_conditional_gets_and_etags_that_follow_the_bytes(served: Served) -> Non
         "publishedDateTime: 2032-01-01T00:00:00Z\n---\n",
         encoding="utf-8",
     )
-    changed = wait_for(lambda: (r := service.get("/feeds/all.atom")).headers["etag"] != etag and r, 20,
-                       "the ETag of all.atom to change with its bytes")
+    changed = wait_for(
+        lambda: (r := service.get("/feeds/all.atom")).headers["etag"] != etag and r,
+        20,
+        "the ETag of all.atom to change with its bytes",
+    )
     assert b"An edit that changes the feed" in changed.content
     assert service.get("/feeds/all.atom", headers={"If-None-Match": etag}).status_code == 200
     assert service.get("/feeds/all.atom", headers={"If-None-Match": changed.headers["etag"]}).status_code == 304
@@ -280,9 +310,11 @@ def test_gzip(served: Served) -> None:
     assert response.headers["content-encoding"] == "gzip"
     assert "accept-encoding" in response.headers["vary"].lower()
     assert response.content == (served.feeds / "all.rss").read_bytes()  # httpx decompressed it
-    with served.service.client() as client:
-        with client.stream("GET", "/feeds/all.rss", headers={"Accept-Encoding": "gzip"}) as raw:
-            body = b"".join(raw.iter_raw())
+    with (
+        served.service.client() as client,
+        client.stream("GET", "/feeds/all.rss", headers={"Accept-Encoding": "gzip"}) as raw,
+    ):
+        body = b"".join(raw.iter_raw())
     assert gzip.decompress(body) == (served.feeds / "all.rss").read_bytes()
     identity = served.service.get("/feeds/all.rss", headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in identity.headers
@@ -362,8 +394,11 @@ def test_post_runs_needs_the_bearer_token(served: Served) -> None:
     body = accepted.json()
     assert body["status"] in ("queued", "running") and body["run_id"]
     assert accepted.headers["location"] == f"/runs/{body['run_id']}"
-    done = wait_for(lambda: (r := service.get(f"/runs/{body['run_id']}").json())["status"] in ("ok", "failed") and r,
-                    30, "the triggered run to finish")
+    done = wait_for(
+        lambda: (r := service.get(f"/runs/{body['run_id']}").json())["status"] in ("ok", "failed") and r,
+        30,
+        "the triggered run to finish",
+    )
     assert done["status"] == "ok"
     assert done["report"]["status"] == "ok" and done["store_run_id"] == done["report"]["run_id"]
     stored = service.get(f"/runs/{done['store_run_id']}")
@@ -390,9 +425,14 @@ def test_trigger_command(served: Served, tmp_path: Path) -> None:
     assert plain.returncode == 0 and plain.stdout.split()[2] in ("queued", "running")
     # What the README shows a user is what the program prints.
     queued = re.compile(r"run [0-9a-f]{16} (queued|running)")
-    finished = re.compile(r"run [0-9a-f]{16} ok: \d+ files \(\d+ new, \d+ changed, \d+ deleted, \d+ quarantined\); "
-                          r"\d+ of \d+ articles published in \d+\.\d\ds")
-    assert queued.fullmatch(plain.stdout.strip()) and finished.fullmatch(waited.stdout.strip()), (plain.stdout, waited.stdout)
+    finished = re.compile(
+        r"run [0-9a-f]{16} ok: \d+ files \(\d+ new, \d+ changed, \d+ deleted, \d+ quarantined\); "
+        r"\d+ of \d+ articles published in \d+\.\d\ds"
+    )
+    assert queued.fullmatch(plain.stdout.strip()) and finished.fullmatch(waited.stdout.strip()), (
+        plain.stdout,
+        waited.stdout,
+    )
     readme = (ROOT / "README.md").read_text().splitlines()
     shown = [line[2:] for line in readme if line.startswith("# run ")]
     assert len(shown) == 2 and queued.fullmatch(shown[0]) and finished.fullmatch(shown[1]), shown
@@ -416,6 +456,7 @@ def test_the_token_is_never_logged(served: Served) -> None:
 
 
 # --- separate services -------------------------------------------------------------------
+
 
 def test_health_before_the_first_run_and_triggers_refused_without_token(tmp_path: Path) -> None:
     copy_examples(tmp_path / "inbox")
@@ -443,8 +484,11 @@ def test_health_before_the_first_run_and_triggers_refused_without_token(tmp_path
             fd = -1
             service.wait_healthy(30)
             assert service.get("/runs/latest").json()["status"] == "ok"
-            stale = wait_for(lambda: (r := service.get("/healthz")).status_code == 503 and r.json(), 20,
-                             "healthz to turn 503 once the last success is older than healthy_within")
+            stale = wait_for(
+                lambda: (r := service.get("/healthz")).status_code == 503 and r.json(),
+                20,
+                "healthz to turn 503 once the last success is older than healthy_within",
+            )
             assert "healthy_within" in stale["reason"]
     finally:
         if fd >= 0:
@@ -458,8 +502,11 @@ def test_a_failed_run_makes_healthz_503(tmp_path: Path) -> None:
     config = write_config(tmp_path, port=port, database="blocker/feedworker.db")
     with Service(config, port) as service:
         service.wait_listening()
-        failed = wait_for(lambda: (r := service.get("/healthz")).json().get("reason", "").startswith("last run failed")
-                          and r, 30, "the failed run to show in healthz")
+        failed = wait_for(
+            lambda: (r := service.get("/healthz")).json().get("reason", "").startswith("last run failed") and r,
+            30,
+            "the failed run to show in healthz",
+        )
         assert failed.status_code == 503
         latest = service.get("/runs/latest").json()
         assert latest["status"] == "failed" and latest["message"]
@@ -477,13 +524,25 @@ def test_a_trigger_races_two_manual_runs_and_the_scheduler(tmp_path: Path) -> No
         env = clean_env()
         command = [sys.executable, "-m", "worker"]
         processes = [
-            subprocess.Popen([*command, "run", "--json", "--config", str(config)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+            subprocess.Popen(
+                [*command, "run", "--json", "--config", str(config)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                cwd=ROOT,
+            )
             for _ in range(2)
         ]
         processes.append(
-            subprocess.Popen([*command, "trigger", "--wait", "--config", str(config)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+            subprocess.Popen(
+                [*command, "trigger", "--wait", "--config", str(config)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                cwd=ROOT,
+            )
         )
         outputs = [process.communicate(timeout=120) for process in processes]
         for process, (_, err) in zip(processes, outputs, strict=True):
@@ -498,7 +557,7 @@ def test_a_trigger_races_two_manual_runs_and_the_scheduler(tmp_path: Path) -> No
     assert db_rows(database, "SELECT COUNT(*) FROM source_file")[0][0] == 300
     runs = db_rows(database, "SELECT started_at, finished_at, status FROM run ORDER BY started_at")
     assert len(runs) >= 4 and all(status == "ok" for _, _, status in runs)
-    for (_, finished, _), (started, _, _) in zip(runs, runs[1:], strict=False):
+    for (_, finished, _), (started, _, _) in itertools.pairwise(runs):
         assert finished <= started, "two cycles overlapped"
 
 
@@ -531,8 +590,12 @@ def test_sigterm_mid_cycle_lets_it_finish_and_exits_0(slow_project: tuple[Path, 
         service.wait_listening()
         _wait_mid_cycle(service, database)
         service.signal(signal.SIGTERM)
-        refused = wait_for(lambda: service.post("/runs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code
-                           == 503, 10, "new triggers to be refused while draining", interval=0.05)
+        refused = wait_for(
+            lambda: service.post("/runs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 503,
+            10,
+            "new triggers to be refused while draining",
+            interval=0.05,
+        )
         assert refused
         assert service.wait_exit(90) == 0
         assert "shutdown.requested" in service.log()
@@ -600,8 +663,11 @@ def test_sighup_rereads_the_configuration(tmp_path: Path) -> None:
         assert service.post("/runs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 403
         write_config(tmp_path, port=port, server={"token": TOKEN})
         service.signal(signal.SIGHUP)
-        wait_for(lambda: service.post("/runs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 202,
-                 10, "the reloaded token to be used")
+        wait_for(
+            lambda: service.post("/runs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 202,
+            10,
+            "the reloaded token to be used",
+        )
         config.write_text("sources: [oops", encoding="utf-8")
         service.signal(signal.SIGHUP)
         wait_for(lambda: "config.reload_failed" in service.log(), 10, "the bad config to be refused")

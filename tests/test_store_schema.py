@@ -242,7 +242,9 @@ def test_readers_never_create_the_database(tmp_path: Path):
     database = tmp_path / "data" / "store.db"
     for readonly in (True, False):
         engine = connect(sqlite_url(database), readonly=readonly)
-        with pytest.raises(StoreError, match=f"^no database at {database} yet: a run or `feedworker migrate` creates it$"):
+        with pytest.raises(
+            StoreError, match=f"^no database at {database} yet: a run or `feedworker migrate` creates it$"
+        ):
             check_schema(engine)
         engine.dispose()
     assert not (tmp_path / "data").exists()

@@ -165,7 +165,10 @@ AMP_CASES = [
     # AMP cache forms: /c/s/ (https), /c/ (http), viewer /v/s/, image /i/s/, Bing's cache
     ("https://www-example-com.cdn.ampproject.org/c/s/www.example.com/a/b", "https://www.example.com/a/b"),
     ("https://www-example-com.cdn.ampproject.org/c/www.example.com/a", "http://www.example.com/a"),
-    ("https://www-example-com.cdn.ampproject.org/v/s/www.example.com/a?amp_js_v=0.1&usqp=mq331AQ", "https://www.example.com/a"),
+    (
+        "https://www-example-com.cdn.ampproject.org/v/s/www.example.com/a?amp_js_v=0.1&usqp=mq331AQ",
+        "https://www.example.com/a",
+    ),
     ("https://www-example-com.cdn.ampproject.org/i/s/www.example.com/img.png", "https://www.example.com/img.png"),
     ("https://cdn.ampproject.org/c/s/www.example.com/a", "https://www.example.com/a"),
     ("https://www-example-com.bing-amp.com/c/s/www.example.com/a", "https://www.example.com/a"),
@@ -175,7 +178,10 @@ AMP_CASES = [
     ("https://x.cdn.ampproject.org/v0.js", "https://x.cdn.ampproject.org/v0.js"),
     ("https://x.cdn.ampproject.org/c/s/user@evil.example/a", "https://x.cdn.ampproject.org/c/s/user@evil.example/a"),
     # an origin merely looking like a cache is not one
-    ("https://evilcdn.ampproject.org.example.com/c/s/www.example.com/a", "https://evilcdn.ampproject.org.example.com/c/s/www.example.com/a"),
+    (
+        "https://evilcdn.ampproject.org.example.com/c/s/www.example.com/a",
+        "https://evilcdn.ampproject.org.example.com/c/s/www.example.com/a",
+    ),
     # AMP query switches
     ("https://example.com/a/?amp=1", "https://example.com/a/"),
     ("https://example.com/a?amp=true&id=2", "https://example.com/a?id=2"),
@@ -282,10 +288,49 @@ def test_entry_id_is_uuid5_of_the_canonical_url() -> None:
     assert entry_id(canonical_url("HTTPS://Example.com:443/a#x?")) == entry_id(canonical)  # type: ignore[arg-type]
 
 
-URL_PIECES = ["http", "https", "ftp", "HTTP", ":", "//", "/", "?", "#", "@", "[::1]", "[fe80::1%25eth0]", "example.com",
-              "EXAMPLE.com.", "a..b", "xn--bcher-kva.example", "bücher.example", "127.0.0.1", "2130706433", "0x7f.1",
-              ":80", ":443", ":0", ":65536", ":8080", "%41", "%zz", " ", "\t", "\\", "amp", "utm_source=x", "&", "=",
-              "\"", "<", "é", "cdn.ampproject.org", "/c/s/", "~", "x" * 300]
+URL_PIECES = [
+    "http",
+    "https",
+    "ftp",
+    "HTTP",
+    ":",
+    "//",
+    "/",
+    "?",
+    "#",
+    "@",
+    "[::1]",
+    "[fe80::1%25eth0]",
+    "example.com",
+    "EXAMPLE.com.",
+    "a..b",
+    "xn--bcher-kva.example",
+    "bücher.example",
+    "127.0.0.1",
+    "2130706433",
+    "0x7f.1",
+    ":80",
+    ":443",
+    ":0",
+    ":65536",
+    ":8080",
+    "%41",
+    "%zz",
+    " ",
+    "\t",
+    "\\",
+    "amp",
+    "utm_source=x",
+    "&",
+    "=",
+    '"',
+    "<",
+    "é",
+    "cdn.ampproject.org",
+    "/c/s/",
+    "~",
+    "x" * 300,
+]
 
 
 @settings(max_examples=3000, deadline=None)

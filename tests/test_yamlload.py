@@ -55,15 +55,81 @@ def test_generated_and_example_corpora_read_the_same(tmp_path: Path):
 
 
 SCALARS = [
-    "yes", "No", "ON", "off", "y", "n", "true", "False", "TRUE", "null", "~", "Null", "",
-    "0755", "0o17", "0x1F", "1e3", "1.5e+3", "1.5", ".5", "+5", "-0", "-12", "1_000", "12:30:00",
-    "190:20:30", "2021-01-26", "2021-01-26T22:12:00Z", "2021-01-26 22:12:00", "2021-1-2 3:04:05 -5",
-    "2021-01-26T22:12:00.123456789+02:00", ".inf", "-.Inf", ".NaN", "<<", "=", "123456789012345678901234",
-    "5G rollout", "C#", "a: b", "@handle", "`tick`", "&anchor x", "*alias", "!!str 5", "!!python/none ''",
-    "[yes, 0755]", "{a: no}", "|\n  yes\n  no", ">-\n  0755\n  x", "'quoted yes'", '"0755"', '"\\x41"',
-    "x # comment", "yes # comment", "https://e.com/a?b=1&c=2#frag", "a\u0085b", "a\u2028b", "tab\there",
+    "yes",
+    "No",
+    "ON",
+    "off",
+    "y",
+    "n",
+    "true",
+    "False",
+    "TRUE",
+    "null",
+    "~",
+    "Null",
+    "",
+    "0755",
+    "0o17",
+    "0x1F",
+    "1e3",
+    "1.5e+3",
+    "1.5",
+    ".5",
+    "+5",
+    "-0",
+    "-12",
+    "1_000",
+    "12:30:00",
+    "190:20:30",
+    "2021-01-26",
+    "2021-01-26T22:12:00Z",
+    "2021-01-26 22:12:00",
+    "2021-1-2 3:04:05 -5",
+    "2021-01-26T22:12:00.123456789+02:00",
+    ".inf",
+    "-.Inf",
+    ".NaN",
+    "<<",
+    "=",
+    "123456789012345678901234",
+    "5G rollout",
+    "C#",
+    "a: b",
+    "@handle",
+    "`tick`",
+    "&anchor x",
+    "*alias",
+    "!!str 5",
+    "!!python/none ''",
+    "[yes, 0755]",
+    "{a: no}",
+    "|\n  yes\n  no",
+    ">-\n  0755\n  x",
+    "'quoted yes'",
+    '"0755"',
+    '"\\x41"',
+    "x # comment",
+    "yes # comment",
+    "https://e.com/a?b=1&c=2#frag",
+    "a\u0085b",
+    "a\u2028b",
+    "tab\there",
 ]
-KEYS = ["title", "webUrl", "excerpt", "published", "quality", "heat", "publishedDateTime", "topics", "category", "extra", "yes", "0755", "1"]
+KEYS = [
+    "title",
+    "webUrl",
+    "excerpt",
+    "published",
+    "quality",
+    "heat",
+    "publishedDateTime",
+    "topics",
+    "category",
+    "extra",
+    "yes",
+    "0755",
+    "1",
+]
 
 
 @st.composite
@@ -107,7 +173,9 @@ def test_the_yaml_1_1_readings_are_kept():
 
 
 @settings(max_examples=3000, deadline=None)
-@given(st.text(alphabet=st.characters(), max_size=40) | st.text(alphabet=st.characters(max_codepoint=0x3000), max_size=40))
+@given(
+    st.text(alphabet=st.characters(), max_size=40) | st.text(alphabet=st.characters(max_codepoint=0x3000), max_size=40)
+)
 def test_the_printable_shortcut_finds_what_the_special_character_pattern_does(text):
     assert has_special_characters(text) == bool(_SPECIAL.search(text))
 

@@ -129,7 +129,9 @@ def status(config_path: Path | None, as_json: bool) -> None:
     if not last:
         click.echo("last run: never")
     elif last["status"] == "interrupted":
-        click.echo(f"last run: interrupted (run {last.get('run_id')}, started at {last.get('started_at')}): {last.get('message')}")
+        click.echo(
+            f"last run: interrupted (run {last.get('run_id')}, started at {last.get('started_at')}): {last.get('message')}"
+        )
     else:
         click.echo(f"last run: {last['status']} at {last.get('finished_at')} in {last['duration_s']}s")
         if last.get("message"):
@@ -165,7 +167,10 @@ def _source_line(source: dict[str, Any]) -> str:
 @cli.command()
 @_config_option
 @click.option(
-    "--to", "to_url", metavar="URL", default=None,
+    "--to",
+    "to_url",
+    metavar="URL",
+    default=None,
     help="Not available yet: copying the store into another database comes in a later version.",
 )
 def migrate(config_path: Path | None, to_url: str | None) -> None:
@@ -282,7 +287,11 @@ def serve(config_path: Path | None) -> None:
 @_config_option
 @click.option("--wait", is_flag=True, help="Wait until that run has finished; exit 1 if it failed.")
 @click.option(
-    "--timeout", "timeout_s", type=float, default=None, metavar="SECONDS",
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=None,
+    metavar="SECONDS",
     help="With --wait: give up after SECONDS (default: wait for as long as the run takes).",
 )
 def trigger(config_path: Path | None, wait: bool, timeout_s: float | None) -> None:

@@ -92,8 +92,9 @@ def _seconds_between(low: float, high: float, *, low_excluded: bool = False) -> 
         if seconds is None:
             return None
         if seconds < low or (low_excluded and seconds == low):
-            raise ValueError(f"must be more than {_show_seconds(low)}" if low_excluded
-                             else f"must be at least {_show_seconds(low)}")
+            raise ValueError(
+                f"must be more than {_show_seconds(low)}" if low_excluded else f"must be at least {_show_seconds(low)}"
+            )
         if seconds > high:
             raise ValueError(f"must be at most {_show_seconds(high)}")
         return seconds
@@ -275,7 +276,7 @@ class Config(_Section):
             return Path(self.database)
         prefix = "sqlite:///"
         if self.database.startswith(prefix) and self.database != prefix + ":memory:":
-            return Path(self.database[len(prefix):])
+            return Path(self.database[len(prefix) :])
         return None
 
 
@@ -337,7 +338,7 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], from_env: dict[s
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
             continue
-        parts = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+        parts = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
         if not all(parts) or len(parts) > 2:
             raise ConfigError(f"environment variable {name}: expected FEEDWORKER_<SECTION>__<KEY>")
         value = _env_value(parts, environ[name])
@@ -422,7 +423,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     if "://" not in database:
         database = str(resolve(Path(database)))
     elif database.startswith("sqlite:///") and not database.startswith("sqlite:////"):
-        relative = database[len("sqlite:///"):]
+        relative = database[len("sqlite:///") :]
         if relative and relative != ":memory:":
             database = "sqlite:///" + str(resolve(Path(relative)))
     return config.model_copy(update={"sources": sources, "feeds": feeds, "database": database})
@@ -561,19 +562,29 @@ def _plain(error: Any, loc: tuple[Any, ...]) -> str:
     if kind in _PLAIN:
         return _PLAIN[kind]
     if kind in _LIST_TYPES:
-        return "must be a list of folders: a path, or a list such as [{path: inbox}]" if loc == ("sources",) \
+        return (
+            "must be a list of folders: a path, or a list such as [{path: inbox}]"
+            if loc == ("sources",)
             else "must be a list"
+        )
     if kind in _SECTION_TYPES:
-        return "must be a section of keys, such as {path: inbox}" if loc[:1] == ("sources",) \
+        return (
+            "must be a section of keys, such as {path: inbox}"
+            if loc[:1] == ("sources",)
             else "must be a section of keys"
+        )
     if kind == "too_short":
         if loc == ("sources",):
             return "must list at least one folder"
         return f"must have at least {ctx.get('min_length', 1)} entries"
     if kind == "too_long":
         return f"must have at most {ctx.get('max_length')} entries"
-    bounds = {"greater_than": ("gt", "more than"), "greater_than_equal": ("ge", "at least"),
-              "less_than": ("lt", "less than"), "less_than_equal": ("le", "at most")}
+    bounds = {
+        "greater_than": ("gt", "more than"),
+        "greater_than_equal": ("ge", "at least"),
+        "less_than": ("lt", "less than"),
+        "less_than_equal": ("le", "at most"),
+    }
     if kind in bounds:
         name, words = bounds[kind]
         return f"must be {words} {ctx.get(name)}"
@@ -622,8 +633,12 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
 
 
 _SECTION_NAMES: dict[type[BaseModel], str] = {
-    SourceConfig: "sources[]", FeedsConfig: "feeds", ScheduleConfig: "schedule", EnrichConfig: "enrich",
-    ServerConfig: "server", LimitsConfig: "limits",
+    SourceConfig: "sources[]",
+    FeedsConfig: "feeds",
+    ScheduleConfig: "schedule",
+    EnrichConfig: "enrich",
+    ServerConfig: "server",
+    LimitsConfig: "limits",
 }
 
 
@@ -665,4 +680,3 @@ def _one_line_text(text: str) -> str:
 
 def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
-

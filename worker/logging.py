@@ -46,4 +46,7 @@ def configure_logging(level: str = "info", stream: TextIO | None = None, *, json
 
 
 def _printable_values(logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
-    return {key: printable(value) if isinstance(value, str) and key != "exception" else value for key, value in event.items()}
+    return {
+        key: printable(value) if isinstance(value, str) and key != "exception" else value
+        for key, value in event.items()
+    }

@@ -19,8 +19,8 @@ __all__ = [
     "EnrichCounts",
     "FeedCounts",
     "FeedFiles",
-    "FileCounts",
     "FeedSettings",
+    "FileCounts",
     "FoundFile",
     "Image",
     "Ingested",
@@ -286,17 +286,8 @@ class StoreSnapshot:
     orphan_candidates: bool  # an article may have lost its last file
     visible_slugs: frozenset[str]  # topics with a published article: each has feeds
     known_slugs: frozenset[str]  # every topic ever seen: their feed files are ours
-    files: dict[str, tuple[int, int, str | None]]  # path -> (size, mtime_ns, quarantine message or None)
-
-    def stats(self) -> dict[str, tuple[int, int]]:
-        """Every stored file's (size, mtime_ns)."""
-        return {path: (size, mtime_ns) for path, (size, mtime_ns, _) in self.files.items()}
-
-    def quarantined(self) -> list[dict[str, str]]:
-        """The quarantined files as the run report lists them, by path."""
-        return [
-            {"path": path, "message": error} for path, (_, _, error) in sorted(self.files.items()) if error is not None
-        ]
+    files: dict[str, tuple[int, int]]  # every stored file: path -> (size, mtime_ns)
+    quarantined: list[dict[str, str]]  # the quarantined files as the run report lists them, by path
 
 
 # --- the run report's counts (JSON keys as the README documents them, in this order) ---------

@@ -32,7 +32,16 @@ if TYPE_CHECKING:  # the working cycle's modules load when it runs: a cycle with
     from worker.ingest.parsers import ReadTask
     from worker.store.topics import TopicRegistry
 
-__all__ = ["BATCH", "DEFER_INDEXES_FROM", "CycleContext", "CycleError", "RunReport", "parse_limits", "run_cycle", "utcnow"]
+__all__ = [
+    "BATCH",
+    "DEFER_INDEXES_FROM",
+    "CycleContext",
+    "CycleError",
+    "RunReport",
+    "parse_limits",
+    "run_cycle",
+    "utcnow",
+]
 
 log = structlog.get_logger("worker.pipeline")
 
@@ -204,7 +213,7 @@ def _record_idle(
     report.articles = counts
     report.show_sources(found)
     report.errors.extend({"path": path, "message": problem} for path, problem in found.problems)
-    report.add_quarantined(snapshot.quarantined())
+    report.add_quarantined(snapshot.quarantined)
 
     def finish(run_id: int) -> tuple[datetime, str]:
         report.run_id = run_id
@@ -274,7 +283,9 @@ def _replan(context: CycleContext, engine: Engine, found: Scan) -> tuple[StoreSn
         raw.close()
     assert snapshot is not None
     fetch = FetchSettings(config.enrich.fetch and config.enrich.max_fetches > 0, config.enrich.ttl)
-    return snapshot, plan_cycle(snapshot, found, feed_files(config.feeds.dir), context.feed_settings, fetch, context.now)
+    return snapshot, plan_cycle(
+        snapshot, found, feed_files(config.feeds.dir), context.feed_settings, fetch, context.now
+    )
 
 
 def _finish(context: CycleContext, engine: Engine) -> None:
@@ -316,9 +327,7 @@ def _no_source_readable(found: Scan) -> bool:
     return bool(found.sources) and all(source.state != "ok" for source in found.sources)
 
 
-def _phases(
-    context: CycleContext, engine: Engine, snapshot: StoreSnapshot, found: Scan, plan: CyclePlan
-) -> None:
+def _phases(context: CycleContext, engine: Engine, snapshot: StoreSnapshot, found: Scan, plan: CyclePlan) -> None:
     """The working cycle: ingest what the plan names, spread and fetch, render, count."""
     from worker.enrich.stage import enrich_related
     from worker.ingest.parsers import process_pool_of_one
@@ -375,9 +384,7 @@ def _remember_devices(engine: Engine, snapshot: StoreSnapshot, found: Scan) -> N
             meta_store.set_meta_value(conn, keys.SOURCE_DEVICE + path, str(device))
 
 
-def _ingest(
-    context: CycleContext, engine: Engine, snapshot: StoreSnapshot, found: Scan, plan: CyclePlan
-) -> bool:
+def _ingest(context: CycleContext, engine: Engine, snapshot: StoreSnapshot, found: Scan, plan: CyclePlan) -> bool:
     """Forget deleted files, quarantine the unreadable, read and store the rest in batches.
     False when the cycle was asked to stop (at a batch boundary)."""
     from worker.ingest.parsers import read_all
@@ -391,7 +398,11 @@ def _ingest(
     acting_on = files.read + files.too_large + files.deleted
     with engine.connect() as conn:
         # Most of the store, or only the files to act on, whichever is fewer queries.
-        known = file_store.known_files(conn) if 2 * len(acting_on) > len(snapshot.files) else file_store.known_files(conn, acting_on)
+        known = (
+            file_store.known_files(conn)
+            if 2 * len(acting_on) > len(snapshot.files)
+            else file_store.known_files(conn, acting_on)
+        )
     to_read: list[ReadTask] = [
         (path, found.files[path].max_bytes, known[path].hash if path in known else None, found.files[path].root)
         for path in files.read
@@ -401,7 +412,9 @@ def _ingest(
         # Another file still carrying a deleted file's article is read again, so the article
         # shows that file's content rather than the deleted one's (candidates a killed run
         # left included).
-        again = set(file_store.files_carrying(conn, orphan_store.orphan_candidates(conn))) - {task[0] for task in to_read}
+        again = set(file_store.files_carrying(conn, orphan_store.orphan_candidates(conn))) - {
+            task[0] for task in to_read
+        }
         known.update(file_store.known_files(conn, sorted(again - known.keys())))
         topics = topic_store.TopicRegistry(conn)
         too_large = [_quarantined_unread(found, path) for path in files.too_large]

@@ -62,11 +62,16 @@ def plan_reads(found: Scan, known: Mapping[str, tuple[int, int]]) -> FilePlan:
     unchanged += sum(1 for path in found.unsettled if path in known)
     skipped_roots = tuple(root.rstrip(os.sep) + os.sep for root in found.unreadable_roots)
     deleted = [
-        path for path in known
+        path
+        for path in known
         if path not in found.files and path not in found.unsettled and not path.startswith(skipped_roots)
     ]
     counts = FileCounts(
-        seen=len(found.files) + len(found.unsettled), new=new, changed=changed, unchanged=unchanged, deleted=len(deleted)
+        seen=len(found.files) + len(found.unsettled),
+        new=new,
+        changed=changed,
+        unchanged=unchanged,
+        deleted=len(deleted),
     )
     return FilePlan(counts, read, too_large, deleted)
 
@@ -136,9 +141,9 @@ def plan_cycle(
     folders of `found` that look unmounted (see guard_emptied_sources)."""
     if snapshot is None:
         return CyclePlan(plan_reads(found, {}), ("the store is new",), [])
-    stats = snapshot.stats()
+    stats = snapshot.files
     devices = {
-        key[len(keys.SOURCE_DEVICE):]: int(value)
+        key[len(keys.SOURCE_DEVICE) :]: int(value)
         for key, value in snapshot.meta.items()
         if key.startswith(keys.SOURCE_DEVICE)
     }
@@ -146,7 +151,9 @@ def plan_cycle(
     return CyclePlan(plan_reads(found, stats), tuple(_pending(snapshot, feeds, settings, fetch, now)), emptied)
 
 
-def _pending(snapshot: StoreSnapshot, feeds: FeedFiles, settings: FeedSettings, fetch: FetchSettings, now: datetime) -> list[str]:
+def _pending(
+    snapshot: StoreSnapshot, feeds: FeedFiles, settings: FeedSettings, fetch: FetchSettings, now: datetime
+) -> list[str]:
     if not snapshot.current_schema:
         return ["the store's schema is to be migrated"]
     meta = snapshot.meta

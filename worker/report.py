@@ -12,7 +12,9 @@ from worker.model import ArticleCounts, EnrichCounts, FeedCounts, FileCounts, Sc
 
 __all__ = ["INTERRUPTED_MESSAGE", "CycleError", "RunReport", "interrupted_report", "unreadable_sources"]
 
-INTERRUPTED_MESSAGE = "the process running this cycle ended before it finished (killed?); the next cycle took over its work"
+INTERRUPTED_MESSAGE = (
+    "the process running this cycle ended before it finished (killed?); the next cycle took over its work"
+)
 
 
 @dataclass(slots=True)

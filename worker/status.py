@@ -15,12 +15,12 @@ from worker.config import Config
 from worker.ingest.scanner import folder_state
 from worker.store import articles as article_store
 from worker.store import files as file_store
-from worker.store import topics as topic_store
 from worker.store import pages, runs
+from worker.store import topics as topic_store
 from worker.store.db import check_schema, connect
 from worker.store.errors import StoreError
 from worker.store.lock import cycle_running
-from worker.store.schema import Article, Topic
+from worker.store.schema import ARTICLE, TOPIC
 
 __all__ = ["StatusError", "read_status"]
 
@@ -44,9 +44,9 @@ def read_status(config: Config) -> dict[str, Any]:
             return _no_store(config)  # a first run killed before it made the schema
         with engine.connect() as conn:
             counts = article_store.article_counts(conn)
-            removed = conn.execute(sa.select(sa.func.count()).where(Article.__table__.c.removed.is_(True))).scalar_one()
+            removed = conn.execute(sa.select(sa.func.count()).where(ARTICLE.c.removed.is_(True))).scalar_one()
             topics = len(topic_store.published_topics(conn))
-            all_topics = conn.execute(sa.select(sa.func.count()).select_from(Topic.__table__)).scalar_one()
+            all_topics = conn.execute(sa.select(sa.func.count()).select_from(TOPIC)).scalar_one()
             last_run = _last_run(conn, config)
             return {
                 "articles": {**counts, "removed": removed},
@@ -90,13 +90,15 @@ def _sources(config: Config, last_run: dict[str, Any] | None) -> list[dict[str, 
         state, reason, _ = folder_state(path, open_it=True)
         last = seen.get(path, {})
         files, last_state = last.get("files"), last.get("state")
-        listed.append({
-            "path": path,
-            "state": state,
-            "files": files if isinstance(files, int) else None,
-            "reason": reason,
-            "last_run_state": last_state if isinstance(last_state, str) else None,
-        })
+        listed.append(
+            {
+                "path": path,
+                "state": state,
+                "files": files if isinstance(files, int) else None,
+                "reason": reason,
+                "last_run_state": last_state if isinstance(last_state, str) else None,
+            }
+        )
     return listed
 
 
@@ -107,6 +109,12 @@ def _last_run(conn: sa.Connection, config: Config) -> dict[str, Any] | None:
     if newest is not None and newest[1] == "running":
         run_id, _, started_at = newest
         if cycle_running(config.database_url) is False:
-            return {"status": "interrupted", "run_id": run_id, "started_at": started_at.isoformat(),
-                    "finished_at": None, "duration_s": None, "message": _DIED}
+            return {
+                "status": "interrupted",
+                "run_id": run_id,
+                "started_at": started_at.isoformat(),
+                "finished_at": None,
+                "duration_s": None,
+                "message": _DIED,
+            }
     return runs.last_report(conn)

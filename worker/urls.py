@@ -78,8 +78,8 @@ _AMP_ID_SEGMENT_RE = re.compile(r"^amp-([0-9]{6,})(\.html?)$")
 _AMP_SUFFIX_RE = re.compile(r"^(.+)\.amp(\.html?)$")
 
 
-def canonical_url(url: str) -> str | None:
-    """The canonical form of an absolute http(s) URL, or None when it is not one."""
+def canonical_url(url: object) -> str | None:
+    """The canonical form of an absolute http(s) URL, or None when it is not one (nor a string)."""
     if not isinstance(url, str):
         return None
     return _canonical_cached(url)
@@ -92,9 +92,7 @@ def _canonical_cached(url: str) -> str | None:
     return _canonical(url, depth=0)
 
 
-def canonical_item_url(
-    web_url: str | None, amp_url: str | None = None, cdn_amp_url: str | None = None
-) -> str | None:
+def canonical_item_url(web_url: str | None, amp_url: str | None = None, cdn_amp_url: str | None = None) -> str | None:
     """Canonical URL of a related item: its webUrl, else its AMP URLs mapped back."""
     for candidate in (web_url, amp_url, cdn_amp_url):
         if isinstance(candidate, str):
@@ -154,8 +152,6 @@ def _split(url: str) -> tuple[str, str, int | None, str, str, str] | None:
 
 
 def _canonical(url: str, depth: int) -> str | None:
-    if not isinstance(url, str):
-        return None
     parts = _split(url)
     if parts is None:
         return None
@@ -218,12 +214,12 @@ def _canonical_host(text: str) -> str | None:
     if not text or "%" in text:
         return None
     if not text.isascii():
-        text = _idna_encode(text)
-        if text is None:
+        encoded = _idna_encode(text)
+        if encoded is None:
             return None
+        text = encoded
     host = text.lower()
-    if host.endswith("."):
-        host = host[:-1]
+    host = host.removesuffix(".")
     if not host or len(host) > 253:
         return None
     labels = host.split(".")

@@ -123,9 +123,7 @@ def next_page_record(
     )
 
 
-def _fetch(
-    engine: Engine, config: EnrichConfig, now: datetime, log: Any, counts: EnrichCounts, *, prune: bool
-) -> None:
+def _fetch(engine: Engine, config: EnrichConfig, now: datetime, log: Any, counts: EnrichCounts, *, prune: bool) -> None:
     started = time.monotonic()
     with transaction(engine) as conn:
         if prune:  # only an article change can make a page unwanted
@@ -145,8 +143,9 @@ def _fetch(
     records = []
     changed: list[str] = []
     for result in results:
-        log.info("enrich.fetched", url=result.url, status=result.status, http_status=result.http_status,
-                 error=result.error)
+        log.info(
+            "enrich.fetched", url=result.url, status=result.status, http_status=result.http_status, error=result.error
+        )
         key = result.status if result.status in ("ok", "not_modified", "refused") else "failed"
         name = "fetched" if key == "ok" else key
         setattr(counts, name, getattr(counts, name) + 1)
@@ -161,7 +160,9 @@ def _fetch(
         counts.pending = page_store.pending_count(conn, now, config.ttl)
         # What the next cycle's plan compares with its clock: no page due, no fetch step to run.
         page_store.note_next_due(conn, config.ttl)
-    log.info("enrich.finished", **asdict(counts), articles_updated=touched, duration_s=round(time.monotonic() - started, 3))
+    log.info(
+        "enrich.finished", **asdict(counts), articles_updated=touched, duration_s=round(time.monotonic() - started, 3)
+    )
 
 
 def _shown(record: page_store.PageRecord) -> tuple[str | None, str | None]:
@@ -205,4 +206,3 @@ class _DaemonThreads(ThreadPoolExecutor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         pass  # no pool to stop; a hung lookup ends with its thread
-

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 import yaml
 
@@ -18,16 +18,28 @@ from worker.topics import display_name
 from worker.urls import canonical_item_url, canonical_url, is_http_url
 
 __all__ = [
-    "ArticleError",
     "KNOWN_FIELDS",
+    "ArticleError",
     "ParseLimits",
     "parse_article",
 ]
 
 KNOWN_FIELDS = frozenset(
     {
-        "title", "webUrl", "category", "excerpt", "publishedDateTime", "originalUrl", "type",
-        "quality", "heat", "published", "provider", "topics", "images", "related",
+        "title",
+        "webUrl",
+        "category",
+        "excerpt",
+        "publishedDateTime",
+        "originalUrl",
+        "type",
+        "quality",
+        "heat",
+        "published",
+        "provider",
+        "topics",
+        "images",
+        "related",
     }
 )
 # Known fields by their name in lower case (`_` and `-` dropped): `webURL`, `web_url` -> webUrl.
@@ -228,6 +240,10 @@ class _Fields:
                 return f"; found {other}{where}: did you mean {key}?"
         return ""
 
+    @overload
+    def text(self, raw: dict[str, Any], key: str, *, required: Literal[True], cap: int) -> str: ...
+    @overload
+    def text(self, raw: dict[str, Any], key: str, *, required: bool = False, cap: int) -> str | None: ...
     def text(self, raw: dict[str, Any], key: str, *, required: bool = False, cap: int) -> str | None:
         value = raw.get(key)
         if value is None or (isinstance(value, str) and not value.strip()):

@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +44,7 @@ ReadTask = tuple[str, int, "str | None", str]
 
 def read_all(
     tasks: Sequence[ReadTask], limits: ParseLimits, held_locks: Callable[[], Iterable[int]] = tuple
-) -> Iterator[Ingested | Touched]:
+) -> Generator[Ingested | Touched, None, None]:
     """Read and parse files across all cores, yielding results in task order, with a bounded
     number of chunks in flight so memory does not grow with the corpus. `held_locks`: the
     descriptors of locks this process holds, which a forked parser must close."""

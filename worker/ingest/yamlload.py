@@ -19,7 +19,7 @@ import yaml
 try:  # optional: without it everything goes through PyYAML
     import yaml_rs
 except ImportError:  # pragma: no cover
-    yaml_rs = None
+    yaml_rs = None  # type: ignore[assignment]  # the optional module's stand-in; load_yaml tests for None
 
 __all__ = ["YAMLError", "has_special_characters", "load_yaml", "needs_reference_loader"]
 
@@ -40,7 +40,9 @@ _ISO_TIMESTAMP = re.compile(
 _SPECIAL = re.compile("[^\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]|<<")
 # A token starting with one of these may resolve to something other than a plain string.
 _RISKY_FIRST = frozenset("-+.0123456789<=@`!&*%|>[]{}?,:#")
-_BOOL_WORDS = frozenset("y Y yes Yes YES n N no No NO on On ON off Off OFF".split())
+_BOOL_WORDS = frozenset(
+    ["y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF"]
+)
 _BOOL_FIRST = frozenset(word[0] for word in _BOOL_WORDS)
 _DATE_KEY = "publishedDateTime"
 
@@ -104,6 +106,6 @@ def load_yaml(text: str, *, fast: bool = True) -> Any:
     if fast and yaml_rs is not None and not needs_reference_loader(text):
         try:
             return yaml_rs.loads(text, parse_datetime=False, duplicate_key_policy=yaml_rs.DuplicateKeyPolicy.LastWins)
-        except Exception:  # noqa: BLE001 - PyYAML gives the verdict, with its line numbers
+        except Exception:  # noqa: BLE001, S110 - PyYAML gives the verdict, with its line numbers
             pass
     return yaml.load(text, Loader=yaml.CSafeLoader)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, uuid5
 
 import structlog
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine, Row
 
 from worker.model import FeedCounts, FeedSettings, StoredEntry
 from worker.publish.links import related_links
 from worker.publish.settings import feeds_fingerprint, fingerprint
 from worker.publish.writer import remove_feed, remove_temp_files, write_if_changed
 from worker.store import feeds as feed_store
-from worker.store import meta as meta_store
-from worker.store import topics as topic_store
 from worker.store import keys
+from worker.store import meta as meta_store
 from worker.store import related as graph_store
+from worker.store import topics as topic_store
 from worker.store.db import transaction
 from worker.text import topic_label
 from worker.urls import entry_id
@@ -161,22 +161,24 @@ def _render_jobs(engine: Engine, settings: FeedSettings, now: datetime, jobs: li
 
             info = _feed_info(settings, job.stem, job.title, job.subtitle)
             rss, atom = render_feeds(info, _entries(conn, [id_ for id_, _ in entries], cache), now)
-            written = tuple(
-                write_if_changed(settings.dir / f"{job.stem}.{suffix}", data)
-                for suffix, data in (("rss", rss), ("atom", atom))
+            written = (
+                write_if_changed(settings.dir / f"{job.stem}.rss", rss),
+                write_if_changed(settings.dir / f"{job.stem}.atom", atom),
             )
-            outcomes.append((job.stem, window, written))  # type: ignore[arg-type]
+            outcomes.append((job.stem, window, written))
     return outcomes
 
 
-def _write_index(settings: FeedSettings, visible: list[Any], stats: FeedCounts) -> None:
+def _write_index(settings: FeedSettings, visible: Sequence[Row[int, str, str]], stats: FeedCounts) -> None:
     """index.opml: each topic feed once, in the format of `opml_format`. Not the all feed: a
     reader importing both would get every article twice (it is subscribed to on its own),
     unless there is no topic feed at all: then it is the one feed listed (OPML wants one)."""
     from worker.publish.render import FeedLink, render_opml
 
     suffix = settings.opml_format
-    links = [FeedLink(_topic_name(row.name, row.slug), _url(settings, f"topics/{row.slug}.{suffix}")) for row in visible]
+    links = [
+        FeedLink(_topic_name(row.name, row.slug), _url(settings, f"topics/{row.slug}.{suffix}")) for row in visible
+    ]
     if not links:
         links = [FeedLink(settings.title, _url(settings, f"all.{suffix}"))]
     _count(write_if_changed(settings.dir / "index.opml", render_opml(settings.title, links)), "index.opml", stats)
@@ -190,7 +192,7 @@ def _count(written: bool, name: str, stats: FeedCounts) -> None:
         stats.unchanged += 1
 
 
-def _entries(conn, ids: list[int], cache: dict[int, Entry]) -> list[Entry]:  # type: ignore[no-untyped-def]
+def _entries(conn: Connection, ids: list[int], cache: dict[int, Entry]) -> list[Entry]:
     missing = [article_id for article_id in ids if article_id not in cache]
     loaded = feed_store.articles_by_ids(conn, missing)
     # The related graph of the whole batch at once: a few queries, not a few per entry.
@@ -252,9 +254,11 @@ def _topic_name(name: str, slug: str) -> str:
 def _entry_updated(article: Any) -> datetime:
     """An entry changes when its content does: an article unchanged since feedworker first
     saw it keeps its publication time, so importing an archive does not make it all "new"."""
-    if article.updated_at == article.first_seen:
-        return article.published_at
-    return max(article.updated_at, article.published_at)
+    updated: datetime = article.updated_at
+    published: datetime = article.published_at
+    if updated == article.first_seen:
+        return published
+    return max(updated, published)
 
 
 def _feed_info(settings: FeedSettings, stem: str, title: str, subtitle: str) -> FeedInfo:

@@ -167,8 +167,9 @@ def _add_entry(fg: FeedGenerator, entry: Entry) -> None:
     if entry.has_body or entry.related:  # the related list has no other place in RSS
         content = xml_safe(body_html(entry.content_html, entry.related))
     summary = xml_safe(entry.summary).strip() or xml_safe(entry.title).strip() or entry.link
-    fe.feedworker.summary = html.escape(summary, quote=False)
-    fe.feedworker.content = content
+    links: _EntryLinksExtension = fe.feedworker  # registered in _generator
+    links.summary = html.escape(summary, quote=False)
+    links.content = content
     if entry.provider:
         fe.author(name=xml_safe(entry.provider))  # Atom only: RSS <author> must be an e-mail
         fe.dc.dc_creator(xml_safe(entry.provider))
@@ -181,8 +182,8 @@ def _add_entry(fg: FeedGenerator, entry: Entry) -> None:
         if entry.image_height:
             media["height"] = str(entry.image_height)
         fe.media.content(media)
-    fe.feedworker.related = entry.related
-    fe.feedworker.image_url = entry.image_url
+    links.related = entry.related
+    links.image_url = entry.image_url
 
 
 class _LinksExtension(BaseExtension):
@@ -225,12 +226,14 @@ class _EntryLinksExtension(BaseEntryExtension):
 
 
 def _text_element(tag: str, text: str, **attributes: str) -> etree._Element:
-    element = etree.Element(tag, **attributes)
+    element = etree.Element(tag, attrib=attributes)
     element.text = text
     return element
 
 
-def _insert_after(parent: etree._Element, anchor: list[etree._Element], elements: list[etree._Element]) -> None:
+def _insert_after(
+    parent: etree._Element, anchor: Sequence[etree._Element | None], elements: list[etree._Element]
+) -> None:
     position = parent.index(anchor[0]) + 1 if anchor and anchor[0] is not None else len(parent)
     for offset, element in enumerate(elements):
         parent.insert(position + offset, element)

@@ -14,10 +14,56 @@ from worker.text import plain_text, xml_safe
 __all__ = ["article_html", "markdown_html", "plain_text", "sanitize_html", "xml_safe"]
 
 _ALLOWED_TAGS = {
-    "a", "abbr", "b", "blockquote", "br", "caption", "cite", "code", "dd", "del", "details", "dl",
-    "dt", "em", "figcaption", "figure", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins",
-    "kbd", "li", "mark", "ol", "p", "pre", "q", "s", "small", "span", "strong", "sub", "summary",
-    "sup", "table", "tbody", "td", "tfoot", "th", "thead", "time", "tr", "u", "ul",
+    "a",
+    "abbr",
+    "b",
+    "blockquote",
+    "br",
+    "caption",
+    "cite",
+    "code",
+    "dd",
+    "del",
+    "details",
+    "dl",
+    "dt",
+    "em",
+    "figcaption",
+    "figure",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "i",
+    "img",
+    "ins",
+    "kbd",
+    "li",
+    "mark",
+    "ol",
+    "p",
+    "pre",
+    "q",
+    "s",
+    "small",
+    "span",
+    "strong",
+    "sub",
+    "summary",
+    "sup",
+    "table",
+    "tbody",
+    "td",
+    "tfoot",
+    "th",
+    "thead",
+    "time",
+    "tr",
+    "u",
+    "ul",
 }
 _ALLOWED_ATTRIBUTES = {
     "a": {"href", "title"},
@@ -54,7 +100,8 @@ def sanitize_html(fragment: str, base_url: str) -> str:
 
 def markdown_html(markdown: str) -> str:
     """CommonMark -> HTML (unsanitised: pass the result through sanitize_html)."""
-    return _markdown().render(markdown)
+    rendered: str = _markdown().render(markdown)  # markdown-it declares Any: its renderer is pluggable
+    return rendered
 
 
 @lru_cache(maxsize=1)

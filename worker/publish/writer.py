@@ -8,7 +8,7 @@ from pathlib import Path
 
 from worker.model import FeedFiles
 
-__all__ = ["FeedWriteError", "TEMP_PREFIX", "feed_files", "remove_feed", "remove_temp_files", "write_if_changed"]
+__all__ = ["TEMP_PREFIX", "FeedWriteError", "feed_files", "remove_feed", "remove_temp_files", "write_if_changed"]
 
 TEMP_PREFIX = ".feedworker-"
 

@@ -23,8 +23,8 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from worker.config import Config, ConfigError, load_config
-from worker.logging import configure_logging
 from worker.ingest.parsers import start_parser_server
+from worker.logging import configure_logging
 from worker.service.http import StoreReader, create_app
 from worker.service.metrics import ServiceMetrics
 from worker.service.scheduler import Runner, ServiceScheduler, build_trigger
@@ -51,7 +51,9 @@ log = structlog.get_logger("worker.service")
 # After server.grace_s the cycle is asked to stop at its next safe point (between batches);
 # this bounds how long that may take before the process gives up on it.
 SAFE_POINT_WAIT_S = 30.0
-HTTP_SHUTDOWN_S = 5.0  # open keep-alive connections do not hold the exit longer than this
+HTTP_SHUTDOWN_S = (
+    5  # uvicorn takes whole seconds (an int); open keep-alive connections do not hold the exit longer than this
+)
 
 # uvicorn has no deadline for receiving a request, and every byte resets its keep-alive
 # timer: a client sending one header line every few seconds held a connection for as long
@@ -162,12 +164,18 @@ class _GuardedH11Protocol(H11Protocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._stalled: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    # Narrowed to Transport as uvicorn's H11Protocol narrows it: a stream server hands its protocols a Transport.
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # see above
         super().connection_made(transport)
         if len(self.connections) > self.max_connections and not self._evict_oldest():
             # Every other connection has a request in progress: nothing to make room with.
-            _throttled(self.throttle, logging.WARNING, "http.connection_refused",
-                       reason="connection limit reached", limit=self.max_connections)
+            _throttled(
+                self.throttle,
+                logging.WARNING,
+                "http.connection_refused",
+                reason="connection limit reached",
+                limit=self.max_connections,
+            )
             transport.close()
             return
         self._arm()
@@ -236,9 +244,13 @@ class _GuardedH11Protocol(H11Protocol):
             return False
         victim._disarm()
         victim.transport.close()
-        _throttled(self.throttle, logging.WARNING, "http.connection_evicted",
-                   reason="connection limit reached: the oldest connection waiting for a request was closed",
-                   limit=self.max_connections)
+        _throttled(
+            self.throttle,
+            logging.WARNING,
+            "http.connection_evicted",
+            reason="connection limit reached: the oldest connection waiting for a request was closed",
+            limit=self.max_connections,
+        )
         return True
 
 
@@ -286,13 +298,27 @@ def http_server(
 ) -> uvicorn.Server:
     """The uvicorn server of `serve` for `app`; run it with `.run(sockets=[a listening socket])`."""
     limit = connection_limit() if max_connections is None else max_connections
-    protocol = type("GuardedH11Protocol", (_GuardedH11Protocol,), {
-        "request_timeout_s": request_timeout_s, "send_timeout_s": send_timeout_s, "max_connections": limit,
-        "throttle": Throttle(), "waiting": {},
-    })
+    protocol = type(
+        "GuardedH11Protocol",
+        (_GuardedH11Protocol,),
+        {
+            "request_timeout_s": request_timeout_s,
+            "send_timeout_s": send_timeout_s,
+            "max_connections": limit,
+            "throttle": Throttle(),
+            "waiting": {},
+        },
+    )
     config = uvicorn.Config(
-        app, http=protocol, log_config=None, access_log=False, lifespan="off", server_header=False,
-        timeout_graceful_shutdown=HTTP_SHUTDOWN_S, timeout_keep_alive=KEEP_ALIVE_S, backlog=LISTEN_BACKLOG,
+        app,
+        http=protocol,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+        timeout_graceful_shutdown=HTTP_SHUTDOWN_S,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        backlog=LISTEN_BACKLOG,
         # uvicorn answers 503 from this many connections or requests in flight. The protocol
         # keeps connections at `limit`, so this is the backstop for requests in flight.
         limit_concurrency=limit + 1,
@@ -387,7 +413,7 @@ def _zombie_children() -> set[tuple[int, int]]:
                     text = handle.read()
             except OSError:
                 continue
-            fields = text[text.rindex(b")") + 2:].split()
+            fields = text[text.rindex(b")") + 2 :].split()
             if fields[0] == b"Z" and int(fields[1]) == me:
                 zombies.add((pid, int(fields[19])))
     return zombies
@@ -404,7 +430,7 @@ def _waited_for_by_their_creator() -> set[int]:
     }
     for _ in range(5):
         try:  # a set other threads change: copied again should it change meanwhile
-            pids.update(process.pid for process in list(multiprocessing.process._children))  # type: ignore[attr-defined]
+            pids.update(process.pid for process in list(multiprocessing.process._children))  # type: ignore[attr-defined]  # CPython's private set of live children; typeshed leaves it out
             break
         except RuntimeError:
             continue
@@ -441,8 +467,13 @@ class _Service:
                 self.reaper.start()
             host, port = self.sock.getsockname()[:2]
             log.info(
-                "service.started", host=host, port=port, every_s=config.schedule.every, cron=config.schedule.cron,
-                triggers_enabled=bool(config.server.token), feeds_dir=str(config.feeds.dir),
+                "service.started",
+                host=host,
+                port=port,
+                every_s=config.schedule.every,
+                cron=config.schedule.cron,
+                triggers_enabled=bool(config.server.token),
+                feeds_dir=str(config.feeds.dir),
             )
             self.server.run(sockets=[self.sock])
         finally:
@@ -501,8 +532,12 @@ class _Service:
             self.scheduler.reschedule(new.schedule)
             if (new.server.host, new.server.port) != (old.server.host, old.server.port):
                 log.warning("config.restart_needed", keys=["server.host", "server.port"])
-            log.info("config.reloaded", every_s=new.schedule.every, cron=new.schedule.cron,
-                     triggers_enabled=bool(new.server.token))
+            log.info(
+                "config.reloaded",
+                every_s=new.schedule.every,
+                cron=new.schedule.cron,
+                triggers_enabled=bool(new.server.token),
+            )
 
 
 def serve(config: Config) -> int:

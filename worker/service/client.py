@@ -13,7 +13,6 @@ from worker.service import FINISHED
 __all__ = ["TriggerError", "request_run", "server_url", "wait_for_run"]
 
 
-
 class TriggerError(Exception):
     """The run could not be requested or followed; the message is one line for a person."""
 
@@ -42,13 +41,12 @@ def request_run(config: Config, *, timeout_s: float = 10.0) -> dict[str, Any]:
         except httpx.TransportError as exc:
             raise TriggerError(f"cannot reach feedworker serve at {base}: {_reason(exc)}") from None
     if response.status_code == 202:
-        return response.json()
+        accepted: dict[str, Any] = response.json()  # the server's run document (a JSON object)
+        return accepted
     raise TriggerError(_refusal(base, response))
 
 
-def wait_for_run(
-    config: Config, run_id: str, *, poll_s: float = 0.5, timeout_s: float | None = None
-) -> dict[str, Any]:
+def wait_for_run(config: Config, run_id: str, *, poll_s: float = 0.5, timeout_s: float | None = None) -> dict[str, Any]:
     """Poll GET /runs/<id> until that run has finished; returns its status document."""
     base = server_url(config)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -62,7 +60,7 @@ def wait_for_run(
                 raise TriggerError(f"the server does not know run {run_id} any more (was it restarted?)")
             if response.status_code != 200:
                 raise TriggerError(_refusal(base, response))
-            document = response.json()
+            document: dict[str, Any] = response.json()  # the server's run document (a JSON object)
             if document.get("status") in FINISHED:
                 return document
             if deadline is not None and time.monotonic() >= deadline:
@@ -72,9 +70,7 @@ def wait_for_run(
 
 def _client(base: str, token: str, timeout_s: float) -> httpx.Client:
     # trust_env=False: a proxy from the environment must not carry the token elsewhere.
-    return httpx.Client(
-        base_url=base, timeout=timeout_s, trust_env=False, headers={"Authorization": f"Bearer {token}"}
-    )
+    return httpx.Client(base_url=base, timeout=timeout_s, trust_env=False, headers={"Authorization": f"Bearer {token}"})
 
 
 def _refusal(base: str, response: httpx.Response) -> str:

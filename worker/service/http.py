@@ -17,11 +17,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import sqlalchemy as sa
 import structlog
+from sqlalchemy.engine import Connection, Engine
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -52,6 +53,7 @@ __all__ = [
 ]
 
 log = structlog.get_logger("worker.service")
+_T = TypeVar("_T")
 
 # The documents feedworker writes, and the only files /feeds/ serves: anything else an operator
 # or another program leaves in the folder (a database, a config, a temporary file) is 404.
@@ -223,8 +225,11 @@ def _trigger(request: Request, runner: Runner, metrics: ServiceMetrics) -> Respo
     if not _bearer_matches(request.headers.get("authorization"), token):
         metrics.triggers.labels("unauthorized").inc()
         log.warning("trigger.refused", reason="missing or wrong bearer token", client=client)
-        return _json({"error": "a valid Authorization: Bearer token is required"}, 401,
-                     {"WWW-Authenticate": 'Bearer realm="feedworker"'})
+        return _json(
+            {"error": "a valid Authorization: Bearer token is required"},
+            401,
+            {"WWW-Authenticate": 'Bearer realm="feedworker"'},
+        )
     try:
         run, joined = runner.request("http")
     except RunnerStopped:
@@ -308,11 +313,13 @@ def merge_sources(live: list[dict[str, Any]], report: dict[str, Any] | None) -> 
     for entry in live:
         last = seen.get(entry["path"], {})
         files = last.get("files")
-        merged.append({
-            **entry,
-            "files": files if isinstance(files, int) else None,
-            "last_run_state": last.get("state") if isinstance(last.get("state"), str) else None,
-        })
+        merged.append(
+            {
+                **entry,
+                "files": files if isinstance(files, int) else None,
+                "last_run_state": last.get("state") if isinstance(last.get("state"), str) else None,
+            }
+        )
     return merged
 
 
@@ -358,11 +365,10 @@ def _store_run_id(text: str) -> int | None:
     return value if 1 <= value <= MAX_RUN_ID else None
 
 
-def _stored_run(run_id: int, conn: Any) -> dict[str, Any] | None:
-    from worker.store.schema import Run
+def _stored_run(run_id: int, conn: Connection) -> dict[str, Any] | None:
+    from worker.store.schema import RUN
 
-    table = Run.__table__
-    row = conn.execute(sa.select(table.c.status, table.c.report_json).where(table.c.id == run_id)).first()
+    row = conn.execute(sa.select(RUN.c.status, RUN.c.report_json).where(RUN.c.id == run_id)).first()
     if row is None:
         return None
     report = orjson.loads(row.report_json) if row.report_json else None
@@ -376,10 +382,10 @@ class StoreReader:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._engine: Any = None
+        self._engine: Engine | None = None
         self._url: str | None = None
 
-    def read(self, config: Config, read: Callable[[Any], Any]) -> Any:
+    def read(self, config: Config, read: Callable[[Connection], _T]) -> _T | None:
         """`read(connection)`; None when there is no store yet or it cannot be read (logged)."""
         from worker.store.db import check_schema
         from worker.store.errors import StoreError
@@ -400,7 +406,7 @@ class StoreReader:
             log.warning("request.store_unreadable", reason=" ".join(str(exc).split())[:300])
             return None
 
-    def _engine_for(self, config: Config) -> Any:
+    def _engine_for(self, config: Config) -> Engine:
         from worker.store.db import connect
 
         with self._lock:
@@ -620,8 +626,8 @@ def _not_modified(headers: Any, etag: str, last_modified: int | None) -> bool:
     """RFC 9110 13.1.2-13.2.2: If-None-Match, when present, decides by a weak comparison with
     `etag` (`*` and lists included); else If-Modified-Since, compared as a date (a later one
     too), with `last_modified`, None while no date is sent for this version."""
-    if_none_match = ", ".join(headers.getlist("if-none-match")) if hasattr(headers, "getlist") else (
-        headers.get("if-none-match")
+    if_none_match = (
+        ", ".join(headers.getlist("if-none-match")) if hasattr(headers, "getlist") else (headers.get("if-none-match"))
     )
     if if_none_match:
         return _etag_matches(if_none_match, etag)

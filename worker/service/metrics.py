@@ -26,8 +26,10 @@ class ServiceMetrics:
             "feedworker_runs", "Cycles run by this server, by outcome.", ["outcome"], registry=self.registry
         )
         self.duration = Histogram(
-            "feedworker_run_duration_seconds", "Duration of the cycles run by this server.",
-            buckets=_DURATION_BUCKETS, registry=self.registry,
+            "feedworker_run_duration_seconds",
+            "Duration of the cycles run by this server.",
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
         )
         self.files = Gauge("feedworker_files", "Files of the last run, by state.", ["state"], registry=self.registry)
         self.articles = Gauge("feedworker_articles", "Stored articles (removed ones excluded).", registry=self.registry)
@@ -35,18 +37,23 @@ class ServiceMetrics:
             "feedworker_articles_published", "Stored articles that are in the feeds.", registry=self.registry
         )
         self.last_success = Gauge(
-            "feedworker_last_success_timestamp_seconds", "Unix time the last successful run finished (0: none yet).",
+            "feedworker_last_success_timestamp_seconds",
+            "Unix time the last successful run finished (0: none yet).",
             registry=self.registry,
         )
         self.triggers = Counter(
             "feedworker_triggers", "POST /runs requests, by result.", ["result"], registry=self.registry
         )
         self.source_up = Gauge(
-            "feedworker_source_up", "1 while the source folder is there and readable (checked at each scrape), else 0.",
-            ["source"], registry=self.registry,
+            "feedworker_source_up",
+            "1 while the source folder is there and readable (checked at each scrape), else 0.",
+            ["source"],
+            registry=self.registry,
         )
         self.source_files = Gauge(
-            "feedworker_source_files", "Files seen under the source folder by the last run.", ["source"],
+            "feedworker_source_files",
+            "Files seen under the source folder by the last run.",
+            ["source"],
             registry=self.registry,
         )
         self._sources_lock = threading.Lock()

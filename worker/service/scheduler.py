@@ -242,8 +242,13 @@ class Runner:
         if self._metrics is not None:
             self._metrics.observe_run(request.report, request.finished_at)
         event = bound.info if request.status == "ok" else bound.error
-        event("run.completed", status=request.status, run_id=report.run_id, reason=report.message,
-              duration_s=report.duration_s)
+        event(
+            "run.completed",
+            status=request.status,
+            run_id=report.run_id,
+            reason=report.message,
+            duration_s=report.duration_s,
+        )
 
 
 class ServiceScheduler:
@@ -261,8 +266,12 @@ class ServiceScheduler:
     def start(self, schedule: ScheduleConfig) -> None:
         """Start with a run right now, then on the schedule."""
         self._scheduler.add_job(
-            self._fire, trigger=build_trigger(schedule), id=JOB_ID, name="feedworker cycle",
-            next_run_time=datetime.now(UTC), replace_existing=True,
+            self._fire,
+            trigger=build_trigger(schedule),
+            id=JOB_ID,
+            name="feedworker cycle",
+            next_run_time=datetime.now(UTC),
+            replace_existing=True,
         )
         self._scheduler.start()
 
@@ -292,8 +301,13 @@ def build_trigger(schedule: ScheduleConfig) -> BaseTrigger:
     if schedule.cron:
         minute, hour, day, month, weekday = schedule.cron.split()
         return CronTrigger(
-            minute=minute, hour=hour, day=day, month=month, day_of_week=cron_weekdays(weekday),
-            timezone=UTC, jitter=jitter,
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=cron_weekdays(weekday),
+            timezone=UTC,
+            jitter=jitter,
         )
     if schedule.every is None:
         raise ValueError("schedule: set either every or cron")

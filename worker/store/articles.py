@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +10,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from worker.model import Ingested, KnownFile
+from worker.model import Article, Ingested, KnownFile
 from worker.store import files as file_store
 from worker.store import keys
 from worker.store import meta as meta_store
@@ -18,31 +18,26 @@ from worker.store import orphans as orphan_store
 from worker.store import topics as topic_store
 from worker.store.db import bulk_insert, in_chunks
 from worker.store.schema import (
-    Article,
-    ArticleContent,
-    ArticleImage,
-    ArticleTopic,
-    Meta,
-    OrphanCandidate,
-    RelatedItem,
-    SourceFile,
+    ARTICLE,
+    ARTICLE_CONTENT,
+    ARTICLE_IMAGE,
+    ARTICLE_TOPIC,
+    META,
+    ORPHAN_CANDIDATE,
+    RELATED_ITEM,
+    SOURCE_FILE,
 )
 from worker.topics import topic_key
 
 __all__ = ["article_counts", "link_view", "remove_orphans", "take_view_changes", "write_batch"]
 
-A = Article.__table__
-C = ArticleContent.__table__
-F = SourceFile.__table__
-AT = ArticleTopic.__table__
-AI = ArticleImage.__table__
-R = RelatedItem.__table__
-M = Meta.__table__
-O = OrphanCandidate.__table__
-
 
 def write_batch(
-    conn: Connection, items: Sequence[Ingested], known: dict[str, KnownFile], topics: topic_store.TopicRegistry, now: datetime
+    conn: Connection,
+    items: Sequence[Ingested],
+    known: dict[str, KnownFile],
+    topics: topic_store.TopicRegistry,
+    now: datetime,
 ) -> None:
     """Store one batch of read files in the caller's transaction. A URL a file no longer carries
     becomes an orphan candidate in the same transaction (see remove_orphans)."""
@@ -63,7 +58,7 @@ def write_batch(
         topic_store.mark_all_dirty(conn)
 
 
-def link_view(fields: Any) -> tuple[Any, ...] | None:
+def link_view(fields: Mapping[str, Any]) -> tuple[Any, ...] | None:
     """What another entry shows of this article (a row or a row's mapping): as its related
     link, its title and provider, and its date (reverse links are newest first); nothing at
     all (None) of a draft or a removed article."""
@@ -87,7 +82,7 @@ def take_view_changes(conn: Connection) -> set[int]:
     """The articles whose link views changed since the last call (see link_view); forgets them."""
     noted = meta_store.meta_values(conn, keys.RELATED_VIEW_CHANGED)
     for chunk in in_chunks(sorted(noted)):
-        conn.execute(sa.delete(M).where(M.c.key.in_(chunk)))
+        conn.execute(sa.delete(META).where(META.c.key.in_(chunk)))
     return {article_id for value in noted.values() for article_id in orjson.loads(value)}
 
 
@@ -97,10 +92,20 @@ def _write_articles(
     """Insert or update the articles; returns the ids of those in a feed before or after (a
     draft that stays one is in none), and of those whose link view changed."""
     existing: dict[str, Any] = {}
-    columns = (A.c.id, A.c.url, A.c.first_seen, A.c.content_hash, A.c.removed, A.c.is_published, A.c.title,
-               A.c.provider_name, A.c.provider_domain, A.c.published_at)
+    columns = (
+        ARTICLE.c.id,
+        ARTICLE.c.url,
+        ARTICLE.c.first_seen,
+        ARTICLE.c.content_hash,
+        ARTICLE.c.removed,
+        ARTICLE.c.is_published,
+        ARTICLE.c.title,
+        ARTICLE.c.provider_name,
+        ARTICLE.c.provider_domain,
+        ARTICLE.c.published_at,
+    )
     for chunk in in_chunks(list(by_url)):
-        query = sa.select(*columns).where(A.c.url.in_(chunk))
+        query = sa.select(*columns).where(ARTICLE.c.url.in_(chunk))
         existing.update((row.url, row) for row in conn.execute(query))
     inserts, updates = [], []
     view_changed: list[int] = []
@@ -119,12 +124,15 @@ def _write_articles(
                 view_changed.append(old.id)
             if not old.removed and old.is_published:
                 was_shown.append(old.id)
-    bulk_insert(conn, A, inserts)
+    bulk_insert(conn, ARTICLE, inserts)
     if updates:
-        conn.execute(sa.update(A).where(A.c.id == sa.bindparam("b_id")), updates)
+        conn.execute(sa.update(ARTICLE).where(ARTICLE.c.id == sa.bindparam("b_id")), updates)
     ids = {row["url"]: row["b_id"] for row in updates}
     for chunk in in_chunks([row["url"] for row in inserts]):
-        ids.update((row.url, row.id) for row in conn.execute(sa.select(A.c.url, A.c.id).where(A.c.url.in_(chunk))))
+        ids.update(
+            (row.url, row.id)
+            for row in conn.execute(sa.select(ARTICLE.c.url, ARTICLE.c.id).where(ARTICLE.c.url.in_(chunk)))
+        )
     if not ids:
         return [], []
     in_feeds = set(was_shown)
@@ -132,23 +140,28 @@ def _write_articles(
     view_changed.extend(ids[row["url"]] for row in inserts if link_view(row) is not None)
     if updates:
         conn.execute(
-            sa.update(C).where(C.c.article_id == sa.bindparam("b_id")),
+            sa.update(ARTICLE_CONTENT).where(ARTICLE_CONTENT.c.article_id == sa.bindparam("b_id")),
             [_content_row(by_url[row["url"]]) | {"b_id": row["b_id"]} for row in updates],
         )
-    bulk_insert(conn, C, [_content_row(by_url[row["url"]]) | {"article_id": ids[row["url"]]} for row in inserts])
+    bulk_insert(
+        conn, ARTICLE_CONTENT, [_content_row(by_url[row["url"]]) | {"article_id": ids[row["url"]]} for row in inserts]
+    )
     updated_ids = [row["b_id"] for row in updates]
     dirty_topic_ids: set[int] = set()
     for chunk in in_chunks(was_shown):
-        dirty_topic_ids.update(conn.execute(sa.select(AT.c.topic_id).where(AT.c.article_id.in_(chunk))).scalars())
+        dirty_topic_ids.update(
+            conn.execute(sa.select(ARTICLE_TOPIC.c.topic_id).where(ARTICLE_TOPIC.c.article_id.in_(chunk))).scalars()
+        )
     for chunk in in_chunks(updated_ids):
-        for table in (AT, AI, R):
+        for table in (ARTICLE_TOPIC, ARTICLE_IMAGE, RELATED_ITEM):
             conn.execute(sa.delete(table).where(table.c.article_id.in_(chunk)))
-    topic_ids = topics.ids(conn, (name for url in ids for name in by_url[url].article.topics), now)  # type: ignore[union-attr]
-    links, images, related = [], [], []
+    topic_ids = topics.ids(conn, (name for url in ids for name in _article_of(by_url[url]).topics), now)
+    links: list[dict[str, Any]] = []
+    images: list[dict[str, Any]] = []
+    related: list[dict[str, Any]] = []
     for url, article_id in ids.items():
         item = by_url[url]
-        article = item.article
-        assert article is not None
+        article = _article_of(item)
         for topic_id in dict.fromkeys(topic_ids[topic_key(name)] for name in article.topics):
             links.append({"article_id": article_id, "topic_id": topic_id})
             if article.is_published:
@@ -161,15 +174,21 @@ def _write_articles(
             {"article_id": article_id, "position": n, "url": link, "wants_page": wants, "shows_page": shows}
             for n, (link, wants, shows) in enumerate(item.related_links)
         )
-    for table, rows in ((AT, links), (AI, images), (R, related)):
+    for table, rows in ((ARTICLE_TOPIC, links), (ARTICLE_IMAGE, images), (RELATED_ITEM, related)):
         bulk_insert(conn, table, rows)
     topic_store.mark_topics_dirty(conn, dirty_topic_ids)
     return sorted(in_feeds), view_changed
 
 
+def _article_of(item: Ingested) -> Article:
+    """The article of a file read as one (the callers hold no quarantined file)."""
+    if item.article is None:
+        raise ValueError(f"{item.path}: read as no article ({item.error})")
+    return item.article
+
+
 def _article_row(item: Ingested, now: datetime, first_seen: datetime) -> dict[str, Any]:
-    article = item.article
-    assert article is not None
+    article = _article_of(item)
     return {
         "url": article.url,
         "web_url": article.web_url,
@@ -193,8 +212,7 @@ def _article_row(item: Ingested, now: datetime, first_seen: datetime) -> dict[st
 
 
 def _content_row(item: Ingested) -> dict[str, Any]:
-    article = item.article
-    assert article is not None
+    article = _article_of(item)
     return {
         "body": article.body,
         "extra_json": item.extra_json,
@@ -208,21 +226,27 @@ def remove_orphans(conn: Connection, now: datetime) -> list[str]:
     removed: list[str] = []
     urls = orphan_store.orphan_candidates(conn)
     for chunk in in_chunks(urls):
-        conn.execute(sa.delete(O).where(O.c.url.in_(chunk)))
-        carried = set(conn.execute(sa.select(F.c.article_url).where(F.c.article_url.in_(chunk))).scalars())
+        conn.execute(sa.delete(ORPHAN_CANDIDATE).where(ORPHAN_CANDIDATE.c.url.in_(chunk)))
+        carried = set(
+            conn.execute(sa.select(SOURCE_FILE.c.article_url).where(SOURCE_FILE.c.article_url.in_(chunk))).scalars()
+        )
         gone = [url for url in chunk if url not in carried]
         if not gone:
             continue
-        query = sa.select(A.c.id, A.c.url, A.c.is_published).where(A.c.url.in_(gone), A.c.removed.is_(False))
+        query = sa.select(ARTICLE.c.id, ARTICLE.c.url, ARTICLE.c.is_published).where(
+            ARTICLE.c.url.in_(gone), ARTICLE.c.removed.is_(False)
+        )
         rows = conn.execute(query).all()
         if not rows:
             continue
         ids = [row.id for row in rows]
-        conn.execute(sa.update(A).where(A.c.id.in_(ids)).values(removed=True, updated_at=now))
+        conn.execute(sa.update(ARTICLE).where(ARTICLE.c.id.in_(ids)).values(removed=True, updated_at=now))
         shown = [row.id for row in rows if row.is_published]  # a draft was in no feed, and shown nowhere
         _note_view_changes(conn, shown)
         if shown:
-            topic_ids = set(conn.execute(sa.select(AT.c.topic_id).where(AT.c.article_id.in_(shown))).scalars())
+            topic_ids = set(
+                conn.execute(sa.select(ARTICLE_TOPIC.c.topic_id).where(ARTICLE_TOPIC.c.article_id.in_(shown))).scalars()
+            )
             topic_store.mark_topics_dirty(conn, topic_ids)
             topic_store.mark_all_dirty(conn)
         removed.extend(row.url for row in rows)
@@ -230,6 +254,8 @@ def remove_orphans(conn: Connection, now: datetime) -> list[str]:
 
 
 def article_counts(conn: Connection) -> dict[str, int]:
-    published = sa.func.coalesce(sa.func.sum(sa.case((A.c.is_published.is_(True), 1), else_=0)), 0)
-    total, published_count = conn.execute(sa.select(sa.func.count(), published).where(A.c.removed.is_(False))).one()
+    published = sa.func.coalesce(sa.func.sum(sa.case((ARTICLE.c.is_published.is_(True), 1), else_=0)), 0)
+    total, published_count = conn.execute(
+        sa.select(sa.func.count(), published).where(ARTICLE.c.removed.is_(False))
+    ).one()
     return {"total": total, "published": published_count}

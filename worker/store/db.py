@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from worker.store import sqlite
 from worker.store.errors import StoreError, describe
 from worker.store.lock import cycle_lock
-from worker.store.schema import UTCDateTime, metadata
+from worker.store.schema import META, UTCDateTime, metadata
 from worker.store.version import SCHEMA_REVISION, SCHEMA_VERSION, version_of
 
 __all__ = [
@@ -47,7 +47,6 @@ BUSY_TIMEOUT_S = 30.0
 # Keeps every `IN (...)` list and multi-row statement well under SQLite's variable limit.
 CHUNK = 500
 VERSION_TABLE = "alembic_version"
-_META = metadata.tables["meta"]
 
 
 def connect(url: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S, readonly: bool = False) -> Engine:
@@ -85,9 +84,9 @@ def stored_revision(conn: Connection) -> str | None:
     if inspector.has_table(VERSION_TABLE):
         found = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
         revision = str(found) if found is not None else None
-    if not inspector.has_table(_META.name):
+    if not inspector.has_table(META.name):
         return revision
-    stored = conn.execute(sa.select(_META.c.value).where(_META.c.key == "schema_version")).scalar()
+    stored = conn.execute(sa.select(META.c.value).where(META.c.key == "schema_version")).scalar()
     if stored is None or not stored.isdigit():
         return revision
     numbered = _LEGACY_REVISIONS.get(int(stored), f"{int(stored):04d}")
@@ -233,10 +232,10 @@ def _upgrade(conn: Connection, revision: str | None) -> None:
 
 def _record_version(conn: Connection) -> None:
     """`meta.schema_version` = SCHEMA_VERSION, for readers that look with sqlite3 alone."""
-    where = _META.c.key == "schema_version"
-    updated = conn.execute(sa.update(_META).where(where).values(value=str(SCHEMA_VERSION)))
+    where = META.c.key == "schema_version"
+    updated = conn.execute(sa.update(META).where(where).values(value=str(SCHEMA_VERSION)))
     if not updated.rowcount:
-        conn.execute(sa.insert(_META).values(key="schema_version", value=str(SCHEMA_VERSION)))
+        conn.execute(sa.insert(META).values(key="schema_version", value=str(SCHEMA_VERSION)))
 
 
 def alembic_config(conn: Connection | None = None) -> Any:
@@ -313,7 +312,8 @@ def _insert_plan(dialect: sa.Dialect, table: sa.Table, keys: tuple[str, ...]) ->
     plan = _PLANS.get(cache_key)
     if plan is None:
         compiled = sa.insert(table).compile(dialect=dialect, column_keys=list(keys))
-        order = tuple(compiled.positiontup) if compiled.positional else keys  # type: ignore[arg-type]
+        positions = compiled.positiontup
+        order = tuple(positions) if compiled.positional and positions is not None else keys
         processors = [_bind_processor(table.c[key].type, dialect) for key in order]
         plan = _PLANS[cache_key] = (str(compiled), order, processors)
     return plan

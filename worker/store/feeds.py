@@ -12,15 +12,9 @@ from sqlalchemy.engine import Connection
 from worker import model
 from worker.model import StoredEntry
 from worker.store.db import in_chunks
-from worker.store.schema import Article, ArticleContent, ArticleImage, ArticleTopic, Topic
+from worker.store.schema import ARTICLE, ARTICLE_CONTENT, ARTICLE_IMAGE, ARTICLE_TOPIC, TOPIC
 
 __all__ = ["articles_by_ids", "feed_window"]
-
-A = Article.__table__
-C = ArticleContent.__table__
-T = Topic.__table__
-AT = ArticleTopic.__table__
-AI = ArticleImage.__table__
 
 
 def _stored_items(related_json: str | None) -> tuple[model.RelatedItem, ...]:
@@ -29,10 +23,14 @@ def _stored_items(related_json: str | None) -> tuple[model.RelatedItem, ...]:
 
 def feed_window(conn: Connection, topic_id: int | None, limit: int) -> list[tuple[int, datetime]]:
     """(id, updated_at) of the entries of a topic's feed, or of the all feed (`topic_id` None), newest first."""
-    query = sa.select(A.c.id, A.c.updated_at).where(A.c.is_published.is_(True), A.c.removed.is_(False))
+    query = sa.select(ARTICLE.c.id, ARTICLE.c.updated_at).where(
+        ARTICLE.c.is_published.is_(True), ARTICLE.c.removed.is_(False)
+    )
     if topic_id is not None:
-        query = query.select_from(A.join(AT, AT.c.article_id == A.c.id)).where(AT.c.topic_id == topic_id)
-    query = query.order_by(A.c.published_at.desc(), A.c.id.desc()).limit(limit)
+        query = query.select_from(ARTICLE.join(ARTICLE_TOPIC, ARTICLE_TOPIC.c.article_id == ARTICLE.c.id)).where(
+            ARTICLE_TOPIC.c.topic_id == topic_id
+        )
+    query = query.order_by(ARTICLE.c.published_at.desc(), ARTICLE.c.id.desc()).limit(limit)
     return [(row.id, row.updated_at) for row in conn.execute(query)]
 
 
@@ -40,20 +38,26 @@ def articles_by_ids(conn: Connection, ids: Sequence[int]) -> dict[int, StoredEnt
     """Articles with their topics, lead image and related items: three queries per chunk."""
     result: dict[int, StoredEntry] = {}
     for chunk in in_chunks(list(ids)):
-        query = sa.select(A, C.c.body, C.c.related_json).join(C, C.c.article_id == A.c.id).where(A.c.id.in_(chunk))
+        query = (
+            sa.select(ARTICLE, ARTICLE_CONTENT.c.body, ARTICLE_CONTENT.c.related_json)
+            .join(ARTICLE_CONTENT, ARTICLE_CONTENT.c.article_id == ARTICLE.c.id)
+            .where(ARTICLE.c.id.in_(chunk))
+        )
         articles = {row.id: row for row in conn.execute(query)}
         names: dict[int, list[str]] = {}
         query = (
-            sa.select(AT.c.article_id, T.c.name)
-            .select_from(AT.join(T, T.c.id == AT.c.topic_id))
-            .where(AT.c.article_id.in_(chunk))
-            .order_by(AT.c.article_id, T.c.key)
+            sa.select(ARTICLE_TOPIC.c.article_id, TOPIC.c.name)
+            .select_from(ARTICLE_TOPIC.join(TOPIC, TOPIC.c.id == ARTICLE_TOPIC.c.topic_id))
+            .where(ARTICLE_TOPIC.c.article_id.in_(chunk))
+            .order_by(ARTICLE_TOPIC.c.article_id, TOPIC.c.key)
         )
         for row in conn.execute(query):
             names.setdefault(row.article_id, []).append(row.name)
         images = {
             row.article_id: row
-            for row in conn.execute(sa.select(AI).where(AI.c.article_id.in_(chunk), AI.c.position == 0))
+            for row in conn.execute(
+                sa.select(ARTICLE_IMAGE).where(ARTICLE_IMAGE.c.article_id.in_(chunk), ARTICLE_IMAGE.c.position == 0)
+            )
         }
         for article_id, article in articles.items():
             result[article_id] = StoredEntry(

@@ -11,22 +11,29 @@ from sqlalchemy.engine import Connection
 from worker.model import Ingested, KnownFile
 from worker.store import orphans as orphan_store
 from worker.store.db import bulk_insert, in_chunks
-from worker.store.schema import SourceFile
+from worker.store.schema import SOURCE_FILE
 
 __all__ = ["delete_files", "files_carrying", "known_files", "quarantined_files", "touch_files", "write_files"]
-
-F = SourceFile.__table__
 
 
 def known_files(conn: Connection, paths: Sequence[str] | None = None) -> dict[str, KnownFile]:
     """The last stat of every stored file, or of those of `paths`: read on every run, so as
     plain tuples, not ORM rows."""
-    query = sa.select(F.c.path, F.c.size, F.c.mtime_ns, F.c.hash, F.c.state, F.c.article_url)
+    query = sa.select(
+        SOURCE_FILE.c.path,
+        SOURCE_FILE.c.size,
+        SOURCE_FILE.c.mtime_ns,
+        SOURCE_FILE.c.hash,
+        SOURCE_FILE.c.state,
+        SOURCE_FILE.c.article_url,
+    )
     if paths is None:
         return {path: KnownFile(*rest) for path, *rest in conn.execute(query)}
     known: dict[str, KnownFile] = {}
     for chunk in in_chunks(sorted(set(paths))):
-        known.update((path, KnownFile(*rest)) for path, *rest in conn.execute(query.where(F.c.path.in_(chunk))))
+        known.update(
+            (path, KnownFile(*rest)) for path, *rest in conn.execute(query.where(SOURCE_FILE.c.path.in_(chunk)))
+        )
     return known
 
 
@@ -48,16 +55,16 @@ def write_files(conn: Connection, items: Sequence[Ingested], known: dict[str, Kn
             inserts.append({"path": item.path, "first_seen": now, **row})
         else:
             updates.append({"b_path": item.path, **row})
-    bulk_insert(conn, F, inserts)
+    bulk_insert(conn, SOURCE_FILE, inserts)
     if updates:
-        conn.execute(sa.update(F).where(F.c.path == sa.bindparam("b_path")), updates)
+        conn.execute(sa.update(SOURCE_FILE).where(SOURCE_FILE.c.path == sa.bindparam("b_path")), updates)
 
 
 def touch_files(conn: Connection, rows: Sequence[tuple[str, int, int]]) -> None:
     """Record the new (size, mtime) of files whose bytes turned out unchanged."""
     if rows:
         conn.execute(
-            sa.update(F).where(F.c.path == sa.bindparam("b_path")),
+            sa.update(SOURCE_FILE).where(SOURCE_FILE.c.path == sa.bindparam("b_path")),
             [{"b_path": path, "size": size, "mtime_ns": mtime_ns} for path, size, mtime_ns in rows],
         )
 
@@ -66,18 +73,22 @@ def delete_files(conn: Connection, paths: Sequence[str], known: dict[str, KnownF
     """Forget files that are gone; the URLs they carried become orphan candidates in the same
     transaction, so a run killed after this still takes their articles out of the feeds."""
     for chunk in in_chunks(list(paths)):
-        conn.execute(sa.delete(F).where(F.c.path.in_(chunk)))
-    orphan_store.add_orphan_candidates(conn, {known[path].article_url for path in paths if known[path].article_url})  # type: ignore[misc]
+        conn.execute(sa.delete(SOURCE_FILE).where(SOURCE_FILE.c.path.in_(chunk)))
+    orphan_store.add_orphan_candidates(conn, {url for path in paths if (url := known[path].article_url)})
 
 
 def files_carrying(conn: Connection, urls: Iterable[str]) -> list[str]:
     """Paths of the stored files that carry any of these article URLs."""
     paths: list[str] = []
     for chunk in in_chunks(sorted(urls)):
-        paths.extend(conn.execute(sa.select(F.c.path).where(F.c.article_url.in_(chunk))).scalars())
+        paths.extend(conn.execute(sa.select(SOURCE_FILE.c.path).where(SOURCE_FILE.c.article_url.in_(chunk))).scalars())
     return paths
 
 
 def quarantined_files(conn: Connection) -> list[dict[str, str]]:
-    query = sa.select(F.c.path, F.c.error).where(F.c.state == "quarantined").order_by(F.c.path)
+    query = (
+        sa.select(SOURCE_FILE.c.path, SOURCE_FILE.c.error)
+        .where(SOURCE_FILE.c.state == "quarantined")
+        .order_by(SOURCE_FILE.c.path)
+    )
     return [{"path": row.path, "message": row.error or ""} for row in conn.execute(query)]

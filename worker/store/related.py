@@ -5,26 +5,19 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from worker.model import LinkedArticle, PageInfo
 from worker.store import keys
-from worker.store.topics import mark_all_dirty
 from worker.store.articles import take_view_changes
 from worker.store.db import create_indexes, drop_indexes, in_chunks
-from worker.store.schema import Article, ArticleTopic, Meta, Page, RelatedEdge, RelatedItem, Topic
+from worker.store.schema import ARTICLE, ARTICLE_TOPIC, META, PAGE, RELATED_EDGE, RELATED_ITEM, TOPIC
+from worker.store.topics import mark_all_dirty
 
 __all__ = ["Changed", "Graph", "changed_articles", "load_graph", "propagate_changes", "touch_listing"]
-
-A = Article.__table__
-AT = ArticleTopic.__table__
-E = RelatedEdge.__table__
-M = Meta.__table__
-P = Page.__table__
-R = RelatedItem.__table__
-T = Topic.__table__
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +42,10 @@ class Graph:
 
 
 def _visible() -> sa.ColumnElement[bool]:
-    return sa.and_(A.c.removed.is_(False), A.c.is_published.is_(True))
+    return sa.and_(ARTICLE.c.removed.is_(False), ARTICLE.c.is_published.is_(True))
 
 
-def _linked(row: sa.Row) -> LinkedArticle:  # type: ignore[type-arg]
+def _linked(row: sa.Row[*tuple[Any, ...]]) -> LinkedArticle:
     return LinkedArticle(row.url, row.title, row.provider_name or row.provider_domain, row.published_at)
 
 
@@ -62,25 +55,31 @@ def load_graph(conn: Connection, entry_urls: Collection[str], item_urls: Collect
     One query of each kind per chunk of URLs, whatever the number of entries.
     """
     graph = Graph()
-    columns = (A.c.url, A.c.title, A.c.provider_name, A.c.provider_domain, A.c.published_at)
+    columns = (
+        ARTICLE.c.url,
+        ARTICLE.c.title,
+        ARTICLE.c.provider_name,
+        ARTICLE.c.provider_domain,
+        ARTICLE.c.published_at,
+    )
     for chunk in in_chunks(sorted(entry_urls)):
         query = (
-            sa.select(R.c.url.label("target"), *columns)
-            .select_from(R.join(A, A.c.id == R.c.article_id))
-            .where(R.c.url.in_(chunk), _visible())
+            sa.select(RELATED_ITEM.c.url.label("target"), *columns)
+            .select_from(RELATED_ITEM.join(ARTICLE, ARTICLE.c.id == RELATED_ITEM.c.article_id))
+            .where(RELATED_ITEM.c.url.in_(chunk), _visible())
         )
-        for row in conn.execute(query):
-            graph.linking.setdefault(row.target, []).append(_linked(row))
+        for link in conn.execute(query):
+            graph.linking.setdefault(link.target, []).append(_linked(link))
     items = sorted(item_urls)
     for chunk in in_chunks(items):
-        for row in conn.execute(sa.select(*columns).where(A.c.url.in_(chunk), _visible())):
-            graph.stored[row.url] = _linked(row)
+        for article in conn.execute(sa.select(*columns).where(ARTICLE.c.url.in_(chunk), _visible())):
+            graph.stored[article.url] = _linked(article)
     for chunk in in_chunks([url for url in items if url not in graph.stored]):
-        query = sa.select(P.c.url, P.c.title, P.c.site_name).where(
-            P.c.url.in_(chunk), sa.or_(P.c.title.is_not(None), P.c.site_name.is_not(None))
+        query = sa.select(PAGE.c.url, PAGE.c.title, PAGE.c.site_name).where(
+            PAGE.c.url.in_(chunk), sa.or_(PAGE.c.title.is_not(None), PAGE.c.site_name.is_not(None))
         )
-        for row in conn.execute(query):
-            graph.pages[row.url] = PageInfo(row.title, row.site_name)
+        for page in conn.execute(query):
+            graph.pages[page.url] = PageInfo(page.title, page.site_name)
     return graph
 
 
@@ -91,8 +90,8 @@ def changed_articles(conn: Connection, now: datetime) -> Changed:
     if since is None:
         condition: sa.ColumnElement[bool] = sa.true()
     else:
-        condition = sa.or_(A.c.updated_at == now, A.c.updated_at > since)
-    query = sa.select(A.c.id, A.c.url, _visible().label("visible")).where(condition).order_by(A.c.id)
+        condition = sa.or_(ARTICLE.c.updated_at == now, ARTICLE.c.updated_at > since)
+    query = sa.select(ARTICLE.c.id, ARTICLE.c.url, _visible().label("visible")).where(condition).order_by(ARTICLE.c.id)
     rows = conn.execute(query).all()
     _set_watermark(conn, now if since is None else max(since, now))
     ids, urls = [row.id for row in rows], [row.url for row in rows]
@@ -116,16 +115,18 @@ def propagate_changes(conn: Connection, changed: Changed, now: datetime) -> int:
     """
     if not changed.ids:
         return 0
-    target = A.alias("target")
+    target = ARTICLE.alias("target")
     if changed.everything:  # no neighbour outside the change: the whole graph in one statement
-        conn.execute(sa.delete(E))
+        conn.execute(sa.delete(RELATED_EDGE))
         # No DISTINCT: an article lists a URL once (the parser drops repeats) and a URL is one
         # article, so each pair comes once. The target index is built once, after.
-        edges = sa.select(R.c.article_id, target.c.id).select_from(R.join(target, target.c.url == R.c.url))
-        edges = edges.where(target.c.id != R.c.article_id)
-        drop_indexes(conn, [E])
-        conn.execute(sa.insert(E).from_select(["source_id", "target_id"], edges))
-        create_indexes(conn, [E])
+        edges = sa.select(RELATED_ITEM.c.article_id, target.c.id).select_from(
+            RELATED_ITEM.join(target, target.c.url == RELATED_ITEM.c.url)
+        )
+        edges = edges.where(target.c.id != RELATED_ITEM.c.article_id)
+        drop_indexes(conn, [RELATED_EDGE])
+        conn.execute(sa.insert(RELATED_EDGE).from_select(["source_id", "target_id"], edges))
+        create_indexes(conn, [RELATED_EDGE])
         return 0
     gone = set(changed.gone_urls)
     shown = {id_ for id_, url in zip(changed.ids, changed.urls, strict=True) if url not in gone}
@@ -134,13 +135,13 @@ def propagate_changes(conn: Connection, changed: Changed, now: datetime) -> int:
     for chunk in in_chunks(changed.ids):
         # Before the edges are rebuilt: what the changed articles linked to last time.
         before = _edges_from(conn, chunk)
-        conn.execute(sa.delete(E).where(E.c.source_id.in_(chunk)))
+        conn.execute(sa.delete(RELATED_EDGE).where(RELATED_EDGE.c.source_id.in_(chunk)))
         conn.execute(
-            sa.insert(E).from_select(
+            sa.insert(RELATED_EDGE).from_select(
                 ["source_id", "target_id"],
-                sa.select(R.c.article_id, target.c.id)
-                .select_from(R.join(target, target.c.url == R.c.url))
-                .where(R.c.article_id.in_(chunk), target.c.id != R.c.article_id)
+                sa.select(RELATED_ITEM.c.article_id, target.c.id)
+                .select_from(RELATED_ITEM.join(target, target.c.url == RELATED_ITEM.c.url))
+                .where(RELATED_ITEM.c.article_id.in_(chunk), target.c.id != RELATED_ITEM.c.article_id)
                 .distinct(),
             )
         )
@@ -150,30 +151,44 @@ def propagate_changes(conn: Connection, changed: Changed, now: datetime) -> int:
         neighbours.update(target_id for source_id, target_id in before ^ after if source_id in shown)
     for chunk in in_chunks(changed.urls):
         # Articles listing a changed one: their edge may be new (the changed one is new).
-        lister = R.c.article_id
-        listed = sa.select(lister, target.c.id).select_from(R.join(target, target.c.url == R.c.url))
-        listed = listed.where(R.c.url.in_(chunk), target.c.id != lister)
-        known = sa.select(E.c.source_id).where(E.c.source_id == lister, E.c.target_id == target.c.id)
-        conn.execute(sa.insert(E).from_select(["source_id", "target_id"], listed.where(~sa.exists(known)).distinct()))
+        lister = RELATED_ITEM.c.article_id
+        listed = sa.select(lister, target.c.id).select_from(
+            RELATED_ITEM.join(target, target.c.url == RELATED_ITEM.c.url)
+        )
+        listed = listed.where(RELATED_ITEM.c.url.in_(chunk), target.c.id != lister)
+        known = sa.select(RELATED_EDGE.c.source_id).where(
+            RELATED_EDGE.c.source_id == lister, RELATED_EDGE.c.target_id == target.c.id
+        )
+        conn.execute(
+            sa.insert(RELATED_EDGE).from_select(["source_id", "target_id"], listed.where(~sa.exists(known)).distinct())
+        )
     # Given items: the articles listing a changed view show it differently.
     moved_urls = [url for id_, url in zip(changed.ids, changed.urls, strict=True) if id_ in moved]
     for chunk in in_chunks(moved_urls):
-        neighbours.update(conn.execute(sa.select(R.c.article_id).where(R.c.url.in_(chunk)).distinct()).scalars())
+        neighbours.update(
+            conn.execute(sa.select(RELATED_ITEM.c.article_id).where(RELATED_ITEM.c.url.in_(chunk)).distinct()).scalars()
+        )
     neighbours.difference_update(changed.ids)
     return _touch(conn, sorted(neighbours), now)
 
 
 def _edges_from(conn: Connection, source_ids: list[int]) -> set[tuple[int, int]]:
-    query = sa.select(E.c.source_id, E.c.target_id).where(E.c.source_id.in_(source_ids))
+    query = sa.select(RELATED_EDGE.c.source_id, RELATED_EDGE.c.target_id).where(
+        RELATED_EDGE.c.source_id.in_(source_ids)
+    )
     return {(row.source_id, row.target_id) for row in conn.execute(query)}
 
 
 def touch_listing(conn: Connection, urls: Iterable[str], now: datetime) -> int:
     """Re-render the articles whose entries show these related pages' fetched metadata."""
-    shows_page = R.c.shows_page.is_(True)
+    shows_page = RELATED_ITEM.c.shows_page.is_(True)
     ids: set[int] = set()
     for chunk in in_chunks(sorted(urls)):
-        ids.update(conn.execute(sa.select(R.c.article_id).where(R.c.url.in_(chunk), shows_page).distinct()).scalars())
+        ids.update(
+            conn.execute(
+                sa.select(RELATED_ITEM.c.article_id).where(RELATED_ITEM.c.url.in_(chunk), shows_page).distinct()
+            ).scalars()
+        )
     return _touch(conn, sorted(ids), now)
 
 
@@ -181,21 +196,25 @@ def _touch(conn: Connection, article_ids: list[int], now: datetime) -> int:
     """Move the published articles' `updated_at` to now; mark their topics and the all feed dirty."""
     touched = 0
     for chunk in in_chunks(article_ids):
-        touched += conn.execute(sa.update(A).where(A.c.id.in_(chunk), _visible()).values(updated_at=now)).rowcount
-        topics = sa.select(AT.c.topic_id).select_from(AT.join(A, A.c.id == AT.c.article_id))
-        topics = topics.where(AT.c.article_id.in_(chunk), _visible())
-        conn.execute(sa.update(T).where(T.c.id.in_(topics)).values(dirty=True))
+        touched += conn.execute(
+            sa.update(ARTICLE).where(ARTICLE.c.id.in_(chunk), _visible()).values(updated_at=now)
+        ).rowcount
+        topics = sa.select(ARTICLE_TOPIC.c.topic_id).select_from(
+            ARTICLE_TOPIC.join(ARTICLE, ARTICLE.c.id == ARTICLE_TOPIC.c.article_id)
+        )
+        topics = topics.where(ARTICLE_TOPIC.c.article_id.in_(chunk), _visible())
+        conn.execute(sa.update(TOPIC).where(TOPIC.c.id.in_(topics)).values(dirty=True))
     if touched:
         mark_all_dirty(conn)
     return touched
 
 
 def _watermark(conn: Connection) -> datetime | None:
-    value = conn.execute(sa.select(M.c.value).where(M.c.key == keys.RELATED_PROPAGATED)).scalar()
+    value = conn.execute(sa.select(META.c.value).where(META.c.key == keys.RELATED_PROPAGATED)).scalar()
     return datetime.fromisoformat(value) if value else None
 
 
 def _set_watermark(conn: Connection, when: datetime) -> None:
     value = when.isoformat()
-    if conn.execute(sa.update(M).where(M.c.key == keys.RELATED_PROPAGATED).values(value=value)).rowcount == 0:
-        conn.execute(sa.insert(M).values(key=keys.RELATED_PROPAGATED, value=value))
+    if conn.execute(sa.update(META).where(META.c.key == keys.RELATED_PROPAGATED).values(value=value)).rowcount == 0:
+        conn.execute(sa.insert(META).values(key=keys.RELATED_PROPAGATED, value=value))

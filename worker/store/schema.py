@@ -16,6 +16,18 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "ARTICLE",
+    "ARTICLE_CONTENT",
+    "ARTICLE_IMAGE",
+    "ARTICLE_TOPIC",
+    "META",
+    "ORPHAN_CANDIDATE",
+    "PAGE",
+    "RELATED_EDGE",
+    "RELATED_ITEM",
+    "RUN",
+    "SOURCE_FILE",
+    "TOPIC",
     "Article",
     "ArticleContent",
     "ArticleImage",
@@ -214,3 +226,31 @@ class Run(SQLModel, table=True):
 
 # Every table above: what `db.migrate` brings a database to, and what `check_schema` expects.
 metadata = SQLModel.metadata
+
+
+def _table(model: type[SQLModel]) -> sa.Table:
+    """The Core table of a SQLModel table class, for the queries (SQLAlchemy Core, never the ORM).
+
+    SQLModel's metaclass sets `model.__table__` at runtime, where no type checker sees it; the
+    metadata holds that very `sa.Table` under the class's table name, typed. `__tablename__` is
+    declared `str | Callable[..., str]`, and is the name string on every mapped class.
+    """
+    name = model.__tablename__
+    if not isinstance(name, str):  # pragma: no cover - SQLModel resolves it when the class is mapped
+        raise TypeError(f"{model.__name__} has no table name")
+    return metadata.tables[name]
+
+
+# The tables as the store's modules query them, declared once.
+ARTICLE = _table(Article)
+ARTICLE_CONTENT = _table(ArticleContent)
+ARTICLE_IMAGE = _table(ArticleImage)
+ARTICLE_TOPIC = _table(ArticleTopic)
+META = _table(Meta)
+ORPHAN_CANDIDATE = _table(OrphanCandidate)
+PAGE = _table(Page)
+RELATED_EDGE = _table(RelatedEdge)
+RELATED_ITEM = _table(RelatedItem)
+RUN = _table(Run)
+SOURCE_FILE = _table(SourceFile)
+TOPIC = _table(Topic)

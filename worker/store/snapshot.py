@@ -44,10 +44,8 @@ _VISIBLE_SLUGS = """
         SELECT 1 FROM article_topic AS at JOIN article AS a ON a.id = at.article_id
         WHERE at.topic_id = t.id AND a.is_published = TRUE AND a.removed = FALSE)
 """
-_FILES = """
-    SELECT path, size, mtime_ns, CASE WHEN state = 'quarantined' THEN coalesce(error, '') END
-    FROM source_file
-"""
+_FILES = "SELECT path, size, mtime_ns FROM source_file"
+_QUARANTINED = "SELECT path, coalesce(error, '') FROM source_file WHERE state = 'quarantined' ORDER BY path"
 _ARTICLE_COUNTS = """
     SELECT count(*), coalesce(sum(CASE WHEN is_published = TRUE THEN 1 ELSE 0 END), 0)
     FROM article WHERE removed = FALSE
@@ -61,7 +59,7 @@ def read_snapshot(conn: Any) -> StoreSnapshot | None:
     if meta is None:
         return None
     if meta.get(keys.SCHEMA_VERSION) != str(SCHEMA_VERSION):
-        return StoreSnapshot(meta, False, None, False, False, frozenset(), frozenset(), {})
+        return StoreSnapshot(meta, False, None, False, False, frozenset(), frozenset(), {}, [])
     cursor = conn.cursor()
     try:
         last = cursor.execute("SELECT status FROM run ORDER BY id DESC LIMIT 1").fetchone()
@@ -69,10 +67,11 @@ def read_snapshot(conn: Any) -> StoreSnapshot | None:
         orphans = cursor.execute("SELECT 1 FROM orphan_candidate LIMIT 1").fetchone() is not None
         visible = frozenset(slug for (slug,) in cursor.execute(_VISIBLE_SLUGS))
         known = frozenset(slug for (slug,) in cursor.execute("SELECT slug FROM topic"))
-        files = {path: (size, mtime_ns, error) for path, size, mtime_ns, error in cursor.execute(_FILES)}
+        files = {path: (size, mtime_ns) for path, size, mtime_ns in cursor.execute(_FILES)}
+        quarantined = [{"path": path, "message": error} for path, error in cursor.execute(_QUARANTINED)]
     finally:
         cursor.close()
-    return StoreSnapshot(meta, True, last[0] if last else None, dirty, orphans, visible, known, files)
+    return StoreSnapshot(meta, True, last[0] if last else None, dirty, orphans, visible, known, files, quarantined)
 
 
 def _read_meta(conn: Any) -> dict[str, str] | None:

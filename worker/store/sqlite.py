@@ -128,10 +128,12 @@ def ddl_transaction(conn: Connection) -> Iterator[None]:
     transaction handling is off and BEGIN IMMEDIATE is explicit: all of it lands, or none.
     """
     dbapi_conn = conn.connection.driver_connection
-    previous = dbapi_conn.isolation_level  # type: ignore[union-attr]
+    if dbapi_conn is None:  # only once the connection has been invalidated
+        raise RuntimeError("the database connection is closed")
+    previous = dbapi_conn.isolation_level
     if conn.in_transaction():
         conn.commit()
-    dbapi_conn.isolation_level = None  # type: ignore[union-attr]
+    dbapi_conn.isolation_level = None
     try:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
         try:
@@ -141,7 +143,7 @@ def ddl_transaction(conn: Connection) -> Iterator[None]:
             raise
         conn.commit()
     finally:
-        dbapi_conn.isolation_level = previous  # type: ignore[union-attr]
+        dbapi_conn.isolation_level = previous
 
 
 def explain(text: str) -> str:

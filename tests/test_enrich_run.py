@@ -22,8 +22,8 @@ from tests.localserver import LocalServer
 from tests.nodns import fake_names
 from worker.config import EnrichConfig
 from worker.enrich.fetcher import FetchResult
-from worker.enrich.metadata import PageMetadata
 from worker.enrich.stage import fetch_budget, next_page_record
+from worker.model import PageMetadata
 
 OG_PAGE = b"""<html><head><title>Plain title</title>
 <meta property="og:title" content="Open Graph title"><meta property="og:site_name" content="Local Site">

@@ -7,10 +7,10 @@ import pytest
 from worker.enrich.metadata import (
     MAX_DESCRIPTION_CHARS,
     MAX_TITLE_CHARS,
-    PageMetadata,
     detect_encoding,
     extract_metadata,
 )
+from worker.model import PageMetadata
 
 BASE = "https://news.example.com/section/story.html"
 

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from tests.conftest import article_text
 from worker.ingest.frontmatter import parse_article
-from worker.model import Ingested, LinkedArticle, PageInfo, RelatedItem, RelatedLink
+from worker.model import Ingested, LinkedArticle, PageMetadata, RelatedItem, RelatedLink
 from worker.publish.links import related_links
 from worker.publish.sanitize import plain_text
 from worker.store import articles as article_store
@@ -85,8 +85,8 @@ def test_missing_titles_fall_back_to_fetched_metadata_then_the_host_name():
         given_item("https://markup.example/a", "<b></b>"),
     ]
     pages = {
-        "https://fetched.example/a": PageInfo("Fetched title", "Fetched Site"),
-        "https://given.example/a": PageInfo("Page title", "Page Site"),
+        "https://fetched.example/a": PageMetadata(title="Fetched title", site_name="Fetched Site"),
+        "https://given.example/a": PageMetadata(title="Page title", site_name="Page Site"),
     }
     links = related_links(OWN, given, [], {}, pages, clean=plain_text)
     assert links == (

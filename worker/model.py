@@ -26,7 +26,8 @@ __all__ = [
     "Ingested",
     "KnownFile",
     "LinkedArticle",
-    "PageInfo",
+    "PageMetadata",
+    "PageRecord",
     "RelatedItem",
     "RelatedLink",
     "Scan",
@@ -233,11 +234,35 @@ class LinkedArticle:
 
 
 @dataclass(frozen=True, slots=True)
-class PageInfo:
-    """What a fetched related page says about itself, as far as a link shows it."""
+class PageMetadata:
+    """What a related page says about itself (enrich.metadata reads it); any field may be missing."""
 
     title: str | None = None
+    description: str | None = None
+    image: str | None = None
+    canonical: str | None = None
     site_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PageRecord:
+    """A related page as the page cache keeps it (one row of the `page` table): its metadata,
+    the validators of its last fetch, and when it is due again."""
+
+    url: str
+    status: str  # the last fetch's outcome: "ok", "not_modified", or why it failed
+    next_fetch_at: datetime
+    http_status: int | None = None
+    fetched_at: datetime | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    title: str | None = None
+    description: str | None = None
+    image: str | None = None
+    canonical: str | None = None
+    site_name: str | None = None
+    failures: int = 0  # in a row; resets on success
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

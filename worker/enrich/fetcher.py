@@ -13,7 +13,8 @@ from typing import Literal
 
 import httpx
 
-from worker.enrich.metadata import PageMetadata, extract_metadata
+from worker.enrich.metadata import extract_metadata
+from worker.model import PageMetadata
 
 __all__ = [
     "FetchPolicy",

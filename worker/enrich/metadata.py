@@ -5,18 +5,17 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import lxml.html
 from lxml import etree
 
+from worker.model import PageMetadata
 from worker.text import XML_ILLEGAL
 
 __all__ = [
     "MAX_DESCRIPTION_CHARS",
     "MAX_TITLE_CHARS",
-    "PageMetadata",
     "detect_encoding",
     "extract_metadata",
 ]
@@ -39,17 +38,6 @@ _TITLE_KEYS = ("og:title", "twitter:title")
 _DESCRIPTION_KEYS = ("og:description", "twitter:description", "description")
 _IMAGE_KEYS = ("og:image", "og:image:url", "og:image:secure_url", "twitter:image", "twitter:image:src")
 _SITE_NAME_KEYS = ("og:site_name",)
-
-
-@dataclass(frozen=True)
-class PageMetadata:
-    """What a page says about itself; any field may be missing."""
-
-    title: str | None = None
-    description: str | None = None
-    image: str | None = None
-    canonical: str | None = None
-    site_name: str | None = None
 
 
 def extract_metadata(html: bytes | str, base_url: str, *, encoding: str | None = None) -> PageMetadata:

@@ -15,7 +15,7 @@ import structlog
 from sqlalchemy.engine import Engine
 
 from worker.config import EnrichConfig
-from worker.model import EnrichCounts
+from worker.model import EnrichCounts, PageRecord
 from worker.store import pages as page_store
 from worker.store import related as related_store
 from worker.store.db import transaction
@@ -76,14 +76,14 @@ def fetch_budget(config: EnrichConfig) -> tuple[FetchPolicy, float]:
 
 
 def next_page_record(
-    previous: page_store.PageRecord | None, result: FetchResult, now: datetime, config: EnrichConfig
-) -> page_store.PageRecord:
+    previous: PageRecord | None, result: FetchResult, now: datetime, config: EnrichConfig
+) -> PageRecord:
     """The page row after a fetch: fresh metadata, kept metadata (304), or a failure with backoff."""
-    from worker.enrich.metadata import PageMetadata
+    from worker.model import PageMetadata
 
     if result.status == "ok":
         metadata = result.metadata or PageMetadata()
-        return page_store.PageRecord(
+        return PageRecord(
             url=result.url,
             status="ok",
             next_fetch_at=now + timedelta(seconds=config.ttl),
@@ -97,7 +97,7 @@ def next_page_record(
             canonical=metadata.canonical,
             site_name=metadata.site_name,
         )
-    base = previous or page_store.PageRecord(url=result.url, status=result.status, next_fetch_at=now)
+    base = previous or PageRecord(url=result.url, status=result.status, next_fetch_at=now)
     if result.status == "not_modified":
         return replace(
             base,
@@ -165,7 +165,7 @@ def _fetch(engine: Engine, config: EnrichConfig, now: datetime, log: Any, counts
     )
 
 
-def _shown(record: page_store.PageRecord) -> tuple[str | None, str | None]:
+def _shown(record: PageRecord) -> tuple[str | None, str | None]:
     # What a related link shows of a page; a change elsewhere (image, description) is not news.
     return record.title, record.site_name
 

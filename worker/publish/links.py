@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from worker.model import LinkedArticle, PageInfo, RelatedItem, RelatedLink
+from worker.model import LinkedArticle, PageMetadata, RelatedItem, RelatedLink
 
 __all__ = ["MAX_REVERSE_LINKS", "related_links"]
 
@@ -18,7 +18,7 @@ def related_links(
     given: Sequence[RelatedItem],
     linking: Sequence[LinkedArticle],
     stored: Mapping[str, LinkedArticle],
-    pages: Mapping[str, PageInfo],
+    pages: Mapping[str, PageMetadata],
     *,
     clean: Callable[[str], str] = str.strip,
     max_reverse: int = MAX_REVERSE_LINKS,
@@ -53,7 +53,7 @@ def related_links(
 
 
 def _given_link(
-    item: RelatedItem, article: LinkedArticle | None, page: PageInfo | None, clean: Callable[[str], str]
+    item: RelatedItem, article: LinkedArticle | None, page: PageMetadata | None, clean: Callable[[str], str]
 ) -> RelatedLink:
     if article is not None:
         return _article_link(article, item, clean)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from worker.model import PageRecord
 from worker.store import keys
 from worker.store.db import in_chunks
 from worker.store.meta import meta_value, set_meta_value
@@ -17,7 +18,6 @@ from worker.store.schema import ARTICLE, PAGE, RELATED_ITEM
 __all__ = [
     "PENDING",
     "SUCCESS",
-    "PageRecord",
     "due_urls",
     "enqueue",
     "enqueue_all",
@@ -36,26 +36,6 @@ PENDING = "pending"
 # Statuses whose metadata is the page's current one.
 SUCCESS = ("ok", "not_modified")
 # Meta key: "1" while the queue lacks the pages of articles written with fetching off.
-
-
-@dataclass(frozen=True, slots=True)
-class PageRecord:
-    """One row of the page table."""
-
-    url: str
-    status: str
-    next_fetch_at: datetime
-    http_status: int | None = None
-    fetched_at: datetime | None = None
-    etag: str | None = None
-    last_modified: str | None = None
-    title: str | None = None
-    description: str | None = None
-    image: str | None = None
-    canonical: str | None = None
-    site_name: str | None = None
-    failures: int = 0
-    error: str | None = None
 
 
 def _visible(table: sa.FromClause) -> sa.ColumnElement[bool]:

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from worker.model import LinkedArticle, PageInfo
+from worker.model import LinkedArticle, PageMetadata
 from worker.store import keys
 from worker.store.articles import take_view_changes
 from worker.store.db import create_indexes, drop_indexes, in_chunks
@@ -38,7 +38,7 @@ class Graph:
 
     linking: dict[str, list[LinkedArticle]] = field(default_factory=dict)  # URL -> articles listing it
     stored: dict[str, LinkedArticle] = field(default_factory=dict)  # published articles by URL
-    pages: dict[str, PageInfo] = field(default_factory=dict)  # fetched pages by URL
+    pages: dict[str, PageMetadata] = field(default_factory=dict)  # fetched pages by URL
 
 
 def _visible() -> sa.ColumnElement[bool]:
@@ -79,7 +79,7 @@ def load_graph(conn: Connection, entry_urls: Collection[str], item_urls: Collect
             PAGE.c.url.in_(chunk), sa.or_(PAGE.c.title.is_not(None), PAGE.c.site_name.is_not(None))
         )
         for page in conn.execute(query):
-            graph.pages[page.url] = PageInfo(page.title, page.site_name)
+            graph.pages[page.url] = PageMetadata(title=page.title, site_name=page.site_name)
     return graph
 
 

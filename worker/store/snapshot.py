@@ -44,8 +44,12 @@ _VISIBLE_SLUGS = """
         SELECT 1 FROM article_topic AS at JOIN article AS a ON a.id = at.article_id
         WHERE at.topic_id = t.id AND a.is_published = TRUE AND a.removed = FALSE)
 """
-_FILES = "SELECT path, size, mtime_ns FROM source_file"
-_QUARANTINED = "SELECT path, coalesce(error, '') FROM source_file WHERE state = 'quarantined' ORDER BY path"
+# Every stored file's stat, and the error of each quarantined one (NULL for the others): one
+# pass over the table, where a second query for the quarantine alone would read it again.
+_FILES = """
+    SELECT path, size, mtime_ns, CASE WHEN state = 'quarantined' THEN coalesce(error, '') END
+    FROM source_file
+"""
 _ARTICLE_COUNTS = """
     SELECT count(*), coalesce(sum(CASE WHEN is_published = TRUE THEN 1 ELSE 0 END), 0)
     FROM article WHERE removed = FALSE
@@ -67,8 +71,10 @@ def read_snapshot(conn: Any) -> StoreSnapshot | None:
         orphans = cursor.execute("SELECT 1 FROM orphan_candidate LIMIT 1").fetchone() is not None
         visible = frozenset(slug for (slug,) in cursor.execute(_VISIBLE_SLUGS))
         known = frozenset(slug for (slug,) in cursor.execute("SELECT slug FROM topic"))
-        files = {path: (size, mtime_ns) for path, size, mtime_ns in cursor.execute(_FILES)}
-        quarantined = [{"path": path, "message": error} for path, error in cursor.execute(_QUARANTINED)]
+        rows = cursor.execute(_FILES).fetchall()
+        files = {path: (size, mtime_ns) for path, size, mtime_ns, _ in rows}
+        errors = sorted((path, error) for path, _, _, error in rows if error is not None)
+        quarantined = [{"path": path, "message": error} for path, error in errors]
     finally:
         cursor.close()
     return StoreSnapshot(meta, True, last[0] if last else None, dirty, orphans, visible, known, files, quarantined)

@@ -323,7 +323,9 @@ def open_raw(url: str, busy_timeout_s: float) -> Any:
     uri = f"file:{quote(os.path.abspath(path), safe='/')}?mode=rw"
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None)
-        set_pragmas(conn)
+        # As the engine's connections write: durable across a crash of the process. Not its
+        # large page cache: this connection reads each table once.
+        conn.execute("PRAGMA synchronous=NORMAL")
     except sqlite3.Error:
         return None
     return conn

@@ -159,7 +159,9 @@ def _snapshot_and_plan(
 
 
 def _not_idle(plan: CyclePlan) -> CyclePlan:
-    return CyclePlan(plan.files, (*plan.pending, "the store could not be read without SQLAlchemy"), plan.emptied)
+    return CyclePlan(
+        plan.files, (*plan.pending, "the store could not be read without SQLAlchemy"), plan.emptied, plan.feeds
+    )
 
 
 class _Counting(threading.Thread):
@@ -366,7 +368,11 @@ def _phases(context: CycleContext, engine: Engine, snapshot: StoreSnapshot, foun
         return process_pool_of_one(held_lock_descriptors)
 
     report.feeds = publish(
-        engine, context.feed_settings, context.now, helper=helper if (os.cpu_count() or 1) > 1 else None
+        engine,
+        context.feed_settings,
+        context.now,
+        on_disk=plan.feeds,  # as the plan saw them: the feeds it found missing are due
+        helper=helper if (os.cpu_count() or 1) > 1 else None,
     )
     _count_stored(engine, report)
 

@@ -122,6 +122,7 @@ class CyclePlan:
     files: FilePlan
     pending: tuple[str, ...]  # work left by earlier cycles or asked for by the settings, in words
     emptied: list[tuple[str, str]]  # (source folder, problem) of folders guarded as not mounted
+    feeds: FeedFiles  # the feed files on disk it was made with: publish works from the same
 
     @property
     def empty(self) -> bool:
@@ -140,7 +141,7 @@ def plan_cycle(
     """The plan of one cycle. `snapshot` None: a store with no schema yet. Marks the source
     folders of `found` that look unmounted (see guard_emptied_sources)."""
     if snapshot is None:
-        return CyclePlan(plan_reads(found, {}), ("the store is new",), [])
+        return CyclePlan(plan_reads(found, {}), ("the store is new",), [], feeds)
     stats = snapshot.files
     devices = {
         key[len(keys.SOURCE_DEVICE) :]: int(value)
@@ -148,7 +149,8 @@ def plan_cycle(
         if key.startswith(keys.SOURCE_DEVICE)
     }
     emptied = guard_emptied_sources(found, stats, devices)
-    return CyclePlan(plan_reads(found, stats), tuple(_pending(snapshot, feeds, settings, fetch, now)), emptied)
+    pending = tuple(_pending(snapshot, feeds, settings, fetch, now))
+    return CyclePlan(plan_reads(found, stats), pending, emptied, feeds)
 
 
 def _pending(

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, uuid5
 
 import structlog
 from sqlalchemy.engine import Connection, Engine, Row
 
-from worker.model import FeedCounts, FeedSettings, StoredEntry
+from worker.model import FeedCounts, FeedFiles, FeedSettings, StoredEntry
 from worker.publish.links import related_links
 from worker.publish.settings import feeds_fingerprint, fingerprint
-from worker.publish.writer import remove_feed, remove_temp_files, write_if_changed
+from worker.publish.writer import feed_files, remove_feed, remove_temp_files, write_if_changed
 from worker.store import feeds as feed_store
 from worker.store import keys
 from worker.store import meta as meta_store
@@ -59,16 +57,22 @@ def publish(
     settings: FeedSettings,
     now: datetime,
     *,
+    on_disk: FeedFiles | None = None,
     helper: Callable[[], AbstractContextManager[Executor]] | None = None,
 ) -> FeedCounts:
     """Render the feeds whose entries changed (or whose files are missing); leave the rest alone.
 
-    `helper` makes a one-process executor: when many feeds are due, it renders half of them
-    (it opens the database itself) while this process renders the other half.
+    `on_disk`: the feed files the cycle planned with (the folder is listed when not given;
+    a file missing there is due whatever the store says). `helper` makes a one-process
+    executor: when many feeds are due, it renders half of them (it opens the database
+    itself) while this process renders the other half.
     """
     stats = FeedCounts()
     topics_dir = settings.dir / "topics"
-    remove_temp_files(settings.dir)
+    if on_disk is None or on_disk.temp_left:
+        remove_temp_files(settings.dir)
+    if on_disk is None:
+        on_disk = feed_files(settings.dir)
     with engine.connect() as conn:
         visible = topic_store.published_topics(conn)
         known_slugs = topic_store.topic_slugs(conn)
@@ -83,10 +87,11 @@ def publish(
         dirty |= {row.id for row in visible}
         all_dirty = True
     visible_slugs = {row.slug for row in visible}
-    on_disk = _existing_feed_files(topics_dir)
-    missing = {row.id for row in visible if f"{row.slug}.rss" not in on_disk or f"{row.slug}.atom" not in on_disk}
+    missing = {
+        row.id for row in visible if f"{row.slug}.rss" not in on_disk.topics or f"{row.slug}.atom" not in on_disk.topics
+    }
     dirty |= missing
-    all_missing = not (settings.dir / "all.rss").exists() or not (settings.dir / "all.atom").exists()
+    all_missing = "all.rss" not in on_disk.index or "all.atom" not in on_disk.index
     all_dirty = all_dirty or all_missing
 
     jobs = []
@@ -113,14 +118,14 @@ def publish(
         for suffix, changed in zip(("rss", "atom"), written, strict=True):
             _count(changed, f"{stem}.{suffix}", stats)
     # Only feeds of topics it knows are feedworker's: a file someone else put there stays.
-    for name in sorted(on_disk):
+    for name in sorted(on_disk.topics):
         slug, _, suffix = name.rpartition(".")
         ours = slug in known_slugs and suffix in ("rss", "atom")
         if ours and slug not in visible_slugs and remove_feed(topics_dir / name):
             stats.removed += 1
             log.info("feed.removed", feed=f"topics/{name}")
     # The index changes only with the set of feeds or the settings, which both pass above.
-    if stats.written or stats.removed or settings_changed or not (settings.dir / "index.opml").exists():
+    if stats.written or stats.removed or settings_changed or "index.opml" not in on_disk.index:
         _write_index(settings, visible, stats)
     with transaction(engine) as conn:
         topic_store.clear_dirty(conn, dirty, all_feed=all_dirty)
@@ -276,10 +281,3 @@ def _feed_info(settings: FeedSettings, stem: str, title: str, subtitle: str) -> 
 
 def _url(settings: FeedSettings, relative: str) -> str:
     return settings.base_url + relative
-
-
-def _existing_feed_files(topics_dir: Path) -> set[str]:
-    try:
-        return {entry.name for entry in os.scandir(topics_dir) if entry.is_file() and not entry.name.startswith(".")}
-    except FileNotFoundError:
-        return set()

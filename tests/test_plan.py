@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT, Project, make_project
+from tests.conftest import ROOT, Project, article_text, make_project
 from tests.feedcheck import assert_valid_feeds
 from worker.model import FileCounts, FoundFile, Scan
 from worker.plan import plan_reads
@@ -351,6 +351,57 @@ def test_with_fetching_on_a_cycle_is_idle_until_a_page_falls_due(tmp_path: Path)
         assert pages.headers[-1][1].get("if-none-match") == ETAG
     finally:
         pages.close()
+
+
+def set_enrich(project: Project, **values: object) -> None:
+    config = yaml.safe_load(project.config.read_text())
+    config["enrich"] = {**config.get("enrich", {}), **values}
+    project.config.write_text(yaml.safe_dump(config))
+
+
+def test_pages_queued_while_no_fetch_was_allowed_are_fetched_once_it_is(tmp_path: Path):
+    """max_fetches 0 queues pages without fetching: raised again, the queue is due at once."""
+    from tests.test_enrich_run import PageServer, fake_names
+
+    with fake_names():
+        pages = PageServer()
+    try:
+        project = settled_project(tmp_path, enrich={"fetch": True, "max_fetches": 5, "allow_private_networks": True})
+        set_enrich(project, max_fetches=0)
+        project.article(
+            "r.txt", title="R", web_url="https://a.example/r", topics=["AI"], related=[{"webUrl": pages.url("/og")}]
+        )
+        report, idle = run(project)
+        assert not idle and pages.total == 0
+        report, idle = run(project)
+        assert idle  # nothing may be fetched: nothing to do
+        set_enrich(project, max_fetches=5)
+        report, idle = run(project)
+        assert not idle and report["enrich"]["fetched"] == 1 and pages.total == 1
+    finally:
+        pages.close()
+
+
+def test_an_unmounted_volume_is_reported_by_an_idle_run_as_by_a_working_one(tmp_path: Path):
+    project = make_project(tmp_path, sources=[{"path": "../inbox"}, {"path": "../vol"}])
+    volume = tmp_path / "vol"
+    volume.mkdir()
+    project.article("a.txt", title="A", web_url="https://a.example/a", topics=["AI"])
+    (volume / "b.txt").write_text(article_text(title="B", web_url="https://a.example/b", topics=["AI"]))
+    report, _ = run(project)
+    assert report["articles"]["total"] == 2
+    # The folder now lists nothing and is on another device than when its file was stored.
+    sql(project, "UPDATE meta SET value = '999999' WHERE key = ?", "source_device:" + str(volume))
+    (volume / "b.txt").unlink()
+    idle_report, idle = run(project)
+    assert idle and idle_report["files"]["deleted"] == 0
+    assert [source["state"] for source in idle_report["sources"]] == ["ok", "empty"]
+    assert [error["path"] for error in idle_report["errors"]] == [str(volume)]
+    assert "a volume not mounted?" in idle_report["errors"][0]["message"]
+
+    sql(project, "UPDATE run SET status = 'failed' WHERE id = (SELECT max(id) FROM run)")
+    working_report, idle = run(project)
+    assert not idle and stable(working_report) == stable(idle_report)
 
 
 def test_a_clock_that_did_not_move_takes_the_full_path(tmp_path: Path):

@@ -151,8 +151,9 @@ def _snapshot_and_plan(
     finally:
         if counting is not None:
             counting.join()
-    fetch = FetchSettings(config.enrich.fetch and config.enrich.max_fetches > 0, config.enrich.ttl)
-    plan = plan_cycle(snapshot, found, feed_files(config.feeds.dir), context.feed_settings, fetch, context.now)
+    plan = plan_cycle(
+        snapshot, found, feed_files(config.feeds.dir), context.feed_settings, _fetch_settings(config), context.now
+    )
     if snapshot is None or counting is None or counting.articles is None:
         return snapshot, found, plan if not plan.empty else _not_idle(plan), None
     return snapshot, found, plan, counting.articles
@@ -214,7 +215,7 @@ def _record_idle(
     report.files = plan.files.counts
     report.articles = counts
     report.show_sources(found)
-    report.errors.extend({"path": path, "message": problem} for path, problem in found.problems)
+    report.errors.extend({"path": path, "message": problem} for path, problem in [*found.problems, *plan.emptied])
     report.add_quarantined(snapshot.quarantined)
 
     def finish(run_id: int) -> tuple[datetime, str]:
@@ -229,6 +230,8 @@ def _record_idle(
     bound = log.bind(run_id=report.run_id)
     for path, problem in found.problems:
         bound.warning("source.unreadable", path=path, reason=problem)
+    for path, problem in plan.emptied:
+        bound.warning("source.emptied", path=path, reason=problem)
     _log_finished(bound, report, idle=True)
     return True
 
@@ -284,7 +287,7 @@ def _replan(context: CycleContext, engine: Engine, found: Scan) -> tuple[StoreSn
     finally:
         raw.close()
     assert snapshot is not None
-    fetch = FetchSettings(config.enrich.fetch and config.enrich.max_fetches > 0, config.enrich.ttl)
+    fetch = _fetch_settings(config)
     return snapshot, plan_cycle(
         snapshot, found, feed_files(config.feeds.dir), context.feed_settings, fetch, context.now
     )
@@ -323,6 +326,12 @@ def _log_finished(bound: Any, report: RunReport, *, idle: bool) -> None:
 def _scan(config: Config) -> Scan:
     sources = [Source(s.path, s.include, s.max_bytes, s.settle_s) for s in config.sources]
     return scan(sources, time.time_ns())
+
+
+def _fetch_settings(config: Config) -> FetchSettings:
+    """Whether this cycle's enrich step fetches pages at all (so pages due make work)."""
+    enrich = config.enrich
+    return FetchSettings(enrich.fetch and enrich.max_fetches > 0 and enrich.max_seconds > 0, enrich.ttl)
 
 
 def _no_source_readable(found: Scan) -> bool:

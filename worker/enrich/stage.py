@@ -51,6 +51,11 @@ def enrich_related(engine: Engine, config: EnrichConfig, now: datetime, log: Any
         log.info("enrich.linked", articles_changed=len(changed.ids), neighbours_updated=touched, pages_queued=queued)
     if config.fetch and config.max_fetches > 0:
         _fetch(engine, config, now, log, counts, prune=bool(changed.ids))
+    elif config.fetch:
+        # Fetching is on but fetches nothing now (max_fetches 0): the pages queued here must
+        # still be due for the cycle's plan once it may fetch again.
+        with transaction(engine) as conn:
+            page_store.note_next_due(conn, config.ttl)
     return counts
 
 

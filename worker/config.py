@@ -39,7 +39,9 @@ __all__ = [
 ]
 
 ENV_PREFIX = "FEEDWORKER_"
-_NOT_SETTINGS = frozenset({ENV_PREFIX + "CONFIG", ENV_PREFIX + "CLOCK"})
+# The database URL read from a file (a container secret), so that it is in no environment.
+DATABASE_FILE_ENV = ENV_PREFIX + "DATABASE_FILE"
+_NOT_SETTINGS = frozenset({ENV_PREFIX + "CONFIG", ENV_PREFIX + "CLOCK", DATABASE_FILE_ENV})
 DEFAULT_CONFIG = Path("config/feedworker.yaml")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -353,7 +355,32 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], from_env: dict[s
         if not isinstance(current, dict):
             raise ConfigError(f"environment variable {name}: {section} is not a section")
         current[key] = value
+    if DATABASE_FILE_ENV in environ:
+        if ENV_PREFIX + "DATABASE" in environ:
+            raise ConfigError(f"set FEEDWORKER_DATABASE or {DATABASE_FILE_ENV}, not both")
+        raw["database"] = _database_from_file(environ[DATABASE_FILE_ENV])
+        from_env["database"] = DATABASE_FILE_ENV
     return raw
+
+
+def _database_from_file(path: str) -> str:
+    """The database URL (or SQLite path) a secret file holds: its text without the line end.
+    Messages name the file, never what is in it."""
+    where = f"environment variable {DATABASE_FILE_ENV}"
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(8193)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    if len(data) > 8192:
+        raise ConfigError(f"{where}: {path} is larger than 8 KiB: not a database URL")
+    try:
+        text = data.decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: {path} is not UTF-8 text") from None
+    if not text or "\n" in text:
+        raise ConfigError(f"{where}: {path} must hold the database URL on one line")
+    return text
 
 
 def _env_value(parts: list[str], text: str) -> Any:

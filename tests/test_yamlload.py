@@ -158,6 +158,7 @@ def documents(draw):
 @given(documents())
 @example("published:\n  name: true\n  publishedDateTime: 2021-01-26\nwebUrl: https://e.com/x\ntitle: T\n")
 @example("published:\n  name: true\n  publishedDateTime: 2021-01-26T22:12:00Z\nwebUrl: https://e.com/x\ntitle: T\n")
+@example("title: true\nextra:\n  name: true\n  publishedDateTime: 2021-01-26\nwebUrl: https://e.com/x\ntitle: T\n")
 def test_hostile_scalars_read_the_same(document):
     assert_same(f"---\n{document}---\n".encode())
 

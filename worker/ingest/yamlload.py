@@ -56,8 +56,13 @@ def needs_reference_loader(text: str) -> bool:
     """
     if has_special_characters(text):
         return True
-    for line in text.split("\n"):
+    field = ""  # the article field the line belongs to: only its own and its related items'
+    for line in text.split("\n"):  # publishedDateTime are read as dates whatever their type
         rest = line.lstrip(" ")
+        top_level = not line.startswith(" ")
+        if rest and top_level and rest[0] not in "#-":
+            field = rest.partition(":")[0]
+        date_key_here = top_level or field == "related"
         while rest.startswith("- "):
             rest = rest[2:].lstrip(" ")
         if not rest or rest[0] == "#":
@@ -74,7 +79,11 @@ def needs_reference_loader(text: str) -> bool:
             return True
         if separator:
             value = value.lstrip(" ")
-            if value and (value[0] in _RISKY_FIRST or value[0] in _BOOL_FIRST) and _risky(value, key):
+            if (
+                value
+                and (value[0] in _RISKY_FIRST or value[0] in _BOOL_FIRST)
+                and _risky(value, key if date_key_here else None)
+            ):
                 return True
     return False
 

@@ -1,7 +1,7 @@
 """The one-cycle-at-a-time lock of a database, chosen by dialect; importable without SQLAlchemy.
 
-SQLite's is a `flock` beside the database file (worker.store.sqlite); the other dialects'
-come with their modules.
+SQLite's is a `flock` beside the database file (worker.store.sqlite); PostgreSQL's an
+advisory lock held by a session of its own (worker.store.postgres).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from worker.store import sqlite
+from worker.store import postgres, sqlite
 from worker.store.errors import StoreError
 
 __all__ = ["cycle_lock", "cycle_running", "held_lock_descriptors"]
@@ -17,13 +17,17 @@ __all__ = ["cycle_lock", "cycle_running", "held_lock_descriptors"]
 
 def held_lock_descriptors() -> frozenset[int]:
     """The descriptors of the cycle locks this process holds: a forked child must close them."""
-    return sqlite.held_lock_descriptors()
+    return sqlite.held_lock_descriptors() | postgres.held_lock_descriptors()
 
 
 @contextmanager
 def cycle_lock(url: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold the one-cycle-at-a-time lock of this database, waiting for it if another process
     has it (then `on_wait` is called first). The holder's death releases it, even by SIGKILL."""
+    if postgres.is_postgres(url):
+        with postgres.cycle_lock(url, on_wait):
+            yield
+        return
     if sqlite.file_path(url) is None:
         raise StoreError(f"no cycle lock for {url.split(':', 1)[0]} databases yet")
     with sqlite.cycle_lock(url, on_wait):
@@ -32,6 +36,8 @@ def cycle_lock(url: str, on_wait: Callable[[], None] | None = None) -> Iterator[
 
 def cycle_running(url: str) -> bool | None:
     """Whether some process holds the cycle lock of this database now; None when it cannot tell."""
+    if postgres.is_postgres(url):
+        return postgres.cycle_running(url)
     if sqlite.file_path(url) is None:
         return None
     return sqlite.cycle_running(url)

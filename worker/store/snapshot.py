@@ -32,8 +32,11 @@ class Dialect(Protocol):
 def open_reader(url: str, busy_timeout_s: float) -> tuple[Any, Dialect] | None:
     """A plain DB-API connection to the existing store of `url` and its dialect, or None
     (no store yet, or a database this path does not open: the cycle goes through SQLAlchemy)."""
-    from worker.store import sqlite
+    from worker.store import postgres, sqlite
 
+    if postgres.is_postgres(url):
+        conn = postgres.open_raw(url, busy_timeout_s)
+        return (conn, postgres.RAW_DIALECT) if conn is not None else None
     conn = sqlite.open_raw(url, busy_timeout_s)
     return (conn, sqlite.RAW_DIALECT) if conn is not None else None
 

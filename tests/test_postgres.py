@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
+from lxml import etree
 
 from tests.conftest import ROOT, Project, make_project, run_cli
 
@@ -129,3 +131,20 @@ def test_a_killed_cycle_releases_the_lock(tmp_path: Path, database: str):
     while cycle_running(database) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert cycle_running(database) is False
+
+
+def test_a_topic_new_in_a_batch_is_named_alike_on_both_databases(tmp_path: Path, database: str):
+    """Two spellings of a new topic in one batch: which one names it must not depend on the
+    order a database returns rows in."""
+    on_sqlite, on_postgres = make_project(tmp_path / "sqlite"), make_project(tmp_path / "postgres")
+    use_database(on_postgres, database)
+    for project in (on_sqlite, on_postgres):
+        older = project.article("1.txt", title="One", web_url="https://z.example/1", topics=["Économie"])
+        os.utime(older, (1_600_000_000, 1_600_000_000))
+        project.article("2.txt", title="Two", web_url="https://a.example/2", topics=["économie"])
+        run(project)
+    names = [
+        etree.fromstring(project.feed("topics/economie.atom")).findtext("{http://www.w3.org/2005/Atom}title")
+        for project in (on_sqlite, on_postgres)
+    ]
+    assert names[0] == names[1], names

@@ -128,11 +128,15 @@ def _write_articles(
     if updates:
         conn.execute(sa.update(ARTICLE).where(ARTICLE.c.id == sa.bindparam("b_id")), updates)
     ids = {row["url"]: row["b_id"] for row in updates}
+    inserted: dict[str, int] = {}
     for chunk in in_chunks([row["url"] for row in inserts]):
-        ids.update(
+        inserted.update(
             (row.url, row.id)
             for row in conn.execute(sa.select(ARTICLE.c.url, ARTICLE.c.id).where(ARTICLE.c.url.in_(chunk)))
         )
+    # New articles in URL order, whatever order the database returned them in: a topic new in
+    # this batch is named as the first of them writes it, the same on every database.
+    ids.update(sorted(inserted.items()))
     if not ids:
         return [], []
     in_feeds = set(was_shown)

@@ -250,12 +250,21 @@ def alembic_config(conn: Connection | None = None) -> Any:
 
 @contextmanager
 def indexes_deferred(engine: Engine, defer: bool) -> Iterator[None]:
-    """Fill the store with the secondary indexes of the filled tables off, then build them once (SQLite)."""
+    """Fill the store with the secondary indexes of the filled tables off, then build them once (SQLite).
+
+    For a first run: once an index outgrows the page cache, inserting each row at a random
+    place in it costs a page read, while building it at the end is one sort. An interrupted
+    fill leaves them off; `migrate` builds them again. Unique indexes stay: they are rules.
+    """
     if not defer or engine.dialect.name != "sqlite":
         yield
         return
-    with sqlite.indexes_deferred(engine, [metadata.tables[name] for name in sqlite.DEFERRED_TABLES], defer):
-        yield
+    tables = [metadata.tables[name] for name in sqlite.DEFERRED_TABLES]
+    with transaction(engine) as conn:
+        sqlite.drop_indexes(conn, tables)
+    yield
+    with transaction(engine) as conn:
+        sqlite.create_indexes(conn, tables)
 
 
 drop_indexes = sqlite.drop_indexes

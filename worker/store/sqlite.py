@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worker.store.errors import StoreError, describe
+from worker.store.errors import StoreError
 
 if TYPE_CHECKING:
     from sqlalchemy import Table
-    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.engine import Connection
 
 __all__ = [
     "DEFERRED_TABLES",
@@ -37,7 +37,6 @@ __all__ = [
     "explain",
     "file_path",
     "held_lock_descriptors",
-    "indexes_deferred",
     "open_existing",
     "open_raw",
     "set_pragmas",
@@ -170,35 +169,6 @@ def db_time(moment: datetime) -> str:
 
 # The tables a run fills, whose secondary (non-unique) indexes a first run builds at its end.
 DEFERRED_TABLES = ("source_file", "article", "article_topic", "related_item")
-
-
-@contextmanager
-def indexes_deferred(engine: Engine, tables: Sequence[Table], defer: bool) -> Iterator[None]:
-    """Fill the store with the secondary indexes of these tables off, then build them once.
-
-    For a first run: once an index outgrows the page cache, inserting each row at a random
-    place in it costs a page read, while building it at the end is one sort. An interrupted
-    fill leaves them off; `db.migrate` builds them again. Unique indexes stay: they are rules.
-    """
-    if not defer:
-        yield
-        return
-    with _write(engine) as conn:
-        drop_indexes(conn, tables)
-    yield
-    with _write(engine) as conn:
-        create_indexes(conn, tables)
-
-
-@contextmanager
-def _write(engine: Engine) -> Iterator[Connection]:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        with engine.begin() as conn:
-            yield conn
-    except SQLAlchemyError as exc:
-        raise StoreError(f"database write failed: {explain(describe(exc))}") from exc
 
 
 def drop_indexes(conn: Connection, tables: Sequence[Table]) -> None:

@@ -1,4 +1,6 @@
-"""Benchmark runner: feedworker's cold run and reruns, and Hugo's build, per corpus size."""
+"""Benchmark runner: feedworker's cold run and reruns, and Hugo's build, per corpus size; on
+SQLite (the default), on PostgreSQL (`--database postgresql`) and as a group of `serve`
+replicas sharing one PostgreSQL database (`--replicas N`)."""
 
 from __future__ import annotations
 
@@ -9,14 +11,20 @@ import importlib.util
 import json
 import os
 import platform
+import secrets
 import shlex
 import shutil
+import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +33,7 @@ from typing import Any
 __all__ = [
     "FIGURES",
     "Measurement",
+    "code_state",
     "judge",
     "kept_analysis",
     "machine_info",
@@ -69,6 +78,7 @@ class Measurement:
     max_process_rss_kib: int  # kernel high-water mark of the largest process in the tree (wait4)
     tree_pss_kib: int  # peak of the sampled sum of PSS over the process tree
     returncode: int
+    cpu_s: float | None = None  # user + system CPU of the process and the children it waited for
 
     @property
     def peak_rss_mib(self) -> float:
@@ -148,7 +158,8 @@ def measure(cmd: list[str], stdout: Path, stderr: Path, env: dict[str, str] | No
         wall = time.perf_counter() - start
         sampler.stop()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return Measurement(round(wall, 4), usage.ru_maxrss, sampler.peak_kib, proc.returncode)
+    cpu = round(usage.ru_utime + usage.ru_stime, 3)
+    return Measurement(round(wall, 4), usage.ru_maxrss, sampler.peak_kib, proc.returncode, cpu)
 
 
 def summarize(samples: list[Measurement]) -> dict[str, Any]:
@@ -246,17 +257,18 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("FEEDWORKER_")}
 
 
-def write_config(run_dir: Path, source: Path) -> Path:
-    """A config reading `source`, with the database and feeds in `run_dir` and no HTTP fetching."""
+def write_config(run_dir: Path, source: Path, database: str | None = None, extra: str = "") -> Path:
+    """A config reading `source`, with the database (SQLite in `run_dir` unless `database`
+    names another) and the feeds in `run_dir`, and no HTTP fetching; `extra` is more YAML."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "feedworker.yaml"
     path.write_text(
         "# written by bench/run.py\n"
         f"sources:\n  - path: {json.dumps(str(source))}\n"
-        f"database: {json.dumps(str(run_dir / 'feedworker.db'))}\n"
+        f"database: {json.dumps(database or str(run_dir / 'feedworker.db'))}\n"
         f"feeds:\n  dir: {json.dumps(str(run_dir / 'feeds'))}\n"
         "enrich:\n  fetch: false\n"
-        "log_level: warning\n",
+        "log_level: warning\n" + extra,
         encoding="utf-8",
     )
     return path
@@ -387,17 +399,500 @@ def hugo_build(binary: str, site: Path, logs: Path, label: str) -> Measurement:
     return result
 
 
+# ------------------------------------------------------------------ PostgreSQL
+
+PG_ADMIN_URL = "postgresql://root@127.0.0.1:5432/postgres"
+SERVE_EVERY_S = 30_000_000  # the schedule of the benchmark's `serve` replicas: its next firing is a year away
+READY_TIMEOUT_S = 600.0
+RUN_TIMEOUT_S = 3600.0
+FINISHED = ("ok", "failed", "cancelled")  # worker.service.FINISHED: a run request that changes no more
+FILES_READ_METRIC = "feedworker_replica_files_read_total"
+
+
+def _clock_ticks() -> int:
+    try:
+        return os.sysconf("SC_CLK_TCK")
+    except (ValueError, OSError, AttributeError):
+        return 100
+
+
+def _tree_cpu_s(root: int) -> float:
+    """CPU (user + system) of a process tree so far: every live process's own, plus what each
+    collected of its children that ended (a reaped worker counts once, in its parent)."""
+    ticks = 0
+    for pid in _descendants(root):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / _clock_ticks()
+
+
+def _status_kib(pid: int, key: str) -> int:
+    """A `key:` line of /proc/<pid>/status in KiB (VmHWM, VmRSS), 0 when unreadable."""
+    value = _first_line(f"/proc/{pid}/status", key + ":")
+    try:
+        return int(value.split()[0]) if value else 0
+    except ValueError:
+        return 0
+
+
+class PgServer:
+    """The PostgreSQL server the benchmark creates its databases in (one per cold run) and
+    drops them from again; also the server's CPU, when it runs on this machine."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self._postmaster: int | None = None
+        with self._admin() as conn:
+            self.version = str(conn.execute("SHOW server_version").fetchone()[0])
+            self.settings = {
+                name: f"{setting}{unit or ''}"
+                for name, setting, unit in conn.execute(
+                    "SELECT name, setting, unit FROM pg_settings WHERE name = ANY(%s) ORDER BY name",
+                    (["shared_buffers", "work_mem", "maintenance_work_mem", "synchronous_commit", "max_wal_size"],),
+                )
+            }
+            backend = int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+        host = urllib.parse.urlsplit(admin_url).hostname or "localhost"
+        if host in ("127.0.0.1", "localhost", "::1"):
+            try:
+                with open(f"/proc/{backend}/stat", "rb") as fh:
+                    self._postmaster = int(fh.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                self._postmaster = None
+
+    def _admin(self, database: str | None = None) -> Any:
+        import psycopg
+
+        url = self.admin_url if database is None else self._libpq(database)
+        return psycopg.connect(url, autocommit=True)  # CREATE / DROP DATABASE refuse a transaction
+
+    def _libpq(self, name: str) -> str:
+        parts = urllib.parse.urlsplit(self.admin_url)
+        return urllib.parse.urlunsplit(("postgresql", parts.netloc, "/" + name, parts.query, ""))
+
+    def url(self, name: str) -> str:
+        """The database URL feedworker is configured with (SQLAlchemy, psycopg 3)."""
+        parts = urllib.parse.urlsplit(self.admin_url)
+        return urllib.parse.urlunsplit(("postgresql+psycopg", parts.netloc, "/" + name, parts.query, ""))
+
+    def create(self, n: int) -> str:
+        name = f"bench_{n}_{secrets.token_hex(4)}"
+        with self._admin() as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+    def drop(self, name: str) -> None:
+        with self._admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def database_bytes(self, name: str) -> int:
+        with self._admin() as conn:
+            return int(conn.execute("SELECT pg_database_size(%s)", (name,)).fetchone()[0])
+
+    def table_sizes(self, name: str) -> dict[str, Any]:
+        """Every table of the store: rows, heap bytes, total bytes (indexes and TOAST included)."""
+        with self._admin(name) as conn:
+            conn.execute("VACUUM ANALYZE")  # settles the visibility map and the statistics, frees no space
+            tables = conn.execute(
+                "SELECT c.relname, pg_relation_size(c.oid), pg_indexes_size(c.oid), pg_total_relation_size(c.oid)"
+                " FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY pg_total_relation_size(c.oid) DESC"
+            ).fetchall()
+            out: dict[str, Any] = {}
+            for table, heap, indexes, total in tables:
+                rows = int(conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0])
+                out[table] = {"rows": rows, "heap_bytes": heap, "index_bytes": indexes, "total_bytes": total}
+            articles = out.get("article", {}).get("rows", 0)
+            return {"articles": articles, "tables": out, "database_bytes": self.database_bytes(name)}
+
+    def cpu_s(self) -> float | None:
+        """CPU used by the whole server so far (all its processes, every database); None when
+        it does not run on this machine."""
+        return _tree_cpu_s(self._postmaster) if self._postmaster else None
+
+
+def _no_proxy_opener() -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1, whatever http_proxy says
+
+
+_OPENER = _no_proxy_opener()
+
+
+def _http(method: str, url: str, token: str | None = None, timeout: float = 60) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=b"" if method == "POST" else None, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def metric_value(text: str, name: str) -> float | None:
+    """The sum of every sample of `name` (with or without labels) in a Prometheus text page;
+    None when the page has none."""
+    total, found = 0.0, False
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
+            try:
+                total += float(line.rsplit(" ", 1)[1])
+            except ValueError:
+                continue
+            found = True
+    return total if found else None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ------------------------------------------------------------------ what a figure runs against
+
+
+class SqliteTarget:
+    """`feedworker run` on a SQLite file in DIR/run-N (the runner's original set-up)."""
+
+    kind = "sqlite"
+
+    def __init__(self, out: Path, n: int) -> None:
+        self.work = out / f"work-{n}"
+        self.run_dir = out / f"run-{n}"
+        self.logs = self.run_dir / "logs"
+        self.fw = Feedworker(write_config(self.run_dir, self.work), self.logs)
+
+    def reset(self) -> None:
+        reset_state(self.run_dir)
+
+    def run(self, label: str) -> tuple[Measurement, dict[str, Any], dict[str, Any]]:
+        result, report = self.fw.run(label)
+        return result, report, {}
+
+    def database_bytes(self) -> int:
+        return database_bytes(self.run_dir)
+
+    def feeds_files(self) -> int:
+        return sum(1 for p in (self.run_dir / "feeds").rglob("*") if p.is_file())
+
+    def after_cold(self) -> None:
+        pass
+
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class PostgresRun:
+    """`feedworker run` on a PostgreSQL database of its own: a new one for every cold run."""
+
+    kind = "postgresql"
+
+    def __init__(self, out: Path, n: int, pg: PgServer, keep: bool = False) -> None:
+        self.work = out / f"work-{n}"
+        self.run_dir = out / f"pg-run-{n}"
+        self.logs = self.run_dir / "logs"
+        self.n, self.pg, self.keep = n, pg, keep
+        self.db: str | None = None
+        self.fw: Feedworker | None = None
+        self.sizes_after_cold: dict[str, Any] | None = None
+
+    def reset(self) -> None:
+        if self.db is not None:
+            self.pg.drop(self.db)
+        self.db = self.pg.create(self.n)
+        shutil.rmtree(self.run_dir / "feeds", ignore_errors=True)
+        config = write_config(self.run_dir, self.work, database=self.pg.url(self.db))
+        if self.fw is None:
+            self.fw = Feedworker(config, self.logs)
+        _log(f"[{self.n}] PostgreSQL database {self.db}")
+
+    def run(self, label: str) -> tuple[Measurement, dict[str, Any], dict[str, Any]]:
+        assert self.fw is not None
+        extra: dict[str, Any] = {"load_before": _loads(), "code": code_state()}
+        server = self.pg.cpu_s()
+        result, report = self.fw.run(label)
+        after = self.pg.cpu_s()
+        extra["server_cpu_s"] = round(after - server, 3) if server is not None and after is not None else None
+        return result, report, extra
+
+    def database_bytes(self) -> int:
+        assert self.db is not None
+        return self.pg.database_bytes(self.db)
+
+    def feeds_files(self) -> int:
+        assert self.db is not None
+        on_disk = sum(1 for p in (self.run_dir / "feeds").rglob("*") if p.is_file())
+        with self.pg._admin(self.db) as conn:
+            stored = int(conn.execute("SELECT count(*) FROM feed_document").fetchone()[0])
+        return max(on_disk, stored)
+
+    def after_cold(self) -> None:
+        assert self.db is not None
+        self.sizes_after_cold = self.pg.table_sizes(self.db)
+
+    def summary(self) -> dict[str, Any]:
+        assert self.db is not None
+        return {
+            "database": self.db if self.keep else None,
+            "table_sizes_after_cold": self.sizes_after_cold,
+            "table_sizes_at_end": self.pg.table_sizes(self.db),
+        }
+
+    def close(self) -> None:
+        if self.db is not None and not self.keep:
+            self.pg.drop(self.db)
+
+
+@dataclass
+class _Replica:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class ReplicaGroup:
+    """N `feedworker serve` processes on one PostgreSQL database and one source folder, each
+    with its own port and feeds folder; a figure is a run asked of replica 1 (POST /runs),
+    timed until GET /runs/<id> says it finished.
+
+    A cold figure starts from a new database: the replicas are started on an empty source
+    folder (their start-up runs make the schema and find nothing), then the corpus is moved
+    into that folder and the run is asked for.
+    """
+
+    kind = "replicas"
+
+    def __init__(self, out: Path, n: int, count: int, pg: PgServer, keep: bool = False) -> None:
+        self.dir = out / f"replicas-{n}-x{count}"
+        self.work = self.dir / "inbox"
+        self.logs = self.dir / "logs"
+        self.n, self.count, self.pg, self.keep = n, count, pg, keep
+        self.token = secrets.token_hex(16)
+        self.db: str | None = None
+        self.replicas: list[_Replica] = []
+        self.runs = 0
+        self.sizes_after_cold: dict[str, Any] | None = None
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    # -------------------------------------------------- the processes
+
+    def _start(self) -> None:
+        assert self.db is not None
+        url = self.pg.url(self.db)
+        for i in range(1, self.count + 1):
+            port = _free_port()
+            run_dir = self.dir / f"replica-{i}"
+            shutil.rmtree(run_dir / "feeds", ignore_errors=True)
+            extra = (
+                f"schedule:\n  every: {SERVE_EVERY_S}\n"
+                f"server:\n  host: 127.0.0.1\n  port: {port}\n  token: {json.dumps(self.token)}\n"
+            )
+            config = write_config(run_dir, self.work, database=url, extra=extra)
+            log = self.logs / f"serve-{i}-{self.runs + 1:03d}.log"
+            with open(log, "wb") as fh:
+                cmd = [*feedworker_command(), "serve", "--config", str(config)]
+                proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_clean_env())
+            self.replicas.append(_Replica(proc, port, log))
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        for replica in self.replicas:
+            self._wait_ready(replica, deadline)
+
+    def _alive(self, replica: _Replica) -> None:
+        if replica.proc.poll() is not None:
+            tail = replica.log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"feedworker serve on port {replica.port} exited {replica.proc.returncode}: {tail}")
+
+    def _wait_ready(self, replica: _Replica, deadline: float) -> None:
+        """Until the replica answers, its start-up run has finished and nothing is queued."""
+        while True:
+            self._alive(replica)
+            try:
+                _, page = _http("GET", f"{replica.base}/metrics", timeout=10)
+                status, body = _http("GET", f"{replica.base}/healthz", timeout=10)
+                health = json.loads(body)
+                runs = metric_value(page.decode(), "feedworker_runs_total") or 0
+                if runs >= 1 and not health.get("running") and not health.get("queued"):
+                    return
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"feedworker serve on port {replica.port} not ready in {READY_TIMEOUT_S:g} s")
+            time.sleep(0.2)
+
+    def _stop(self) -> None:
+        for replica in self.replicas:
+            if replica.proc.poll() is None:
+                replica.proc.send_signal(signal.SIGTERM)
+        for replica in self.replicas:
+            try:
+                replica.proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                replica.proc.kill()
+                replica.proc.wait()
+        self.replicas = []
+
+    # -------------------------------------------------- the figures
+
+    def reset(self) -> None:
+        self._stop()
+        if self.db is not None:
+            self.pg.drop(self.db)
+        self.db = self.pg.create(self.n)
+        parked = self.dir / "inbox.parked"
+        if self.work.exists():
+            self.work.rename(parked)
+        self.work.mkdir(parents=True)
+        try:
+            self._start()
+        finally:
+            self.work.rmdir()
+            if parked.exists():
+                parked.rename(self.work)
+        _log(f"[{self.n}] {self.count} replica(s) serving on database {self.db}: ports {self.ports()}")
+
+    def ports(self) -> list[int]:
+        return [r.port for r in self.replicas]
+
+    def files_read(self) -> list[float | None]:
+        values: list[float | None] = []
+        for replica in self.replicas:
+            try:
+                status, page = _http("GET", f"{replica.base}/metrics", timeout=30)
+                values.append(metric_value(page.decode(), FILES_READ_METRIC) if status == 200 else None)
+            except OSError:
+                values.append(None)
+        return values
+
+    def run(self, label: str) -> tuple[Measurement, dict[str, Any], dict[str, Any]]:
+        self.runs += 1
+        first = self.replicas[0]
+        extra: dict[str, Any] = {"load_before": _loads(), "code": code_state(), "ports": self.ports()}
+        read_before = self.files_read()
+        server = self.pg.cpu_s()
+        cpu_before = [_tree_cpu_s(r.proc.pid) for r in self.replicas]
+        samplers = [_TreeSampler(r.proc.pid) for r in self.replicas]
+        os.sync()
+        for sampler in samplers:
+            sampler.start()
+        start = time.perf_counter()
+        try:
+            status, body = _http("POST", f"{first.base}/runs", self.token)
+            if status != 202:
+                raise RuntimeError(f"POST /runs answered {status}: {body[:500]!r}")
+            view = self._wait_finished(first, json.loads(body)["run_id"], start)
+            wall = time.perf_counter() - start
+        finally:
+            for sampler in samplers:
+                sampler.stop()
+        after = self.pg.cpu_s()
+        cpu = [round(_tree_cpu_s(r.proc.pid) - before, 3) for r, before in zip(self.replicas, cpu_before)]
+        read_after = self.files_read()
+        (self.logs / f"{self.runs:03d}-{label}.json").write_text(json.dumps(view, indent=2), encoding="utf-8")
+        if view.get("status") != "ok":
+            raise RuntimeError(f"run {label} ended {view.get('status')}: {view.get('message')}")
+        extra |= {
+            "server_cpu_s": round(after - server, 3) if server is not None and after is not None else None,
+            "replica_cpu_s": cpu,
+            "files_read": [
+                None if a is None or b is None else int(a - b) for a, b in zip(read_after, read_before, strict=True)
+            ],
+            "files_read_total": [None if a is None else int(a) for a in read_after],
+            "replica_peak_pss_mib": [round(s.peak_kib / 1024, 1) for s in samplers],
+            "serve_vmhwm_mib": [round(_status_kib(r.proc.pid, "VmHWM") / 1024, 1) for r in self.replicas],
+            "served_by": view.get("replica"),
+        }
+        report = view.get("report") or {}
+        peak = max(s.peak_kib for s in samplers)
+        return Measurement(round(wall, 4), 0, peak, 0, round(sum(cpu), 3)), report, extra
+
+    def _wait_finished(self, replica: _Replica, run_id: str, start: float) -> dict[str, Any]:
+        while True:
+            status, body = _http("GET", f"{replica.base}/runs/{run_id}")
+            if status == 200:
+                view: dict[str, Any] = json.loads(body)
+                if view.get("status") in FINISHED:
+                    return view
+            for each in self.replicas:
+                self._alive(each)
+            elapsed = time.perf_counter() - start
+            if elapsed > RUN_TIMEOUT_S:
+                raise RuntimeError(f"run {run_id} not finished after {RUN_TIMEOUT_S:g} s")
+            time.sleep(0.02 if elapsed < 2 else 0.1)  # quick answers for quick runs, little load for long ones
+
+    def database_bytes(self) -> int:
+        assert self.db is not None
+        return self.pg.database_bytes(self.db)
+
+    def feeds_files(self) -> int:
+        assert self.db is not None
+        with self.pg._admin(self.db) as conn:
+            return int(conn.execute("SELECT count(*) FROM feed_document").fetchone()[0])
+
+    def after_cold(self) -> None:
+        assert self.db is not None
+        self.sizes_after_cold = self.pg.table_sizes(self.db)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "replicas": self.count,
+            "database": self.db if self.keep else None,
+            "table_sizes_after_cold": self.sizes_after_cold,
+            "serve_vmhwm_mib": [round(_status_kib(r.proc.pid, "VmHWM") / 1024, 1) for r in self.replicas],
+        }
+
+    def close(self) -> None:
+        self._stop()
+        if self.db is not None and not self.keep:
+            self.pg.drop(self.db)
+
+
+Target = SqliteTarget | PostgresRun | ReplicaGroup
+
+
 # ------------------------------------------------------------------ one size
 
 
-def bench_size(corpus: ModuleType, args: argparse.Namespace, n: int, hugo: str | None) -> dict[str, Any]:
+def make_target(args: argparse.Namespace, n: int, replicas: int | None = None) -> Target:
+    """What the figures of one size run against: a SQLite file, a PostgreSQL database, or replicas."""
+    if args.database == "sqlite":
+        return SqliteTarget(args.out, n)
+    assert args.pg is not None
+    if replicas is None:
+        return PostgresRun(args.out, n, args.pg, args.keep_database)
+    return ReplicaGroup(args.out, n, replicas, args.pg, args.keep_database)
+
+
+def bench_size(
+    corpus: ModuleType, args: argparse.Namespace, n: int, hugo: str | None, replicas: int | None = None
+) -> dict[str, Any]:
     """Every figure for one corpus size."""
     out: Path = args.out
     pristine = ensure_corpus(corpus, out, n, args.seed)
-    work = working_copy(pristine, out / f"work-{n}")
+    target = make_target(args, n, replicas)
+    try:
+        return _bench_target(corpus, args, n, hugo, pristine, target)
+    finally:
+        target.close()
+
+
+def _bench_target(
+    corpus: ModuleType, args: argparse.Namespace, n: int, hugo: str | None, pristine: Path, target: Target
+) -> dict[str, Any]:
+    out: Path = args.out
+    work = working_copy(pristine, target.work)
     site = ensure_hugo_site(pristine, out / f"hugo-{n}") if hugo else None
-    run_dir = out / f"run-{n}"
-    fw = Feedworker(write_config(run_dir, work), run_dir / "logs")
     files = len(_article_files(work))
     warmed = warm_page_cache(work, pristine)
     _log(f"[{n}] warm-up: read {warmed / MIB:.0f} MiB of corpus; {files} article files")
@@ -405,37 +900,38 @@ def bench_size(corpus: ModuleType, args: argparse.Namespace, n: int, hugo: str |
     cold, hugo_runs, db_sizes, feeds_files = [], [], [], []
     for i in range(args.repeat):
         if hugo and site:  # interleaved with the cold runs, so background load hits both alike
-            hugo_runs.append(hugo_build(hugo, site, run_dir / "logs", f"hugo-{i + 1}"))
+            hugo_runs.append(hugo_build(hugo, site, target.logs, f"hugo-{i + 1}"))
             _progress(n, "Hugo build", hugo_runs[-1])
-        reset_state(run_dir)
-        result, report = fw.run(f"cold-{i + 1}")
+        target.reset()
+        result, report, extra = target.run(f"cold-{i + 1}")
         _check(checks, f"cold #{i + 1}", report, new=files, quarantined=0)
-        db_sizes.append(database_bytes(run_dir))
-        feeds_files.append(sum(1 for p in (run_dir / "feeds").rglob("*") if p.is_file()))
-        cold.append((result, report))
-        _progress(n, "cold run", result, report)
+        db_sizes.append(target.database_bytes())
+        feeds_files.append(target.feeds_files())
+        target.after_cold()
+        cold.append((result, report, extra))
+        _progress(n, "cold run", result, report, extra)
     no_change = []
     for i in range(args.repeat):
-        result, report = fw.run(f"no-change-{i + 1}")
+        result, report, extra = target.run(f"no-change-{i + 1}")
         _check(checks, f"no-change #{i + 1}", report, new=0, changed=0, deleted=0)
-        no_change.append((result, report))
-        _progress(n, "no-change rerun", result, report)
+        no_change.append((result, report, extra))
+        _progress(n, "no-change rerun", result, report, extra)
     add = []
     for i in range(args.repeat):
         corpus.add_one(work, seed=1_000 + i)
-        result, report = fw.run(f"add-one-{i + 1}")
+        result, report, extra = target.run(f"add-one-{i + 1}")
         _check(checks, f"add-one #{i + 1}", report, new=1, changed=0)
-        add.append((result, report))
-        _progress(n, "one new file", result, report)
+        add.append((result, report, extra))
+        _progress(n, "one new file", result, report, extra)
     mutated = []
     for i in range(args.repeat):
         total = len(_article_files(work))
         k = max(1, round(total * 0.01))
         changed = corpus.mutate(work, k / total, seed=2_000 + i)
-        result, report = fw.run(f"mutate-{i + 1}")
+        result, report, extra = target.run(f"mutate-{i + 1}")
         _check(checks, f"1 % changed #{i + 1}", report, new=0, changed=len(changed))
-        mutated.append((result, report))
-        _progress(n, f"1 % changed ({len(changed)} files)", result, report)
+        mutated.append((result, report, extra))
+        _progress(n, f"1 % changed ({len(changed)} files)", result, report, extra)
     figures = {key: _figure(runs) for key, runs in zip((k for k, _ in FIGURES), (cold, no_change, add, mutated))}
     return {
         "files": n,
@@ -446,14 +942,22 @@ def bench_size(corpus: ModuleType, args: argparse.Namespace, n: int, hugo: str |
         "figures": figures,
         "hugo": summarize(hugo_runs) if hugo_runs else None,
         "checks": checks,
+        **target.summary(),
     }
 
 
-def _figure(runs: list[tuple[Measurement, dict[str, Any]]]) -> dict[str, Any]:
-    summary = summarize([m for m, _ in runs])
-    durations = [r.get("duration_s") for _, r in runs if isinstance(r.get("duration_s"), (int, float))]
+def _figure(runs: list[tuple[Measurement, dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+    summary = summarize([m for m, _, _ in runs])
+    durations = [r.get("duration_s") for _, r, _ in runs if isinstance(r.get("duration_s"), (int, float))]
     summary["in_process_median_s"] = round(statistics.median(durations), 4) if durations else None
-    summary["reports"] = [_report_brief(r) for _, r in runs]
+    summary["reports"] = [_report_brief(r) for _, r, _ in runs]
+    extras = [e for _, _, e in runs if e]
+    if extras:  # PostgreSQL: the server's CPU, the load and the code of each run; replicas: who read what
+        cpu = [m.cpu_s for m, _, _ in runs if m.cpu_s is not None]
+        server = [e["server_cpu_s"] for e in extras if e.get("server_cpu_s") is not None]
+        summary["cpu_median_s"] = round(statistics.median(cpu), 3) if cpu else None
+        summary["server_cpu_median_s"] = round(statistics.median(server), 3) if server else None
+        summary["runs"] = extras
     return summary
 
 
@@ -558,19 +1062,35 @@ def _first_line(path: str, key: str, sep: str = ":") -> str | None:
     return None
 
 
-def _git_state() -> str:
-    def git(*a: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", "-C", str(ROOT), *a], capture_output=True, text=True, check=False
-            ).stdout.strip()
-        except OSError:
-            return ""
+def _git(*a: str) -> str:
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return ""
 
-    head = git("rev-parse", "--short", "HEAD")
+
+def _git_state() -> str:
+    head = _git("rev-parse", "--short", "HEAD")
     if not head:
         return "unknown"
-    return head + (" with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    return head + (" with uncommitted changes" if _git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def code_state() -> dict[str, Any]:
+    """The code a figure measured: `git rev-parse HEAD`, the lines of `git status --short`
+    (files changed or untracked), and a digest of worker/**/*.py as they are on disk now."""
+    head = _git("rev-parse", "HEAD")
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "worker").rglob("*.py")):
+        try:
+            digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+        except OSError:
+            continue
+    return {
+        "head": head or "unknown",
+        "dirty": len(_git("status", "--short").splitlines()) if head else None,
+        "worker_digest": digest.hexdigest()[:12],
+    }
 
 
 def machine_info() -> dict[str, Any]:
@@ -770,13 +1290,33 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _progress(n: int, label: str, m: Measurement, report: dict[str, Any] | None = None) -> None:
+def _progress(
+    n: int, label: str, m: Measurement, report: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
+) -> None:
     inproc = f", in-process {report['duration_s']} s" if report and "duration_s" in report else ""
     _log(f"[{n}] {label}: {m.wall_s:.3f} s{inproc}, peak RSS {m.peak_rss_mib:.0f} MiB")
+    if extra:
+        more = [f"CPU {m.cpu_s} s", f"PostgreSQL server CPU {extra.get('server_cpu_s')} s"]
+        if "files_read" in extra:
+            more.append(f"files read per replica {_per_replica(extra['files_read'])}")
+            more.append(f"peak PSS per replica {_per_replica(extra['replica_peak_pss_mib'], '{:.0f}')} MiB")
+        code = extra["code"]
+        more.append(f"load {extra['load_before'][0]}, code {code['head'][:10]}+{code['dirty']} {code['worker_digest']}")
+        _log(f"[{n}]   " + "; ".join(more))
 
 
 def _load() -> float:
     return round(os.getloadavg()[0], 2)
+
+
+def _loads() -> list[float]:
+    """The load averages over 1, 5 and 15 minutes, as `uptime` prints them."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _per_replica(values: list[Any], fmt: str = "{:,}") -> str:
+    """`r1 5,012 / r2 4,988`, with n/a for a value not known (no such metric yet)."""
+    return " / ".join(f"r{i} {'n/a' if v is None else fmt.format(v)}" for i, v in enumerate(values, 1))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -6,6 +6,9 @@ import json
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,23 @@ pytest_plugins = ["tests.nodns"]  # no test resolves a name outside the machine
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "examples" / "inbox" / "2021" / "01" / "000_5ffeefc380e2a43b.txt"
+POSTGRES_SERVER = "postgresql://root@127.0.0.1:5432"  # trust auth, user root
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, empty database on the PostgreSQL server of the tests, dropped afterwards
+    (sessions still on it included): its SQLAlchemy URL."""
+    import psycopg
+
+    name = f"feedworker_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass

@@ -8,30 +8,24 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 import yaml
 from lxml import etree
 
-from tests.conftest import ROOT, Project, make_project, run_cli
+from tests.conftest import POSTGRES_SERVER, ROOT, Project, fresh_postgres_database, make_project, run_cli
 
-SERVER = "postgresql://root@127.0.0.1:5432"
+SERVER = POSTGRES_SERVER  # tests/test_migrate_to.py imports it from here
 PINNED = {"FEEDWORKER_CLOCK": "2026-11-29T12:00:00+00:00"}
 
 
 @pytest.fixture
 def database() -> Iterator[str]:
     """A new, empty database, dropped afterwards: its SQLAlchemy URL."""
-    name = f"feedworker_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres_database() as url:
+        yield url
 
 
 def use_database(project: Project, url: str) -> None:

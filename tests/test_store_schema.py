@@ -92,13 +92,13 @@ def test_a_version_1_store_is_upgraded_by_migrate_to_exactly_the_declared_schema
     project = version_1_store(tmp_path)
     assert "alembic_version" not in tables(project.database)
     result = project.cli("migrate")
-    assert result.stdout == "schema upgraded from version 1 (0001_initial) to version 3 (0003_orphan_candidate)\n"
+    assert result.stdout == "schema upgraded from version 1 (0001_initial) to version 4 (0004_replicas)\n"
     assert schema_differences(project.database) == []
     with sqlite3.connect(project.database) as conn:
-        assert conn.execute("select version_num from alembic_version").fetchall() == [("0003_orphan_candidate",)]
-        assert conn.execute("select value from meta where key = 'schema_version'").fetchall() == [("3",)]
+        assert conn.execute("select version_num from alembic_version").fetchall() == [("0004_replicas",)]
+        assert conn.execute("select value from meta where key = 'schema_version'").fetchall() == [("4",)]
     again = project.cli("migrate")
-    assert again.stdout == "schema already at version 3 (0003_orphan_candidate): nothing to do\n"
+    assert again.stdout == "schema already at version 4 (0004_replicas): nothing to do\n"
     report = project.run()  # the store the command upgraded is the run's
     assert report["status"] == "ok" and report["files"]["new"] == 0 and report["files"]["changed"] == 0
 
@@ -112,9 +112,9 @@ def test_a_store_of_schema_3_from_before_alembic_is_stamped_without_a_change(tmp
     conn.close()
     assert project.cli("status").returncode == 0  # the same schema: readable as it is
     assert "alembic_version" not in tables(project.database)
-    assert project.cli("migrate").stdout == "schema already at version 3 (0003_orphan_candidate): nothing to do\n"
+    assert project.cli("migrate").stdout == "schema already at version 4 (0004_replicas): nothing to do\n"
     with sqlite3.connect(project.database) as conn:
-        assert conn.execute("select version_num from alembic_version").fetchall() == [("0003_orphan_candidate",)]
+        assert conn.execute("select version_num from alembic_version").fetchall() == [("0004_replicas",)]
 
 
 def test_an_upgrade_that_fails_part_way_leaves_the_store_as_it_was(tmp_path: Path):
@@ -176,7 +176,7 @@ def test_status_on_an_older_store_writes_nothing_and_says_how_to_upgrade(tmp_pat
         result = project.cli(*args, check=False)
         assert result.returncode == 1 and result.stdout == ""
         assert result.stderr == (
-            "Error: the database has schema version 1, older than this feedworker's 3: "
+            "Error: the database has schema version 1, older than this feedworker's 4: "
             "run `feedworker migrate` or a run to upgrade it\n"
         )
     assert files_of(project.database.parent) == before  # the same files, bytes and times: no -wal, no -shm
@@ -260,8 +260,8 @@ def test_a_newer_store_is_refused_with_one_line_by_status_migrate_and_run(tmp_pa
     project.article("a.txt", title="A", web_url="https://a.example/a")
     project.run()
     with sqlite3.connect(project.database) as conn:
-        conn.execute("update alembic_version set version_num = '0004_from_the_future'")
-        conn.execute("update meta set value = '4' where key = 'schema_version'")
+        conn.execute("update alembic_version set version_num = '0005_from_the_future'")
+        conn.execute("update meta set value = '5' where key = 'schema_version'")
     conn.close()
     before = files_of(project.database.parent)
     for command in ("status", "migrate", "run"):
@@ -269,7 +269,7 @@ def test_a_newer_store_is_refused_with_one_line_by_status_migrate_and_run(tmp_pa
         assert result.returncode == 1, command
         assert (
             result.stderr.strip().splitlines()[-1]
-            == "Error: the database has schema version 4; this feedworker knows 3"
+            == "Error: the database has schema version 5; this feedworker knows 4"
         )
     assert files_of(project.database.parent)["feedworker.db"] == before["feedworker.db"]
 
@@ -280,11 +280,11 @@ def test_a_newer_store_is_refused_with_one_line_by_status_migrate_and_run(tmp_pa
 def test_migrate_creates_a_new_store_and_refuses_to(tmp_path: Path):
     project = make_project(tmp_path)
     result = project.cli("migrate")
-    assert result.stdout == "schema created: version 3 (0003_orphan_candidate)\n"
+    assert result.stdout == "schema created: version 4 (0004_replicas)\n"
     assert schema_differences(project.database) == []
-    refused = project.cli("migrate", "--to", "postgresql+psycopg://db/feedworker", check=False)
+    refused = project.cli("migrate", "--to", "sqlite:///x.db", check=False)
     assert refused.returncode == 1
-    assert refused.stderr == "Error: migrate --to: copying the store into another database is not available yet\n"
+    assert refused.stderr.startswith("Error: migrate --to copies into a PostgreSQL database")
 
 
 def test_migrate_waits_for_a_running_cycle(tmp_path: Path):
@@ -307,7 +307,7 @@ def test_migrate_waits_for_a_running_cycle(tmp_path: Path):
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert "another cycle is running on this database; waiting for it to finish" in stderr
-    assert stdout == "schema upgraded from version 1 (0001_initial) to version 3 (0003_orphan_candidate)\n"
+    assert stdout == "schema upgraded from version 1 (0001_initial) to version 4 (0004_replicas)\n"
 
 
 def test_a_first_run_killed_with_tables_but_no_version_row_is_completed_by_migrate(tmp_path: Path):
@@ -321,5 +321,5 @@ def test_a_first_run_killed_with_tables_but_no_version_row_is_completed_by_migra
         )
     conn.close()
     assert "last run: never" in project.cli("status").stdout  # no schema yet: as before any run
-    assert project.cli("migrate").stdout == "schema created: version 3 (0003_orphan_candidate)\n"
+    assert project.cli("migrate").stdout == "schema created: version 4 (0004_replicas)\n"
     assert schema_differences(project.database) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -171,21 +171,24 @@ def _source_line(source: dict[str, Any]) -> str:
     "to_url",
     metavar="URL",
     default=None,
-    help="Not available yet: copying the store into another database comes in a later version.",
+    help="Copy the configured SQLite store into the empty PostgreSQL database at URL instead.",
 )
 def migrate(config_path: Path | None, to_url: str | None) -> None:
     """Create or upgrade the database schema to this feedworker's, then exit.
 
     Waits for a running cycle (it takes the cycle lock). A run does the same on its own:
     this is for upgrading at a chosen time, e.g. before starting a new version's `serve`.
+    With --to URL: copy the store (an SQLite one, at this schema) into the empty PostgreSQL
+    database at URL instead, then switch `database:` to URL.
     """
     from worker.store.db import migrate_database
     from worker.store.errors import StoreError
     from worker.store.version import version_of
 
-    if to_url is not None:
-        raise click.ClickException("migrate --to: copying the store into another database is not available yet")
     config = _load(config_path)
+    if to_url is not None:
+        _copy_store(config, to_url)
+        return
 
     def waiting() -> None:
         click.echo("feedworker: another cycle is running on this database; waiting for it to finish", err=True)
@@ -201,6 +204,48 @@ def migrate(config_path: Path | None, to_url: str | None) -> None:
         click.echo(f"schema already at {now}: nothing to do")
     else:
         click.echo(f"schema upgraded from version {version_of(before)} ({before}) to {now}")
+
+
+# The tables `migrate --to` names in its line, with the noun of one row.
+_COPIED = (("article", "article"), ("source_file", "file"), ("topic", "topic"), ("page", "page"), ("run", "run"))
+
+
+def _written_feeds(folder: Path) -> Iterator[tuple[str, bytes, datetime]]:
+    """The feed files in the feeds folder (path below it, bytes, mtime), read one at a time."""
+    from worker.publish.writer import feed_files
+
+    listed = feed_files(folder)
+    for path in [*sorted(listed.index), *(f"topics/{name}" for name in sorted(listed.topics))]:
+        try:
+            body = (folder / path).read_bytes()
+            modified = (folder / path).stat().st_mtime
+        except OSError:
+            continue  # gone meanwhile: the first cycle on the copy renders it
+        yield path, body, datetime.fromtimestamp(modified, UTC)
+
+
+def _copy_store(config: Config, to_url: str) -> None:
+    """`migrate --to URL`: the configured store copied into the database at URL, one line."""
+    from worker.store.errors import StoreError
+    from worker.store.transfer import copy_store, shown_url
+
+    def waiting(database: str) -> None:
+        click.echo(f"feedworker: a cycle is running on {database}; waiting for it to finish", err=True)
+
+    try:
+        copied = copy_store(
+            config.database_url,
+            to_url,
+            busy_timeout_s=config.busy_timeout_s,
+            on_wait=waiting,
+            feeds=_written_feeds(config.feeds.dir),
+        )
+    except StoreError as exc:
+        raise click.ClickException(printable(" ".join(str(exc).split()))) from None
+    counts = ", ".join(
+        f"{copied.get(table, 0)} {noun if copied.get(table, 0) == 1 else noun + 's'}" for table, noun in _COPIED
+    )
+    click.echo(f"copied {counts} to {printable(shown_url(to_url))}")
 
 
 @cli.command()

@@ -6,6 +6,7 @@ the store and the renderer all import this module, and none of them imports anot
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +37,8 @@ __all__ = [
     "StoreSnapshot",
     "StoredEntry",
     "Touched",
+    "decode_read",
+    "encode_read",
 ]
 
 
@@ -195,6 +198,45 @@ class Ingested:
 Touched = tuple[str, int, int]
 
 
+def encode_read(result: Ingested | Touched | None) -> str:
+    """One file's read as JSON text (what replicas hand each other through the store's
+    parse_claim table): no pickle, so a row can never run code where it is read back."""
+    if result is None:
+        return "null"
+    if isinstance(result, tuple):
+        return _json({"touched": list(result)})
+    fields = {name: getattr(result, name) for name in Ingested.__dataclass_fields__}
+    article = result.article
+    if article is not None:
+        fields["article"] = {name: getattr(article, name) for name in Article.__dataclass_fields__}
+    return orjson.dumps(fields, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def decode_read(text: str) -> Ingested | Touched | None:
+    """encode_read's text back as the value it was made from."""
+    data = orjson.loads(text)
+    if data is None:
+        return None
+    if "touched" in data:
+        path, size, mtime_ns = data["touched"]
+        return (str(path), int(size), int(mtime_ns))
+    article = data.get("article")
+    if article is not None:
+        published = article.get("published_at")
+        article = Article(
+            **{
+                **article,
+                "published_at": datetime.fromisoformat(published) if published is not None else None,
+                "topics": tuple(article["topics"]),
+                "images": tuple(Image(**image) for image in article["images"]),
+                "related": tuple(RelatedItem.from_json_fields(item) for item in article["related"]),
+                "warnings": tuple(article["warnings"]),
+            }
+        )
+    links = tuple((str(url), bool(wants), bool(shows)) for url, wants, shows in data["related_links"])
+    return Ingested(**{**data, "article": article, "related_links": links})
+
+
 @dataclass(frozen=True, slots=True)
 class KnownFile:
     """A source file as the store last saw it."""
@@ -296,6 +338,13 @@ class FeedFiles:
     topics: frozenset[str]  # the file names in topics/ (no hidden ones)
     temp_left: bool  # a temporary file a killed write left behind
 
+    @classmethod
+    def of_paths(cls, paths: Iterable[str]) -> FeedFiles:
+        """Feed paths relative to the feeds folder (the documents a PostgreSQL store keeps) as a listing."""
+        paths = set(paths)
+        topics = frozenset(path.removeprefix("topics/") for path in paths if path.startswith("topics/"))
+        return cls(frozenset(name for name in ("all.rss", "all.atom", "index.opml") if name in paths), topics, False)
+
 
 # --- the store as a cycle plans from it --------------------------------------------------------
 
@@ -313,6 +362,7 @@ class StoreSnapshot:
     known_slugs: frozenset[str]  # every topic ever seen: their feed files are ours
     files: dict[str, tuple[int, int]]  # every stored file: path -> (size, mtime_ns)
     quarantined: list[dict[str, str]]  # the quarantined files as the run report lists them, by path
+    documents: frozenset[str] = frozenset()  # the feeds the store keeps (PostgreSQL replicas serve them)
 
 
 # --- the run report's counts (JSON keys as the README documents them, in this order) ---------

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import gc
 import os
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,7 +17,17 @@ import structlog
 
 from worker.config import Config
 from worker.ingest.scanner import scan
-from worker.model import ArticleCounts, FeedSettings, Ingested, KnownFile, Scan, Source, StoreSnapshot, Touched
+from worker.model import (
+    ArticleCounts,
+    FeedFiles,
+    FeedSettings,
+    Ingested,
+    KnownFile,
+    Scan,
+    Source,
+    StoreSnapshot,
+    Touched,
+)
 from worker.plan import CyclePlan, FetchSettings, plan_cycle
 from worker.publish.writer import FeedWriteError, feed_files
 from worker.report import CycleError, RunReport, interrupted_report, unreadable_sources
@@ -24,6 +35,7 @@ from worker.store import keys
 from worker.store import snapshot as store_snapshot
 from worker.store.errors import StoreError
 from worker.store.lock import cycle_lock, held_lock_descriptors
+from worker.store.postgres import is_postgres
 
 if TYPE_CHECKING:  # the working cycle's modules load when it runs: a cycle with nothing to do never needs them
     from sqlalchemy.engine import Engine
@@ -39,6 +51,7 @@ __all__ = [
     "CycleError",
     "RunReport",
     "parse_limits",
+    "replica_name",
     "run_cycle",
     "utcnow",
 ]
@@ -64,6 +77,8 @@ class CycleContext:
     report: RunReport
     now: datetime = field(default_factory=utcnow)  # the cycle's time: its changes are stamped with it
     log: Any = log
+    replica: str | None = None  # who runs it (run.replica)
+    fence: int | None = None  # the cycle lock's fencing token (PostgreSQL), checked by every write
 
     def finish_report(self) -> datetime:
         self.report.duration_s = round(time.monotonic() - self.started, 3)
@@ -77,12 +92,20 @@ class CycleContext:
         return FeedSettings(feeds.dir, feeds.base_url, feeds.title, feeds.max_entries, feeds.opml_format)
 
 
+def replica_name() -> str:
+    """This process as the runs it makes name it: host and process id (a container's host
+    name is its own)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def run_cycle(
     config: Config,
     *,
     clock: Callable[[], datetime] = utcnow,
     on_wait: Callable[[], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    request_id: str | None = None,
+    on_locked: Callable[[], None] | None = None,
 ) -> RunReport:
     """Run one whole cycle. Waits for a cycle already running against the same database.
 
@@ -95,11 +118,16 @@ def run_cycle(
     asked = time.monotonic()
     report = RunReport()
     context = None
+    replica = replica_name()
     try:
-        with cycle_lock(config.database_url, on_wait):
+        with cycle_lock(config.database_url, on_wait, replica) as fence:
+            if on_locked is not None:
+                on_locked()
             context = CycleContext(config, clock, should_stop or _never, time.monotonic(), report, clock())
+            context.replica, context.fence = replica, fence
             report.waited_s = round(context.started - asked, 3)
-            _cycle(context)
+            if request_id is None or not _served_already(context, request_id):
+                _cycle(context)
     except StoreError as exc:
         report.fail(_one_line(exc))
         report.duration_s = round(time.monotonic() - (context.started if context else asked), 3)
@@ -111,6 +139,28 @@ def run_cycle(
 
 def _never() -> bool:
     return False
+
+
+def _served_already(context: CycleContext, request_id: str) -> bool:
+    """Whether a run another replica started after `request_id` was asked for served it: then
+    that run's report is this one's, and no second run follows (one run for the group)."""
+    reader = store_snapshot.open_reader(context.config.database_url, context.config.busy_timeout_s)
+    if reader is None:
+        return False
+    try:
+        served = store_snapshot.served_by(reader[0], reader[1], request_id)
+    except Exception:  # noqa: BLE001  (no such table yet: the cycle runs)
+        return False
+    finally:
+        reader[0].close()
+    if served is None:
+        return False
+    run_id, report_json = served
+    stored = RunReport.from_json(report_json) if report_json else RunReport(status="running", run_id=run_id)
+    _reset(context.report, stored)
+    context.report.run_id = run_id
+    log.info("run.served_by_another", run_id=run_id, request_id=request_id)
+    return True
 
 
 def _cycle(context: CycleContext) -> None:
@@ -152,7 +202,7 @@ def _snapshot_and_plan(
         if counting is not None:
             counting.join()
     plan = plan_cycle(
-        snapshot, found, feed_files(config.feeds.dir), context.feed_settings, _fetch_settings(config), context.now
+        snapshot, found, _feeds_now(config, snapshot), context.feed_settings, _fetch_settings(config), context.now
     )
     if snapshot is None or counting is None or counting.articles is None:
         return snapshot, found, plan if not plan.empty else _not_idle(plan), None
@@ -224,7 +274,9 @@ def _record_idle(
         return finished, report.to_json().decode()
 
     conn, dialect = reader
-    if not store_snapshot.record_idle_run(conn, dialect, context.now, finish):
+    if not store_snapshot.record_idle_run(
+        conn, dialect, context.now, finish, replica=context.replica, fence=context.fence
+    ):
         _reset(report, RunReport(waited_s=report.waited_s))  # the working cycle fills it again
         return False
     bound = log.bind(run_id=report.run_id)
@@ -251,6 +303,7 @@ def _work(context: CycleContext, snapshot: StoreSnapshot | None, found: Scan, pl
     engine = connect(config.database_url, busy_timeout_s=config.busy_timeout_s)
     try:
         migrate(engine)  # creates or upgrades the schema: only here, under the cycle lock, and `feedworker migrate`
+        _fence(context, engine)
         if snapshot is None or not snapshot.current_schema:
             # Planned before the schema was there: plan again from what it holds now.
             snapshot, plan = _replan(context, engine, found)
@@ -260,7 +313,7 @@ def _work(context: CycleContext, snapshot: StoreSnapshot | None, found: Scan, pl
             for run_id, run_started in runs.unfinished(conn):
                 runs.finish(conn, run_id, "interrupted", interrupted_report(run_id, run_started.isoformat()), None)
                 log.warning("run.interrupted", interrupted_run_id=run_id, started_at=run_started.isoformat())
-            report.run_id = runs.start(conn, context.now)
+            report.run_id = runs.start(conn, context.now, context.replica)
         context.log = log.bind(run_id=report.run_id)
         try:
             # Events of the modules the cycle calls (feeds written, pages fetched) carry the run too.
@@ -279,6 +332,19 @@ def _work(context: CycleContext, snapshot: StoreSnapshot | None, found: Scan, pl
         engine.dispose()
 
 
+def _fence(context: CycleContext, engine: Engine) -> None:
+    """On PostgreSQL, every transaction of this cycle first checks that its lock was not lost."""
+    if engine.dialect.name != "postgresql":
+        return
+    from worker.store import postgres
+    from worker.store.db import transaction
+
+    if context.fence is None:  # the lock was taken before the schema existed
+        with transaction(engine) as conn:
+            context.fence = postgres.raise_fence(conn, context.replica or "")
+    postgres.fence_writes(engine, context.fence)
+
+
 def _replan(context: CycleContext, engine: Engine, found: Scan) -> tuple[StoreSnapshot, CyclePlan]:
     config = context.config
     raw = engine.raw_connection()
@@ -289,8 +355,20 @@ def _replan(context: CycleContext, engine: Engine, found: Scan) -> tuple[StoreSn
     assert snapshot is not None
     fetch = _fetch_settings(config)
     return snapshot, plan_cycle(
-        snapshot, found, feed_files(config.feeds.dir), context.feed_settings, fetch, context.now
+        snapshot, found, _feeds_now(config, snapshot), context.feed_settings, fetch, context.now
     )
+
+
+def _shared(config: Config) -> bool:
+    """Several replicas may share this store (PostgreSQL): feeds are documents in it."""
+    return is_postgres(config.database_url)
+
+
+def _feeds_now(config: Config, snapshot: StoreSnapshot | None) -> FeedFiles:
+    """The feeds there are: the store's documents when replicas share it, else the folder's files."""
+    if _shared(config):
+        return FeedFiles.of_paths(snapshot.documents if snapshot is not None else ())
+    return feed_files(config.feeds.dir)
 
 
 def _finish(context: CycleContext, engine: Engine) -> None:
@@ -382,6 +460,8 @@ def _phases(context: CycleContext, engine: Engine, snapshot: StoreSnapshot, foun
         context.now,
         on_disk=plan.feeds,  # as the plan saw them: the feeds it found missing are due
         helper=helper if (os.cpu_count() or 1) > 1 else None,
+        to_store=_shared(context.config),
+        fence=context.fence,
     )
     _count_stored(engine, report)
 
@@ -402,7 +482,6 @@ def _remember_devices(engine: Engine, snapshot: StoreSnapshot, found: Scan) -> N
 def _ingest(context: CycleContext, engine: Engine, snapshot: StoreSnapshot, found: Scan, plan: CyclePlan) -> bool:
     """Forget deleted files, quarantine the unreadable, read and store the rest in batches.
     False when the cycle was asked to stop (at a batch boundary)."""
-    from worker.ingest.parsers import read_all
     from worker.store import articles as article_store
     from worker.store import files as file_store
     from worker.store import orphans as orphan_store
@@ -446,7 +525,7 @@ def _ingest(context: CycleContext, engine: Engine, snapshot: StoreSnapshot, foun
     touched: list[Touched] = []
     first_run = not snapshot.files
     with indexes_deferred(engine, defer=first_run and len(to_read) >= DEFER_INDEXES_FROM):
-        results = read_all(to_read, parse_limits(context.config), held_lock_descriptors)
+        results = _reader(context, engine, to_read, found)
         try:
             for result in results:
                 if isinstance(result, tuple):  # same bytes as stored, only the stat changed
@@ -470,6 +549,24 @@ def _ingest(context: CycleContext, engine: Engine, snapshot: StoreSnapshot, foun
             results.close()  # shuts the parser pool down now when the loop stopped early
         _store_batch(engine, batch, touched, known, topics, context.now)
     return not context.should_stop()
+
+
+def _reader(
+    context: CycleContext, engine: Engine, to_read: list[ReadTask], found: Scan
+) -> Generator[Ingested | Touched, None, None]:
+    """The files read, in order: by this process's parser pool, or, when replicas share the
+    store and there are enough of them, by every replica's (ingest.shared)."""
+    from worker.ingest.parsers import INLINE_BELOW, read_all
+
+    limits = parse_limits(context.config)
+    if _shared(context.config) and len(to_read) >= INLINE_BELOW:
+        from worker.ingest.shared import read_shared
+
+        claimant = context.replica or replica_name()
+        return read_shared(
+            engine, to_read, found.files, limits, claimant, batch=BATCH, held_locks=held_lock_descriptors
+        )
+    return read_all(to_read, limits, held_lock_descriptors)
 
 
 def _quarantined_unread(found: Scan, path: str) -> Ingested:

@@ -40,6 +40,22 @@ class RunReport:
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2)
 
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RunReport:
+        """A stored report read back (GET /runs of another replica's run; unknown keys ignored)."""
+        data = orjson.loads(text)
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        for name, kind in (
+            ("files", FileCounts),
+            ("articles", ArticleCounts),
+            ("feeds", FeedCounts),
+            ("enrich", EnrichCounts),
+        ):
+            if isinstance(known.get(name), dict):
+                fields = kind.__dataclass_fields__
+                known[name] = kind(**{key: value for key, value in known[name].items() if key in fields})
+        return cls(**known)
+
     def fail(self, message: str) -> None:
         self.status = "failed"
         self.message = message

@@ -31,6 +31,7 @@ __all__ = [
     "process_pool_of_one",
     "read_all",
     "read_article",
+    "read_as_claimed",
     "start_parser_server",
 ]
 
@@ -66,6 +67,33 @@ def read_all(
             for chunk in _take(queue, 1):
                 pending.append(pool.submit(_read_chunk, chunk, limits))
             yield from (result for result in results if result is not None)
+
+
+def read_as_claimed(
+    claim: Callable[[], Sequence[ReadTask]],
+    limits: ParseLimits,
+    held_locks: Callable[[], Iterable[int]] = tuple,
+    idle: Callable[[], bool] = lambda: False,
+) -> Generator[tuple[Sequence[ReadTask], list[Ingested | Touched | None]], None, None]:
+    """Read chunks of files as `claim()` hands them out (an empty one: none now), across all
+    cores with one pool, yielding each chunk with its results in task order (None where a
+    file vanished since the scan). With nothing claimed and nothing in flight, `idle()` says
+    whether to claim again (having waited) or to end."""
+    workers = max(1, min(os.cpu_count() or 1, 8))
+    with process_pool(workers, held_locks) as pool:
+        pending: deque[tuple[Sequence[ReadTask], Future[list[Any]]]] = deque()
+        while True:
+            while len(pending) < workers * 2:
+                chunk = claim()
+                if not chunk:
+                    break
+                pending.append((chunk, pool.submit(_read_chunk, chunk, limits)))
+            if not pending:
+                if idle():
+                    continue
+                return
+            chunk, future = pending.popleft()
+            yield chunk, future.result()
 
 
 @contextmanager

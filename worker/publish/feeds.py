@@ -8,6 +8,7 @@ from concurrent.futures import Executor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, uuid5
 
@@ -18,6 +19,7 @@ from worker.model import FeedCounts, FeedFiles, FeedSettings, StoredEntry
 from worker.publish.links import related_links
 from worker.publish.settings import feeds_fingerprint, fingerprint
 from worker.publish.writer import feed_files, remove_feed, remove_temp_files, write_if_changed
+from worker.store import documents as document_store
 from worker.store import feeds as feed_store
 from worker.store import keys
 from worker.store import meta as meta_store
@@ -59,6 +61,8 @@ def publish(
     *,
     on_disk: FeedFiles | None = None,
     helper: Callable[[], AbstractContextManager[Executor]] | None = None,
+    to_store: bool = False,
+    fence: int | None = None,
 ) -> FeedCounts:
     """Render the feeds whose entries changed (or whose files are missing); leave the rest alone.
 
@@ -66,13 +70,18 @@ def publish(
     a file missing there is due whatever the store says). `helper` makes a one-process
     executor: when many feeds are due, it renders half of them (it opens the database
     itself) while this process renders the other half.
+
+    `to_store` (several replicas on PostgreSQL): the feeds are documents in the store, which
+    every replica serves; `on_disk` then lists the stored ones, the counts are of documents,
+    and the feeds folder is a copy brought up to date at the end (`fence`: the cycle lock's
+    token, for the helper process's writes).
     """
     stats = FeedCounts()
     topics_dir = settings.dir / "topics"
-    if on_disk is None or on_disk.temp_left:
+    if on_disk is None or on_disk.temp_left or to_store:
         remove_temp_files(settings.dir)
     if on_disk is None:
-        on_disk = feed_files(settings.dir)
+        on_disk = _stored_feeds(engine) if to_store else feed_files(settings.dir)
     with engine.connect() as conn:
         visible = topic_store.published_topics(conn)
         known_slugs = topic_store.topic_slugs(conn)
@@ -107,10 +116,10 @@ def publish(
     if helper is not None and len(jobs) >= PARALLEL_FROM:
         with helper() as executor:
             url = engine.url.render_as_string(hide_password=False)  # str() would mask a password
-            theirs = executor.submit(render_feeds_of, url, settings, now, jobs[1::2])
-            outcomes = _render_jobs(engine, settings, now, jobs[0::2]) + theirs.result()
+            theirs = executor.submit(render_feeds_of, url, settings, now, jobs[1::2], to_store, fence)
+            outcomes = _render_jobs(engine, settings, now, jobs[0::2], to_store) + theirs.result()
     else:
-        outcomes = _render_jobs(engine, settings, now, jobs)
+        outcomes = _render_jobs(engine, settings, now, jobs, to_store)
     for stem, window, written in sorted(outcomes):
         if written is None:
             stats.unchanged += 2  # the same entries as when last written: not rendered
@@ -118,15 +127,25 @@ def publish(
         for suffix, changed in zip(("rss", "atom"), written, strict=True):
             _count(changed, f"{stem}.{suffix}", stats)
     # Only feeds of topics it knows are feedworker's: a file someone else put there stays.
+    gone = []
     for name in sorted(on_disk.topics):
         slug, _, suffix = name.rpartition(".")
         ours = slug in known_slugs and suffix in ("rss", "atom")
-        if ours and slug not in visible_slugs and remove_feed(topics_dir / name):
-            stats.removed += 1
-            log.info("feed.removed", feed=f"topics/{name}")
+        if ours and slug not in visible_slugs:
+            gone.append(f"topics/{name}")
+            if remove_feed(topics_dir / name) and not to_store:
+                stats.removed += 1
+                log.info("feed.removed", feed=f"topics/{name}")
+    if to_store and gone:
+        with transaction(engine) as conn:
+            stats.removed += document_store.remove_documents(conn, gone)
+        for path in gone:
+            log.info("feed.removed", feed=path)
     # The index changes only with the set of feeds or the settings, which both pass above.
     if stats.written or stats.removed or settings_changed or "index.opml" not in on_disk.index:
-        _write_index(settings, visible, stats)
+        _write_index(engine, settings, visible, stats, to_store, now)
+    if to_store:
+        _copy_to_folder(engine, settings.dir)
     with transaction(engine) as conn:
         topic_store.clear_dirty(conn, dirty, all_feed=all_dirty)
         for stem, window, written in outcomes:
@@ -137,21 +156,72 @@ def publish(
     return stats
 
 
-def render_feeds_of(database_url: str, settings: FeedSettings, now: datetime, jobs: list[_FeedJob]) -> list[Any]:
+def render_feeds_of(
+    database_url: str,
+    settings: FeedSettings,
+    now: datetime,
+    jobs: list[_FeedJob],
+    to_store: bool = False,
+    fence: int | None = None,
+) -> list[Any]:
     """Render and write these feeds from the database at `database_url` (in a helper process)."""
     from worker.store.db import connect
 
     engine = connect(database_url)
+    if fence is not None:
+        from worker.store.postgres import fence_writes
+
+        fence_writes(engine, fence)
     try:
-        return _render_jobs(engine, settings, now, jobs)
+        return _render_jobs(engine, settings, now, jobs, to_store)
     finally:
         engine.dispose()
+
+
+def _stored_feeds(engine: Engine) -> FeedFiles:
+    with engine.connect() as conn:
+        return document_store.as_feed_files(document_store.listing(conn))
+
+
+def _put(engine: Engine, folder: Path, documents: list[tuple[str, bytes]], now: datetime) -> list[bool]:
+    """Store feed documents (checked first, as files are), then write their copies in the feeds
+    folder; whether each document changed."""
+    from lxml import etree
+
+    for _, body in documents:
+        etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))  # raises if malformed
+    with transaction(engine) as conn:
+        written = document_store.put_documents(conn, documents, now)
+    for path, body in documents:
+        write_if_changed(folder / path, body)
+    return written
+
+
+def _copy_to_folder(engine: Engine, folder: Path) -> None:
+    """The stored feeds into the feeds folder where a file is missing, or older than the bytes
+    another replica stored: the folder follows the store, never the other way."""
+    with engine.connect() as conn:
+        stored = document_store.listing(conn)
+        stale = [path for path, (_, modified_at) in sorted(stored.items()) if _older(folder / path, modified_at)]
+        if not stale:
+            return
+        for path, body in document_store.bodies(conn, stale).items():
+            write_if_changed(folder / path, body)
+
+
+def _older(path: Path, modified_at: datetime) -> bool:
+    try:
+        return path.stat().st_mtime < modified_at.timestamp()
+    except OSError:
+        return True
 
 
 _Outcome = tuple[str, str, tuple[bool, bool] | None]  # stem, window, (rss, atom) written; None: not rendered
 
 
-def _render_jobs(engine: Engine, settings: FeedSettings, now: datetime, jobs: list[_FeedJob]) -> list[_Outcome]:
+def _render_jobs(
+    engine: Engine, settings: FeedSettings, now: datetime, jobs: list[_FeedJob], to_store: bool = False
+) -> list[_Outcome]:
     """Render each job's feed pair, unless its window is unchanged, and write what changed."""
     outcomes: list[_Outcome] = []
     cache: dict[int, Entry] = {}
@@ -166,15 +236,28 @@ def _render_jobs(engine: Engine, settings: FeedSettings, now: datetime, jobs: li
 
             info = _feed_info(settings, job.stem, job.title, job.subtitle)
             rss, atom = render_feeds(info, _entries(conn, [id_ for id_, _ in entries], cache), now)
-            written = (
-                write_if_changed(settings.dir / f"{job.stem}.rss", rss),
-                write_if_changed(settings.dir / f"{job.stem}.atom", atom),
-            )
+            if to_store:
+                rss_put, atom_put = _put(
+                    engine, settings.dir, [(f"{job.stem}.rss", rss), (f"{job.stem}.atom", atom)], now
+                )
+                written = (rss_put, atom_put)
+            else:
+                written = (
+                    write_if_changed(settings.dir / f"{job.stem}.rss", rss),
+                    write_if_changed(settings.dir / f"{job.stem}.atom", atom),
+                )
             outcomes.append((job.stem, window, written))
     return outcomes
 
 
-def _write_index(settings: FeedSettings, visible: Sequence[Row[int, str, str]], stats: FeedCounts) -> None:
+def _write_index(
+    engine: Engine,
+    settings: FeedSettings,
+    visible: Sequence[Row[int, str, str]],
+    stats: FeedCounts,
+    to_store: bool,
+    now: datetime,
+) -> None:
     """index.opml: each topic feed once, in the format of `opml_format`. Not the all feed: a
     reader importing both would get every article twice (it is subscribed to on its own),
     unless there is no topic feed at all: then it is the one feed listed (OPML wants one)."""
@@ -186,7 +269,12 @@ def _write_index(settings: FeedSettings, visible: Sequence[Row[int, str, str]], 
     ]
     if not links:
         links = [FeedLink(settings.title, _url(settings, f"all.{suffix}"))]
-    _count(write_if_changed(settings.dir / "index.opml", render_opml(settings.title, links)), "index.opml", stats)
+    body = render_opml(settings.title, links)
+    if to_store:
+        (written,) = _put(engine, settings.dir, [("index.opml", body)], now)
+    else:
+        written = write_if_changed(settings.dir / "index.opml", body)
+    _count(written, "index.opml", stats)
 
 
 def _count(written: bool, name: str, stats: FeedCounts) -> None:

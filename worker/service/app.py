@@ -25,9 +25,12 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from worker.config import Config, ConfigError, load_config
 from worker.ingest.parsers import start_parser_server
 from worker.logging import configure_logging
+from worker.pipeline import replica_name
 from worker.service.http import StoreReader, create_app
 from worker.service.metrics import ServiceMetrics
+from worker.service.replica import ReplicaState
 from worker.service.scheduler import Runner, ServiceScheduler, build_trigger
+from worker.store.postgres import is_postgres
 
 __all__ = [
     "KEEP_ALIVE_S",
@@ -443,13 +446,21 @@ class _Service:
     """The running pieces and what signals do to them."""
 
     def __init__(self, config: Config, sock: socket.socket) -> None:
-        self.metrics = ServiceMetrics()
-        self.runner = Runner(config, metrics=self.metrics)
+        # This process in its group of replicas: one of several on a PostgreSQL store, else single.
+        self.replica = ReplicaState(replica_name(), shared=is_postgres(config.database_url))
+        self.metrics = ServiceMetrics(replica=self.replica)
+        self.runner = Runner(config, metrics=self.metrics, replica=self.replica)
         self.scheduler = ServiceScheduler(self.runner)
         # One read-only engine for every HTTP request, closed when the server has stopped.
         self.store = StoreReader()
         self.server = http_server(
-            create_app(self.runner, self.metrics, next_run=self.scheduler.next_run_time, store=self.store)
+            create_app(
+                self.runner,
+                self.metrics,
+                next_run=self.scheduler.next_run_time,
+                store=self.store,
+                replica=self.replica,
+            )
         )
         self.sock = sock
         self.reaper = OrphanReaper() if adopts_orphans() else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -35,17 +36,21 @@ from starlette.types import Message, Receive, Scope, Send
 from worker.config import Config, ScheduleConfig
 from worker.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from worker.service.metrics import ServiceMetrics
+from worker.service.replica import ReplicaState
 from worker.service.scheduler import Runner, RunnerState, RunnerStopped, build_trigger
 from worker.store import runs
+from worker.store.postgres import is_postgres
 
 __all__ = [
     "CONTENT_TYPES",
     "MAX_AGE_CAP_S",
     "MAX_RUN_ID",
+    "FeedDocuments",
     "FeedFiles",
     "StoreReader",
     "create_app",
     "feed_max_age",
+    "group_state",
     "health",
     "merge_sources",
     "newest_report",
@@ -54,6 +59,7 @@ __all__ = [
 
 log = structlog.get_logger("worker.service")
 _T = TypeVar("_T")
+Document = tuple[bytes, str, datetime]  # a stored feed: body, content hash, when it changed
 
 # The documents feedworker writes, and the only files /feeds/ serves: anything else an operator
 # or another program leaves in the folder (a database, a config, a temporary file) is 404.
@@ -70,6 +76,7 @@ MAX_RUN_ID = 2**63 - 1  # the largest SQLite integer: a larger id cannot be stor
 # ASCII digits only: str.isdigit() also takes '²' and other digits int() refuses, and 19 digits
 # keep int() far from its 4300-digit limit.
 _RUN_ID = re.compile(r"[0-9]{1,19}")
+_REQUEST_ID = re.compile(r"[0-9a-f]{16}")  # the ids Runner.request gives out, on every replica
 GZIP_MIN_BYTES = 512  # smaller feeds go as they are: gzip would save next to nothing
 MAX_AGE_CAP_S = 86_400  # Cache-Control max-age never promises more than a day
 _GZIP_CACHE_BYTES = 64 * 1024 * 1024  # compressed bodies kept, in all
@@ -83,14 +90,19 @@ def create_app(
     clock: Callable[[], float] = time.time,
     next_run: Callable[[], datetime | None] | None = None,
     store: StoreReader | None = None,
+    replica: ReplicaState | None = None,
 ) -> Starlette:
     """The ASGI app; reads the current config from the runner on each request (SIGHUP applies).
 
     `next_run` tells when the scheduler fires next (ServiceScheduler.next_run_time): the feeds'
     Cache-Control max-age runs until then. Without it, the schedule alone decides.
     `store` reads the database for /runs (one engine for every request; its owner closes it).
+    `replica` is this process in its group (/healthz, /metrics); by default the runner's.
     """
     reader = store if store is not None else StoreReader()
+    replica = replica if replica is not None else runner.replica
+    if metrics.replica is None:
+        metrics.replica = replica
 
     def max_age() -> int:
         state = runner.state()
@@ -104,21 +116,36 @@ def create_app(
 
     files = FeedFiles(lambda: runner.config.feeds.dir, clock=clock, max_age=max_age)
 
+    def stored_document(path: str) -> Document | None:
+        return reader.read(runner.config, functools.partial(_stored_document, path))
+
+    stored = FeedDocuments(stored_document, clock=clock, max_age=max_age)
+
     async def feed(request: Request) -> Response:
         path, method, headers = request.path_params["path"], request.method, request.headers
-        answer = await run_in_threadpool(files.respond, path, method, headers)
+        # Replicas on PostgreSQL serve the feeds the store keeps; one process, its folder's files.
+        server = stored if is_postgres(runner.config.database_url) else files
+        answer = await run_in_threadpool(server.respond, path, method, headers)
         if isinstance(answer, float):
             # Written within this very second: answered once it is over (FeedFiles).
             await asyncio.sleep(answer)
-            answer = await run_in_threadpool(files.respond, path, method, headers, may_wait=False)
+            answer = await run_in_threadpool(server.respond, path, method, headers, may_wait=False)
         assert isinstance(answer, Response)
         return answer
 
     async def healthz(request: Request) -> Response:
         config = runner.config
         live = await run_in_threadpool(source_states, config)
-        sources = merge_sources(live, runner.last_report())
-        code, body = health(runner.state(), clock(), config.server.healthy_within, sources=sources)
+        shared = is_postgres(config.database_url)
+        last = await run_in_threadpool(reader.read, config, functools.partial(runs.last_finished, with_report=shared))
+        state, report = runner.state(), runner.last_report()
+        if shared:
+            # Replicas take turns running the group's cycles: the group's last run decides.
+            state, report = group_state(state, report, last)
+        sources = merge_sources(live, report)
+        code, body = health(state, clock(), config.server.healthy_within, sources=sources)
+        body["replica"] = {"name": replica.name, "role": replica.role()}
+        body["group_last_run"] = _last_run_view(last)
         return _json(body, code)
 
     async def livez(request: Request) -> Response:
@@ -127,29 +154,43 @@ def create_app(
         return _json({"status": "ok"})
 
     async def metrics_endpoint(request: Request) -> Response:
-        live = await run_in_threadpool(source_states, runner.config)
+        config = runner.config
+        live = await run_in_threadpool(source_states, config)
         metrics.observe_sources((entry["path"], entry["state"] == "ok") for entry in live)
+        last = await run_in_threadpool(reader.read, config, runs.last_finished)
+        if last is not None:  # None: no run yet (the gauges say 0), or the store unreadable now (kept)
+            metrics.observe_group(last)
         return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     async def trigger(request: Request) -> Response:
-        return _trigger(request, runner, metrics)
+        # In a thread: on PostgreSQL the request is written to the store before it is queued.
+        return await run_in_threadpool(_trigger, request, runner, metrics)
 
     async def latest(request: Request) -> Response:
         config = runner.config
         stored = await run_in_threadpool(reader.read, config, runs.last_report)
-        report = newest_report(stored, runner.last_report())
+        # On PostgreSQL every replica answers the same: the store's last report alone.
+        report = stored if is_postgres(config.database_url) else newest_report(stored, runner.last_report())
         if report is None:
             return _json({"error": "no run yet"}, 404)
         return _json(report)
 
     async def one_run(request: Request) -> Response:
         run_id = request.path_params["run_id"]
-        found = runner.get(run_id)
+        config = runner.config
+        if is_postgres(config.database_url) and _REQUEST_ID.fullmatch(run_id):
+            # A request made on any replica of the group, as the store has it: the same answer everywhere.
+            viewed = await run_in_threadpool(
+                reader.read, config, functools.partial(runs.request_view, request_id=run_id)
+            )
+            if viewed is not None:
+                return _json(viewed)
+        found = runner.get(run_id)  # on PostgreSQL: a request this replica could not record
         if found is not None:
             return _json(found.to_dict())
         store_id = _store_run_id(run_id)
         if store_id is not None:
-            stored = await run_in_threadpool(reader.read, runner.config, functools.partial(_stored_run, store_id))
+            stored = await run_in_threadpool(reader.read, config, functools.partial(_stored_run, store_id))
             if stored is not None:
                 return _json(stored)
         # The id is not echoed: it is whatever the client sent, up to the request line's size.
@@ -357,6 +398,46 @@ def newest_report(stored: dict[str, Any] | None, in_process: dict[str, Any] | No
     return in_process if in_process["run_id"] >= (stored.get("run_id") or 0) else stored
 
 
+def group_state(
+    state: RunnerState, report: dict[str, Any] | None, last: runs.LastRun | None
+) -> tuple[RunnerState, dict[str, Any] | None]:
+    """For /healthz on PostgreSQL: this process's runner state and last report, with the group's
+    newest finished run (`last`, any replica's, read with its report) as the last run, so a
+    replica whose peers run the cycles is healthy while theirs succeed.
+
+    This process's own last run still decides when it is newer and never reached the store
+    (it failed before it had a run id, e.g. the database unreachable from here), and when
+    the store has no finished run or cannot be read (`last` None).
+    """
+    if last is None:
+        return state, report
+    ended = last.finished_at.timestamp()
+    unstored = report is not None and report.get("run_id") is None
+    if unstored and state.last_finished_at is not None and state.last_finished_at > ended:
+        return state, report
+    message = (last.report or {}).get("message")
+    grouped = dataclasses.replace(
+        state,
+        last_status="ok" if last.status == "ok" else "failed",
+        last_finished_at=ended,
+        last_success_at=last.last_success_at.timestamp() if last.last_success_at is not None else None,
+        last_message=message if isinstance(message, str) else None,
+    )
+    return grouped, last.report
+
+
+def _last_run_view(last: runs.LastRun | None) -> dict[str, Any] | None:
+    """The group's last run as /healthz shows it."""
+    if last is None:
+        return None
+    return {
+        "run_id": last.run_id,
+        "status": last.status,
+        "finished_at": last.finished_at.isoformat(),
+        "replica": last.replica,
+    }
+
+
 def _store_run_id(text: str) -> int | None:
     """The database run id `text` spells (plain ASCII decimal, 1..MAX_RUN_ID), else None."""
     if _RUN_ID.fullmatch(text) is None:
@@ -373,6 +454,12 @@ def _stored_run(run_id: int, conn: Connection) -> dict[str, Any] | None:
         return None
     report = orjson.loads(row.report_json) if row.report_json else None
     return {"run_id": run_id, "status": row.status, "report": report}
+
+
+def _stored_document(path: str, conn: Connection) -> Document | None:
+    from worker.store.documents import document
+
+    return document(conn, path)
 
 
 class StoreReader:
@@ -486,7 +573,7 @@ def _open_feed(real_root: str, parts: list[str]) -> tuple[int, os.stat_result] |
     return file_fd, st
 
 
-_Key = tuple[int, int, int, int]
+_Key = tuple[Any, ...]  # (device, inode, size, mtime_ns) of a file; ("document", hash) of a stored feed
 
 
 # Why not Starlette's StaticFiles / FileResponse (starlette 1.10, read for issue 12): they
@@ -568,15 +655,7 @@ class FeedFiles:
                 digest = hashlib.blake2b(data, digest_size=16).hexdigest()
                 self._remember_hash(key, digest)
             compressed = st.st_size >= GZIP_MIN_BYTES and _prefers_gzip(headers.get("accept-encoding"))
-            etag = f'"{digest}-gzip"' if compressed else f'"{digest}"'
-            meta = {
-                "ETag": etag,
-                "Cache-Control": f"max-age={self._max_age()}",
-                "Vary": "Accept-Encoding",
-                "X-Content-Type-Options": "nosniff",
-            }
-            if dated:
-                meta["Last-Modified"] = formatdate(modified, usegmt=True)
+            etag, meta = _validators(digest, compressed, modified if dated else None, self._max_age())
             if _not_modified(headers, etag, modified if dated else None):
                 return Response(status_code=304, headers=meta)
             if compressed:
@@ -610,6 +689,63 @@ class FeedFiles:
                 while self._gzipped_bytes > _GZIP_CACHE_BYTES and len(self._gzipped) > 1:
                     self._gzipped_bytes -= len(self._gzipped.popitem(last=False)[1])
         return body
+
+
+class FeedDocuments(FeedFiles):
+    """Serves the feeds a PostgreSQL store keeps (several replicas: each serves every feed, with
+    the same bytes and validators), as FeedFiles serves files: the ETag is the stored content
+    hash, Last-Modified the time the stored bytes changed. Only feed paths are looked up."""
+
+    def __init__(
+        self,
+        document: Callable[[str], Document | None],
+        *,
+        clock: Callable[[], float] = time.time,
+        max_age: Callable[[], int] = lambda: 0,
+    ) -> None:
+        super().__init__(lambda: Path("."), clock=clock, max_age=max_age)
+        self._document = document
+
+    def respond(self, relative: str, method: str, headers: Any, *, may_wait: bool = True) -> Response | float:
+        parts = relative.split("/")
+        named = (len(parts) == 1 or (len(parts) == 2 and parts[0] == "topics")) and _is_feed_name(parts[-1])
+        if not named or any(part.startswith(".") for part in parts):
+            return _not_found()
+        found = self._document(relative)
+        if found is None:
+            return _not_found()
+        data, digest, modified_at = found
+        media_type = CONTENT_TYPES[os.path.splitext(parts[-1])[1].lower()]
+        modified = int(modified_at.timestamp())
+        wait = modified + 1 - self._clock()
+        if may_wait and 0 < wait <= 1:
+            return float(wait)
+        dated = wait <= 0
+        compressed = len(data) >= GZIP_MIN_BYTES and _prefers_gzip(headers.get("accept-encoding"))
+        etag, meta = _validators(digest, compressed, modified if dated else None, self._max_age())
+        if _not_modified(headers, etag, modified if dated else None):
+            return Response(status_code=304, headers=meta)
+        body = data
+        if compressed:
+            body = self._gzip(("document", digest), lambda: data)
+            meta["Content-Encoding"] = "gzip"
+        if method == "HEAD":
+            return _head(meta, media_type, len(body))
+        return Response(body, 200, meta, media_type=media_type)
+
+
+def _validators(digest: str, compressed: bool, modified: int | None, max_age: int) -> tuple[str, dict[str, str]]:
+    """The ETag of the representation chosen, and the headers every feed response carries."""
+    etag = f'"{digest}-gzip"' if compressed else f'"{digest}"'
+    meta = {
+        "ETag": etag,
+        "Cache-Control": f"max-age={max_age}",
+        "Vary": "Accept-Encoding",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if modified is not None:
+        meta["Last-Modified"] = formatdate(modified, usegmt=True)
+    return etag, meta
 
 
 def _head(meta: dict[str, str], media_type: str, length: int) -> Response:

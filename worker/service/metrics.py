@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from worker.service.replica import ROLES, ReplicaState
+
+if TYPE_CHECKING:
+    from worker.store.runs import LastRun
 
 __all__ = ["CONTENT_TYPE", "FILE_STATES", "ServiceMetrics"]
 
@@ -18,9 +26,15 @@ _DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
 
 class ServiceMetrics:
-    """The metrics one `serve` process exposes; a private registry so tests and reloads never clash."""
+    """The metrics one `serve` process exposes; a private registry so tests and reloads never clash.
 
-    def __init__(self) -> None:
+    `replica` (set by `serve`, or by create_app from its runner) is read at each scrape for
+    feedworker_replica_role and feedworker_replica_files_read_total; without one the role is
+    "single" and no file was read.
+    """
+
+    def __init__(self, replica: ReplicaState | None = None) -> None:
+        self.replica = replica
         self.registry = CollectorRegistry(auto_describe=True)
         self.runs = Counter(
             "feedworker_runs", "Cycles run by this server, by outcome.", ["outcome"], registry=self.registry
@@ -56,6 +70,22 @@ class ServiceMetrics:
             ["source"],
             registry=self.registry,
         )
+        self.group_last_run_id = Gauge(
+            "feedworker_group_last_run_id",
+            "Store id of the newest run that ended, on any replica or process (0: none yet).",
+            registry=self.registry,
+        )
+        self.group_last_run_success = Gauge(
+            "feedworker_group_last_run_success",
+            "1 when the newest run that ended (any replica or process) succeeded, else 0.",
+            registry=self.registry,
+        )
+        self.group_last_run_timestamp = Gauge(
+            "feedworker_group_last_run_timestamp_seconds",
+            "Unix time the newest run that ended (any replica or process) finished (0: none yet).",
+            registry=self.registry,
+        )
+        self.registry.register(_ReplicaCollector(self))
         self._sources_lock = threading.Lock()
         self._sources: set[str] = set()
         # Every label value present from the start, so dashboards and alerts see zeros, not gaps.
@@ -105,5 +135,45 @@ class ServiceMetrics:
                 self.source_up.labels(path).set(1 if up else 0)
             self._sources = current
 
+    def observe_group(self, last: LastRun | None) -> None:
+        """The group's newest finished run as the store has it (read at each scrape)."""
+        self.group_last_run_id.set(last.run_id if last is not None else 0)
+        self.group_last_run_success.set(1 if last is not None and last.status == "ok" else 0)
+        self.group_last_run_timestamp.set(last.finished_at.timestamp() if last is not None else 0)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ReplicaCollector(Collector):
+    """This replica's role (one series per role, 1 for the current one) and the files it read
+    for the group, from its ReplicaState at each scrape: a counter kept by ReplicaState itself."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families("single", 0)
+
+    def collect(self) -> Iterable[Metric]:
+        replica = self._metrics.replica
+        if replica is None:
+            return self._families("single", 0)
+        return self._families(replica.role(), replica.files_read)
+
+    @staticmethod
+    def _families(current: str, files_read: int) -> list[Metric]:
+        role = GaugeMetricFamily(
+            "feedworker_replica_role",
+            "1 for this replica's current role (single: SQLite store; leader: runs the group's cycle;"
+            " helper: reads files for the leader; standby: neither), 0 for the others.",
+            labels=["role"],
+        )
+        for name in ROLES:
+            role.add_metric([name], 1.0 if name == current else 0.0)
+        files = CounterMetricFamily(
+            "feedworker_replica_files_read",
+            "Article files this replica read for its group (its own cycles' and other leaders').",
+            value=files_read,
+        )
+        return [role, files]

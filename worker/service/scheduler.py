@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
@@ -18,10 +19,13 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from worker.config import Config, ScheduleConfig
-from worker.pipeline import run_cycle
+from worker.pipeline import replica_name, run_cycle
 from worker.report import CycleError, RunReport
 from worker.service import FINISHED
 from worker.service.metrics import ServiceMetrics
+from worker.service.replica import ReplicaState
+from worker.store.errors import StoreError
+from worker.store.postgres import is_postgres
 
 __all__ = [
     "RunRequest",
@@ -36,6 +40,10 @@ log = structlog.get_logger("worker.service")
 
 JOB_ID = "cycle"
 KEEP_REQUESTS = 256  # finished requests remembered for GET /runs/<id>
+SCHEDULE = "schedule"  # the source of the scheduler's requests
+# Recording a run request in a PostgreSQL store happens while POST /runs waits: a database
+# that does not answer must not hold it for the kernel's TCP timeout.
+RECORD_CONNECT_TIMEOUT_S = 5
 
 
 class RunnerStopped(Exception):
@@ -94,6 +102,11 @@ class Runner:
     and further requests join that queued one (it starts after them, so it sees their
     changes). The cycle itself also takes the cross-process lock, so `feedworker run`
     processes wait for it and it waits for them.
+
+    On PostgreSQL (several replicas may share the store) a request made by hand is also
+    recorded in the store (`run_request`) before it is queued: the next run to start on any
+    replica serves it, and this replica's cycle for it, once it holds the lock, only takes
+    that run's report when another replica's run already served it (one run for the group).
     """
 
     def __init__(
@@ -103,12 +116,19 @@ class Runner:
         metrics: ServiceMetrics | None = None,
         cycle: CycleFn = run_cycle,
         clock: Callable[[], float] = time.time,
+        replica: ReplicaState | None = None,
     ) -> None:
         self._config = config
         self._metrics = metrics
         self._cycle = cycle
         self._clock = clock
+        self.replica = (
+            replica if replica is not None else ReplicaState(replica_name(), shared=is_postgres(config.database_url))
+        )
         self._cond = threading.Condition()
+        # Held by one request() at a time, across the store write of a PostgreSQL request
+        # (made outside _cond, so HTTP handlers reading the state never wait for the database).
+        self._requesting = threading.Lock()
         self._accepting = True
         self._queued: RunRequest | None = None
         self._current: RunRequest | None = None
@@ -134,16 +154,53 @@ class Runner:
 
     def request(self, source: str) -> tuple[RunRequest, bool]:
         """Ask for a run; returns the request and whether it joined one already queued."""
-        with self._cond:
-            if not self._accepting:
-                raise RunnerStopped("the service is shutting down")
-            if self._queued is not None:
-                return self._queued, True
-            request = RunRequest(id=uuid.uuid4().hex[:16], source=source, requested_at=self._clock())
-            self._queued = request
-            self._remember(request)
-            self._cond.notify_all()
-            return request, False
+        with self._requesting:
+            with self._cond:
+                if not self._accepting:
+                    raise RunnerStopped("the service is shutting down")
+                if self._queued is not None:
+                    return self._queued, True
+                request = RunRequest(id=uuid.uuid4().hex[:16], source=source, requested_at=self._clock())
+                config = self._config
+                if source == SCHEDULE or not is_postgres(config.database_url):
+                    self._enqueue(request)
+                    return request, False
+            # Recorded before it is queued, so the run that serves it can name it.
+            self._record(request, config)
+            with self._cond:
+                if not self._accepting:
+                    # Its row stays: the next run on another replica of the group serves it.
+                    raise RunnerStopped("the service is shutting down")
+                self._enqueue(request)  # nothing queued meanwhile: requests take turns
+                return request, False
+
+    def _enqueue(self, request: RunRequest) -> None:
+        self._queued = request
+        self._remember(request)
+        self._cond.notify_all()
+
+    def _record(self, request: RunRequest, config: Config) -> None:
+        """The request in the store, where every replica sees it (GET /runs/<id>) and the next
+        run of the group serves it. When that fails (no schema before the first cycle, the
+        database unreachable) the request is only this replica's: its own run serves it."""
+        from worker.store import runs
+        from worker.store.db import connect, transaction
+
+        requested_at = datetime.fromtimestamp(request.requested_at, UTC)
+        try:
+            engine = connect(_bounded(config.database_url), busy_timeout_s=config.busy_timeout_s)
+            try:
+                with transaction(engine) as conn:
+                    runs.add_request(conn, request.id, request.source, self.replica.name, requested_at)
+            finally:
+                engine.dispose()
+        except (StoreError, sa.exc.SQLAlchemyError) as exc:
+            log.warning(
+                "run.request_not_recorded",
+                request_id=request.id,
+                reason=" ".join(str(exc).split())[:300],
+                consequence="this replica's own run serves it; the other replicas do not know its id",
+            )
 
     def get(self, request_id: str) -> RunRequest | None:
         with self._cond:
@@ -225,8 +282,24 @@ class Runner:
         def waiting() -> None:
             bound.info("run.waiting", reason="another cycle holds the lock of this database")
 
+        leading = False
+
+        def locked() -> None:
+            nonlocal leading
+            leading = True
+            self.replica.leader_from_now()
+
         try:
-            report = self._cycle(config, on_wait=waiting, should_stop=self._abort.is_set)
+            if is_postgres(config.database_url):
+                report = self._cycle(
+                    config,
+                    on_wait=waiting,
+                    should_stop=self._abort.is_set,
+                    request_id=request.id,
+                    on_locked=locked,
+                )
+            else:
+                report = self._cycle(config, on_wait=waiting, should_stop=self._abort.is_set)
         except CycleError as exc:
             report = exc.report
         except BaseException as exc:  # noqa: BLE001
@@ -234,6 +307,9 @@ class Runner:
             # includes a KeyboardInterrupt re-raised from a parser process hit by Ctrl-C.
             bound.error("run.error", error=f"{type(exc).__name__}: {exc}", exc_info=True)
             report = RunReport(status="failed", message=f"unexpected error: {type(exc).__name__}: {exc}")
+        finally:
+            if leading:
+                self.replica.done_leading()
         request.finished_at = self._clock()
         request.report = report.to_dict()
         request.store_run_id = report.run_id
@@ -289,7 +365,7 @@ class ServiceScheduler:
 
     def _fire(self) -> None:
         try:
-            request, joined = self._runner.request("schedule")
+            request, joined = self._runner.request(SCHEDULE)
         except RunnerStopped:
             return
         log.info("run.requested", source="schedule", request_id=request.id, joined=joined)
@@ -354,6 +430,15 @@ def _weekday(text: str) -> int:
     if text.isdigit() and 0 <= int(text) <= 7:
         return int(text) % 7
     raise ValueError(f"bad weekday {text!r}: use 0-7 (0 and 7 are Sunday) or sun..sat")
+
+
+def _bounded(url: str) -> str:
+    """`url` with a libpq connect_timeout (RECORD_CONNECT_TIMEOUT_S) unless it sets one."""
+    parsed = sa.make_url(url)
+    if "connect_timeout" in parsed.query:
+        return url
+    bounded = parsed.update_query_dict({"connect_timeout": str(RECORD_CONNECT_TIMEOUT_S)})
+    return bounded.render_as_string(hide_password=False)
 
 
 def _iso(value: float | None) -> str | None:

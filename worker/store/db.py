@@ -96,7 +96,7 @@ def stored_revision(conn: Connection) -> str | None:
 
 
 # meta.schema_version of the stores made before the history moved to Alembic -> its revision.
-_LEGACY_REVISIONS = {1: "0001_initial", 2: "0002_article_content", 3: "0003_orphan_candidate"}
+_LEGACY_REVISIONS = {1: "0001_initial", 2: "0002_article_content", 3: "0003_orphan_candidate", 4: "0004_replicas"}
 
 
 def check_schema(engine: Engine) -> bool:
@@ -217,12 +217,16 @@ def _upgrade(conn: Connection, revision: str | None) -> None:
 
     config = alembic_config(conn)
     inspector = sa.inspect(conn)
-    if revision is None and any(inspector.has_table(name) for name in metadata.tables):
+    partial = [table for table in metadata.sorted_tables if inspector.has_table(table.name)]
+    if revision is None and partial:
         # A first run of a feedworker before Alembic, killed while creating the schema: its
-        # driver ran each CREATE TABLE on its own, so some of this schema's tables exist,
-        # without the version row and without any data. Make the rest, and it is at head.
-        metadata.create_all(conn)
-        command.stamp(config, SCHEMA_REVISION)
+        # driver ran each CREATE TABLE on its own, so some tables of an older schema exist,
+        # without the version row and without any data. They go, and the history runs whole.
+        if any(conn.execute(sa.select(sa.literal(1)).select_from(table).limit(1)).first() for table in partial):
+            raise StoreError("the database holds feedworker tables with rows but no schema version: not touched")
+        for table in reversed(partial):
+            conn.execute(sa.text(f"DROP TABLE {conn.dialect.identifier_preparer.quote(table.name)}"))
+        command.upgrade(config, "head")
     else:
         if revision is not None and not inspector.has_table(VERSION_TABLE):
             command.stamp(config, revision)  # a store from before Alembic: its meta.schema_version

@@ -21,17 +21,18 @@ def held_lock_descriptors() -> frozenset[int]:
 
 
 @contextmanager
-def cycle_lock(url: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+def cycle_lock(url: str, on_wait: Callable[[], None] | None = None, holder: str = "") -> Iterator[int | None]:
     """Hold the one-cycle-at-a-time lock of this database, waiting for it if another process
-    has it (then `on_wait` is called first). The holder's death releases it, even by SIGKILL."""
+    has it (then `on_wait` is called first). The holder's death releases it, even by SIGKILL.
+    Yields the fencing token of a PostgreSQL lock (see store.postgres), None for SQLite's."""
     if postgres.is_postgres(url):
-        with postgres.cycle_lock(url, on_wait):
-            yield
+        with postgres.cycle_lock(url, on_wait, holder) as token:
+            yield token
         return
     if sqlite.file_path(url) is None:
         raise StoreError(f"no cycle lock for {url.split(':', 1)[0]} databases yet")
     with sqlite.cycle_lock(url, on_wait):
-        yield
+        yield None
 
 
 def cycle_running(url: str) -> bool | None:

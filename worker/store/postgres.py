@@ -1,5 +1,6 @@
-"""Everything PostgreSQL-only: the advisory cycle lock on a connection of its own, and the
-plain psycopg connection the snapshot reads through (importable without SQLAlchemy)."""
+"""Everything PostgreSQL-only: the advisory cycle lock on a connection of its own and its
+fencing token, the plain psycopg connection the snapshot reads through (importable without
+SQLAlchemy), and the claims several replicas share work by (FOR UPDATE SKIP LOCKED)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,39 @@ import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker.store.errors import StoreError
 
-__all__ = ["RAW_DIALECT", "cycle_lock", "cycle_running", "held_lock_descriptors", "is_postgres", "open_raw"]
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from sqlalchemy import Table
+    from sqlalchemy.engine import Connection, Engine
+
+__all__ = [
+    "CLAIM_LEASE_S",
+    "FENCE_CHECK",
+    "LOST_LOCK",
+    "RAW_DIALECT",
+    "Claim",
+    "LostLockError",
+    "check_fence",
+    "claim_reads",
+    "clear_claims",
+    "cycle_lock",
+    "cycle_running",
+    "fence_writes",
+    "held_lock_descriptors",
+    "is_postgres",
+    "offer_reads",
+    "open_claims",
+    "open_raw",
+    "post_results",
+    "raise_fence",
+    "reset_sequences",
+    "results_of",
+]
 
 # The socket of each cycle-lock connection this process holds: a forked child must close its
 # copy, or the session (and the lock) would outlive this process.
@@ -46,9 +75,14 @@ def _connect(url: str, **options: Any) -> Any:
 
 
 @contextmanager
-def cycle_lock(url: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+def cycle_lock(url: str, on_wait: Callable[[], None] | None = None, holder: str = "") -> Iterator[int | None]:
     """Hold the database's cycle lock: a session-level advisory lock on a connection kept for
-    the cycle. PostgreSQL releases it when that session ends, also when this process dies."""
+    the cycle. PostgreSQL releases it when that session ends, also when this process dies.
+
+    Yields the fencing token this holder raised (`cycle_lease.token`; None before the schema
+    exists): a session lost while this process goes on lets another replica take the lock, and
+    the writes of this one then fail (see fence_writes) instead of landing after the takeover.
+    """
     conn = _connect(url, autocommit=True)
     fd = conn.fileno()
     try:
@@ -57,10 +91,66 @@ def cycle_lock(url: str, on_wait: Callable[[], None] | None = None) -> Iterator[
                 on_wait()
             conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         _HELD.add(fd)
-        yield
+        yield _raise_fence(conn, holder)
     finally:
         _HELD.discard(fd)
         conn.close()  # ends the session: the lock goes with it
+
+
+_RAISE_FENCE = (
+    "UPDATE cycle_lease SET token = token + 1, holder = %s, taken_at = now() AT TIME ZONE 'UTC'"
+    " WHERE id = 1 RETURNING token"
+)
+# Taken FOR SHARE at the start of each write transaction of a holder: a new holder's raise
+# waits for it to commit, and a raise committed first makes it see another token.
+FENCE_CHECK = "SELECT token FROM cycle_lease WHERE id = 1 FOR SHARE"
+
+
+def _raise_fence(conn: Any, holder: str) -> int | None:
+    import psycopg
+
+    try:
+        row = conn.execute(_RAISE_FENCE, (holder,)).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return None  # no schema yet: the cycle raises it once it has made it (raise_fence)
+    return int(row[0]) if row is not None else None
+
+
+def raise_fence(conn: Connection, holder: str) -> int:
+    """The fencing token, raised on `conn` (the cycle holder's, in a transaction of its own)."""
+    row = conn.exec_driver_sql(_RAISE_FENCE, (holder,)).first()
+    if row is None:
+        raise StoreError("the store has no cycle_lease row: run `feedworker migrate`")
+    return int(row[0])
+
+
+class LostLockError(StoreError):
+    """Another process took the cycle lock over: this one's writes would land after its."""
+
+
+LOST_LOCK = "this process lost the cycle lock (its database session ended) and another took over: nothing more written"
+
+
+def check_fence(cursor: Any, token: int) -> None:
+    """Raise LostLockError unless `token` is still the newest (run at a write transaction's start)."""
+    cursor.execute(FENCE_CHECK)
+    row = cursor.fetchone()
+    if row is None or int(row[0]) != token:
+        raise LostLockError(LOST_LOCK)
+
+
+def fence_writes(engine: Engine, token: int) -> None:
+    """Every transaction `engine` begins checks the fencing token first."""
+    from sqlalchemy import event
+
+    def on_begin(conn: Connection) -> None:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            check_fence(cursor, token)
+        finally:
+            cursor.close()
+
+    event.listen(engine, "begin", on_begin)
 
 
 def cycle_running(url: str) -> bool | None:
@@ -89,6 +179,10 @@ class _RawDialect:
     mark = "%s"
 
     @staticmethod
+    def check_fence(cursor: Any, token: int) -> None:
+        check_fence(cursor, token)
+
+    @staticmethod
     def time_param(moment: datetime) -> Any:
         from datetime import UTC
 
@@ -115,3 +209,116 @@ def _shown(url: str) -> str:
 
 def _reason(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
+
+
+def reset_sequences(conn: Connection, tables: Iterable[Table]) -> None:
+    """Set the sequence of each table's integer autoincrement key past the largest key it
+    holds, after rows were inserted with their keys given (`feedworker migrate --to`): the
+    next row inserted without one then gets a new number, not one a copied row holds."""
+    import sqlalchemy as sa
+
+    preparer = conn.dialect.identifier_preparer
+    for table in tables:
+        column = table.autoincrement_column
+        if column is None:
+            continue
+        name = preparer.format_table(table)
+        found = sa.text("SELECT pg_get_serial_sequence(:table, :column)")
+        sequence = conn.execute(found, {"table": name, "column": column.name}).scalar()
+        if sequence is None:  # not a serial or identity column
+            continue
+        following = f"(SELECT COALESCE(MAX({preparer.quote(column.name)}), 0) + 1 FROM {name})"
+        conn.execute(sa.text(f"SELECT setval(CAST(:sequence AS regclass), {following}, false)"), {"sequence": sequence})
+
+
+# --------------------------------------------------------------------------- parse claims
+# The cycle holder offers the files it has to read; every replica (the holder too) claims
+# batches with FOR UPDATE SKIP LOCKED, reads them in its parser pool and posts the results; the
+# holder stores them in its order. A claim is free again when its lease ran out or the session
+# that took it is gone (its replica died): another replica reads that batch again.
+
+CLAIM_LEASE_S = 60
+
+# A ReadTask (worker.ingest.parsers) with the file version it was offered for.
+Claim = tuple[str, int, "str | None", str, str]  # path, max_bytes, known_hash, root, version
+
+_CLAIM = """
+WITH picked AS (
+    SELECT path FROM parse_claim
+    WHERE result IS NULL AND (
+        claimed_by IS NULL
+        OR lease_until < (now() AT TIME ZONE 'UTC')
+        OR claimed_pid NOT IN (SELECT pid FROM pg_stat_activity))
+    ORDER BY seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+UPDATE parse_claim AS c
+SET claimed_by = %(claimant)s, claimed_pid = pg_backend_pid(),
+    lease_until = (now() AT TIME ZONE 'UTC') + make_interval(secs => %(lease_s)s)
+FROM picked WHERE c.path = picked.path
+RETURNING c.path, c.max_bytes, c.known_hash, c.root, c.version, c.seq
+"""
+
+
+def offer_reads(conn: Connection, offers: list[tuple[str, int, str | None, str, str]]) -> None:
+    """The claims of this cycle, in the order the holder stores them: (path, max_bytes,
+    known_hash, root, version) each. Results posted for a file at the same version (a holder
+    killed after they were read) are kept; every other claim goes."""
+    import sqlalchemy as sa
+    from sqlalchemy.dialects.postgresql import insert
+
+    from worker.store.schema import PARSE_CLAIM
+
+    conn.exec_driver_sql("CREATE TEMPORARY TABLE offered (path TEXT PRIMARY KEY, version TEXT) ON COMMIT DROP")
+    rows = [{"path": path, "version": version} for path, _, _, _, version in offers]
+    if rows:
+        conn.execute(sa.text("INSERT INTO offered (path, version) VALUES (:path, :version)"), rows)
+    conn.exec_driver_sql(
+        "DELETE FROM parse_claim AS c WHERE NOT EXISTS"
+        " (SELECT 1 FROM offered AS o WHERE o.path = c.path AND o.version = c.version)"
+    )
+    if not offers:
+        return
+    statement = insert(PARSE_CLAIM)
+    statement = statement.on_conflict_do_update(index_elements=["path"], set_={"seq": statement.excluded.seq})
+    conn.execute(
+        statement,
+        [
+            {"path": path, "seq": seq, "version": version, "max_bytes": max_bytes, "known_hash": known, "root": root}
+            for seq, (path, max_bytes, known, root, version) in enumerate(offers)
+        ],
+    )
+
+
+def claim_reads(conn: Connection, claimant: str, limit: int, lease_s: float = CLAIM_LEASE_S) -> list[Claim]:
+    """Up to `limit` unread files nobody holds, in the holder's order, now this claimant's."""
+    params = {"limit": limit, "claimant": claimant, "lease_s": lease_s}
+    rows = sorted(conn.exec_driver_sql(_CLAIM, params), key=lambda row: int(row[5]))
+    return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
+
+
+def post_results(conn: Connection, results: list[tuple[str, str, str]]) -> None:
+    """(path, version, encoded read) of claimed files: kept only where the claim is still
+    for that version (the holder may have offered another since)."""
+    if results:
+        conn.exec_driver_sql(
+            "UPDATE parse_claim SET result = %(result)s WHERE path = %(path)s AND version = %(version)s",
+            [{"path": path, "version": version, "result": result} for path, version, result in results],
+        )
+
+
+def results_of(conn: Connection, paths: list[str]) -> dict[str, str]:
+    """The posted results among `paths` (absent: not read yet)."""
+    rows = conn.exec_driver_sql(
+        "SELECT path, result FROM parse_claim WHERE path = ANY(%(paths)s) AND result IS NOT NULL", {"paths": paths}
+    )
+    return {path: result for path, result in rows}
+
+
+def open_claims(conn: Connection) -> bool:
+    """Whether some offered file is still unread (a reason for a replica to help)."""
+    return conn.exec_driver_sql("SELECT EXISTS (SELECT 1 FROM parse_claim WHERE result IS NULL)").scalar() is True
+
+
+def clear_claims(conn: Connection) -> None:
+    conn.exec_driver_sql("DELETE FROM parse_claim")

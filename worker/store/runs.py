@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -9,17 +10,59 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from worker.store.schema import RUN
+from worker.store.schema import RUN, RUN_REQUEST
 
-__all__ = ["finish", "last_report", "newest_run", "start", "unfinished"]
+__all__ = [
+    "LastRun",
+    "add_request",
+    "finish",
+    "last_finished",
+    "last_report",
+    "newest_run",
+    "request_view",
+    "start",
+    "unfinished",
+]
 
 
-def start(conn: Connection, now: datetime) -> int:
-    key = conn.execute(sa.insert(RUN).values(started_at=now, status="running")).inserted_primary_key
+def start(conn: Connection, now: datetime, replica: str | None = None) -> int:
+    """A new run row; the run serves every request waiting (on any replica of the group)."""
+    key = conn.execute(sa.insert(RUN).values(started_at=now, status="running", replica=replica)).inserted_primary_key
     if key is None:  # SQLAlchemy's type allows it; a single-row INSERT always has one
         raise RuntimeError("the new run row has no primary key")
     run_id: int = key[0]
+    conn.execute(sa.update(RUN_REQUEST).where(RUN_REQUEST.c.run_id.is_(None)).values(run_id=run_id))
     return run_id
+
+
+def add_request(conn: Connection, request_id: str, source: str, replica: str, now: datetime) -> None:
+    """A run asked for: the next run to start on any replica serves it."""
+    conn.execute(sa.insert(RUN_REQUEST).values(id=request_id, source=source, replica=replica, requested_at=now))
+
+
+def request_view(conn: Connection, request_id: str) -> dict[str, Any] | None:
+    """A run request as GET /runs/<id> shows it on every replica, from the store alone; None
+    for an id no replica gave out."""
+    request = conn.execute(sa.select(RUN_REQUEST).where(RUN_REQUEST.c.id == request_id)).first()
+    if request is None:
+        return None
+    run = None
+    if request.run_id is not None:
+        run = conn.execute(sa.select(RUN).where(RUN.c.id == request.run_id)).first()
+    report = orjson.loads(run.report_json) if run is not None and run.report_json else None
+    status = "queued" if run is None else {"ok": "ok", "running": "running"}.get(run.status, "failed")
+    return {
+        "run_id": request.id,
+        "status": status,
+        "source": request.source,
+        "requested_at": request.requested_at.isoformat(),
+        "started_at": run.started_at.isoformat() if run is not None else None,
+        "finished_at": run.finished_at.isoformat() if run is not None and run.finished_at else None,
+        "store_run_id": request.run_id,
+        "message": report.get("message") if isinstance(report, dict) else None,
+        "report": report,
+        "replica": run.replica if run is not None else None,
+    }
 
 
 def unfinished(conn: Connection) -> list[tuple[int, datetime]]:
@@ -44,3 +87,40 @@ def last_report(conn: Connection) -> dict[str, Any] | None:
     query = sa.select(RUN.c.report_json).where(RUN.c.report_json.is_not(None)).order_by(RUN.c.id.desc()).limit(1)
     value = conn.execute(query).scalar()
     return orjson.loads(value) if value else None
+
+
+@dataclass(frozen=True, slots=True)
+class LastRun:
+    """The newest run that ended, whichever replica or process ran it (/healthz, /metrics)."""
+
+    run_id: int
+    status: str  # "ok" | "failed"
+    finished_at: datetime
+    replica: str | None
+    last_success_at: datetime | None  # when the newest successful run ended (this one when ok)
+    report: dict[str, Any] | None = None  # only when asked for: it may be large
+
+
+def last_finished(conn: Connection, *, with_report: bool = False) -> LastRun | None:
+    """The newest run with a finish time (ok or failed; an interrupted run has none)."""
+    columns = [RUN.c.id, RUN.c.status, RUN.c.finished_at, RUN.c.replica]
+    if with_report:
+        columns.append(RUN.c.report_json)
+    ended = RUN.c.finished_at.is_not(None)
+    row = conn.execute(sa.select(*columns).where(ended).order_by(RUN.c.id.desc()).limit(1)).first()
+    if row is None:
+        return None
+    if row.status == "ok":
+        last_success_at = row.finished_at
+    else:
+        query = sa.select(RUN.c.finished_at).where(ended, RUN.c.status == "ok").order_by(RUN.c.id.desc()).limit(1)
+        last_success_at = conn.execute(query).scalar()
+    report = orjson.loads(row.report_json) if with_report and row.report_json else None
+    return LastRun(
+        run_id=row.id,
+        status=row.status,
+        finished_at=row.finished_at,
+        replica=row.replica,
+        last_success_at=last_success_at,
+        report=report if isinstance(report, dict) else None,
+    )

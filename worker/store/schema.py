@@ -20,24 +20,32 @@ __all__ = [
     "ARTICLE_CONTENT",
     "ARTICLE_IMAGE",
     "ARTICLE_TOPIC",
+    "CYCLE_LEASE",
+    "FEED_DOCUMENT",
     "META",
     "ORPHAN_CANDIDATE",
     "PAGE",
+    "PARSE_CLAIM",
     "RELATED_EDGE",
     "RELATED_ITEM",
     "RUN",
+    "RUN_REQUEST",
     "SOURCE_FILE",
     "TOPIC",
     "Article",
     "ArticleContent",
     "ArticleImage",
     "ArticleTopic",
+    "CycleLease",
+    "FeedDocument",
     "Meta",
     "OrphanCandidate",
     "Page",
+    "ParseClaim",
     "RelatedEdge",
     "RelatedItem",
     "Run",
+    "RunRequest",
     "SourceFile",
     "Topic",
     "UTCDateTime",
@@ -222,6 +230,57 @@ class Run(SQLModel, table=True):
     finished_at: datetime | None = _time()
     status: str  # "running" | "ok" | "failed"
     report_json: str | None = None
+    replica: str | None = None  # the process that ran it (several `serve` replicas on PostgreSQL)
+
+
+class RunRequest(SQLModel, table=True):
+    """A run asked for (POST /runs) on any replica of a group: the next cycle to start, on
+    whichever replica, serves every request waiting and names itself here."""
+
+    __tablename__ = "run_request"
+    id: str = Field(primary_key=True)
+    source: str
+    replica: str
+    requested_at: datetime = _time(nullable=False)
+    run_id: int | None = Field(default=None, index=True)  # the run that served it; None: waiting
+
+
+class CycleLease(SQLModel, table=True):
+    """The fencing token of the cycle lock (PostgreSQL): raised by each holder as it takes the
+    lock; a write transaction of a holder whose token is no longer the newest fails."""
+
+    __tablename__ = "cycle_lease"
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})  # one row, id 1
+    token: int = Field(sa_type=sa.BigInteger)
+    holder: str
+    taken_at: datetime = _time(nullable=False)
+
+
+class ParseClaim(SQLModel, table=True):
+    """A file the cycle holder asks every replica to help read (PostgreSQL): claimed in batches
+    with FOR UPDATE SKIP LOCKED; the result is stored here until the holder stores the article."""
+
+    __tablename__ = "parse_claim"
+    path: str = Field(primary_key=True)
+    seq: int = Field(index=True)  # the order the holder stores results in
+    version: str  # "<size>:<mtime_ns>" of the file as scanned: another version is another claim
+    max_bytes: int = Field(sa_type=sa.BigInteger)
+    known_hash: str | None = None
+    root: str
+    claimed_by: str | None = None
+    claimed_pid: int | None = None  # the claimant's database session: gone (a dead replica) frees it
+    lease_until: datetime | None = _time()
+    result: str | None = None  # the read, as model.encode_read writes it
+
+
+class FeedDocument(SQLModel, table=True):
+    """A rendered feed as every replica serves it (PostgreSQL): its bytes and validators."""
+
+    __tablename__ = "feed_document"
+    path: str = Field(primary_key=True)  # "all.atom", "topics/<slug>.rss", "index.opml"
+    body: bytes = Field(sa_type=sa.LargeBinary)
+    etag: str  # a hash of the bytes
+    modified_at: datetime = _time(nullable=False)  # when these bytes were first stored
 
 
 # Every table above: what `db.migrate` brings a database to, and what `check_schema` expects.
@@ -246,11 +305,15 @@ ARTICLE = _table(Article)
 ARTICLE_CONTENT = _table(ArticleContent)
 ARTICLE_IMAGE = _table(ArticleImage)
 ARTICLE_TOPIC = _table(ArticleTopic)
+CYCLE_LEASE = _table(CycleLease)
+FEED_DOCUMENT = _table(FeedDocument)
 META = _table(Meta)
 ORPHAN_CANDIDATE = _table(OrphanCandidate)
 PAGE = _table(Page)
+PARSE_CLAIM = _table(ParseClaim)
 RELATED_EDGE = _table(RelatedEdge)
 RELATED_ITEM = _table(RelatedItem)
 RUN = _table(Run)
+RUN_REQUEST = _table(RunRequest)
 SOURCE_FILE = _table(SourceFile)
 TOPIC = _table(Topic)

@@ -17,7 +17,7 @@ from worker.model import ArticleCounts, StoreSnapshot
 from worker.store import keys
 from worker.store.version import SCHEMA_VERSION
 
-__all__ = ["Dialect", "article_counts", "open_reader", "read_snapshot", "record_idle_run"]
+__all__ = ["Dialect", "article_counts", "open_reader", "read_snapshot", "record_idle_run", "served_by"]
 
 
 class Dialect(Protocol):
@@ -25,6 +25,8 @@ class Dialect(Protocol):
 
     begin_write: str  # the statement that starts a transaction that will write
     mark: str  # the DB-API parameter mark
+
+    def check_fence(self, cursor: Any, token: int) -> None: ...
 
     def time_param(self, moment: datetime) -> Any: ...
 
@@ -78,9 +80,12 @@ def read_snapshot(conn: Any) -> StoreSnapshot | None:
         files = {path: (size, mtime_ns) for path, size, mtime_ns, _ in rows}
         errors = sorted((path, error) for path, _, _, error in rows if error is not None)
         quarantined = [{"path": path, "message": error} for path, error in errors]
+        documents = frozenset(path for (path,) in cursor.execute("SELECT path FROM feed_document"))
     finally:
         cursor.close()
-    return StoreSnapshot(meta, True, last[0] if last else None, dirty, orphans, visible, known, files, quarantined)
+    return StoreSnapshot(
+        meta, True, last[0] if last else None, dirty, orphans, visible, known, files, quarantined, documents
+    )
 
 
 def _read_meta(conn: Any) -> dict[str, str] | None:
@@ -103,12 +108,32 @@ def article_counts(conn: Any) -> ArticleCounts:
     return ArticleCounts(total=total, published=published)
 
 
+def served_by(conn: Any, dialect: Dialect, request_id: str) -> tuple[int, str | None] | None:
+    """(id, report JSON) of the run that served a run request, once one has; else None."""
+    cursor = conn.cursor()
+    try:
+        row = cursor.execute(
+            f"SELECT r.id, r.report_json FROM run_request AS q JOIN run AS r ON r.id = q.run_id WHERE q.id = {dialect.mark}",
+            (request_id,),
+        ).fetchone()
+    finally:
+        cursor.close()
+    return (row[0], row[1]) if row is not None else None
+
+
 def record_idle_run(
-    conn: Any, dialect: Dialect, started_at: datetime, finish: Callable[[int], tuple[datetime, str]]
+    conn: Any,
+    dialect: Dialect,
+    started_at: datetime,
+    finish: Callable[[int], tuple[datetime, str]],
+    *,
+    replica: str | None = None,
+    fence: int | None = None,
 ) -> bool:
     """Insert and finish the run row of a cycle with nothing to do, in one transaction:
-    `finish(run_id)` gives the finish time and the report JSON. False when the store refused
-    (then nothing was written)."""
+    `finish(run_id)` gives the finish time and the report JSON; the run serves the run
+    requests waiting. False when the store refused (then nothing was written); a lost cycle
+    lock (`fence` no longer the newest token) raises store.postgres.LostLockError."""
     mark = dialect.mark
     cursor = conn.cursor()
     try:
@@ -117,11 +142,14 @@ def record_idle_run(
         cursor.close()
         return False
     try:
+        if fence is not None:
+            dialect.check_fence(cursor, fence)
         cursor.execute(
-            f"INSERT INTO run (started_at, status) VALUES ({mark}, 'running') RETURNING id",
-            (dialect.time_param(started_at),),
+            f"INSERT INTO run (started_at, status, replica) VALUES ({mark}, 'running', {mark}) RETURNING id",
+            (dialect.time_param(started_at), replica),
         )
         (run_id,) = cursor.fetchone()
+        cursor.execute(f"UPDATE run_request SET run_id = {mark} WHERE run_id IS NULL", (run_id,))
         finished_at, report_json = finish(run_id)
         cursor.execute(
             f"UPDATE run SET finished_at = {mark}, status = 'ok', report_json = {mark} WHERE id = {mark}",
@@ -133,9 +161,15 @@ def record_idle_run(
             cursor.execute("ROLLBACK")
         except Exception:  # noqa: BLE001,S110  (no transaction left to roll back)
             pass
-        if isinstance(exc, Exception):
+        if isinstance(exc, Exception) and not _is_lost_lock(exc):
             return False
         raise
     finally:
         cursor.close()
     return True
+
+
+def _is_lost_lock(exc: BaseException) -> bool:
+    from worker.store.postgres import LostLockError
+
+    return isinstance(exc, LostLockError)

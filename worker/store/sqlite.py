@@ -273,6 +273,10 @@ class _RawDialect:
     mark = "?"
 
     @staticmethod
+    def check_fence(cursor: Any, token: int) -> None:
+        """Nothing to check: an flock is never lost while its holder lives."""
+
+    @staticmethod
     def time_param(moment: datetime) -> str:
         return db_time(moment)
 

@@ -9,8 +9,8 @@ that only use sqlite3, `meta.schema_version` (the text of SCHEMA_VERSION).
 __all__ = ["SCHEMA_REVISION", "SCHEMA_VERSION", "version_of"]
 
 # Bump both with a new revision in migrations/versions/ (tests/test_store_schema.py checks them).
-SCHEMA_VERSION = 3
-SCHEMA_REVISION = "0003_orphan_candidate"
+SCHEMA_VERSION = 4
+SCHEMA_REVISION = "0004_replicas"
 
 
 def version_of(revision: str) -> int | None:

@@ -1,0 +1,75 @@
+"""Schema version 4: what several `serve` replicas on one PostgreSQL database share.
+
+`run.replica` (who ran a run), `run_request` (runs asked for on any replica), `cycle_lease`
+(the cycle lock's fencing token, one row), `parse_claim` (files every replica helps read) and
+`feed_document` (the rendered feeds every replica serves). On SQLite the new tables stay empty
+but for the lease row.
+
+Revision ID: 0004_replicas
+Revises: 0003_orphan_candidate
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004_replicas"
+down_revision = "0003_orphan_candidate"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("run", sa.Column("replica", sa.String(), nullable=True))
+    op.create_table(
+        "run_request",
+        sa.Column("id", sa.String(), nullable=False),
+        sa.Column("source", sa.String(), nullable=False),
+        sa.Column("replica", sa.String(), nullable=False),
+        sa.Column("requested_at", sa.DateTime(), nullable=False),
+        sa.Column("run_id", sa.Integer(), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_run_request_run_id", "run_request", ["run_id"])
+    lease = op.create_table(
+        "cycle_lease",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("token", sa.BigInteger(), nullable=False),
+        sa.Column("holder", sa.String(), nullable=False),
+        sa.Column("taken_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.bulk_insert(lease, [{"id": 1, "token": 0, "holder": "", "taken_at": _EPOCH}])
+    op.create_table(
+        "parse_claim",
+        sa.Column("path", sa.String(), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("version", sa.String(), nullable=False),
+        sa.Column("max_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("known_hash", sa.String(), nullable=True),
+        sa.Column("root", sa.String(), nullable=False),
+        sa.Column("claimed_by", sa.String(), nullable=True),
+        sa.Column("claimed_pid", sa.Integer(), nullable=True),
+        sa.Column("lease_until", sa.DateTime(), nullable=True),
+        sa.Column("result", sa.String(), nullable=True),
+        sa.PrimaryKeyConstraint("path"),
+    )
+    op.create_index("ix_parse_claim_seq", "parse_claim", ["seq"])
+    op.create_table(
+        "feed_document",
+        sa.Column("path", sa.String(), nullable=False),
+        sa.Column("body", sa.LargeBinary(), nullable=False),
+        sa.Column("etag", sa.String(), nullable=False),
+        sa.Column("modified_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("path"),
+    )
+
+
+def downgrade() -> None:
+    raise NotImplementedError("the store is only ever upgraded")
+
+
+_EPOCH = datetime(1970, 1, 1)

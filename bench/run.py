@@ -449,11 +449,8 @@ class PgServer:
         with self._admin() as conn:
             self.version = str(conn.execute("SHOW server_version").fetchone()[0])
             self.settings = {
-                name: f"{setting}{unit or ''}"
-                for name, setting, unit in conn.execute(
-                    "SELECT name, setting, unit FROM pg_settings WHERE name = ANY(%s) ORDER BY name",
-                    (["shared_buffers", "work_mem", "maintenance_work_mem", "synchronous_commit", "max_wal_size"],),
-                )
+                name: str(conn.execute(f"SHOW {name}").fetchone()[0])
+                for name in ("shared_buffers", "work_mem", "maintenance_work_mem", "synchronous_commit", "max_wal_size")
             }
             backend = int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
         host = urllib.parse.urlsplit(admin_url).hostname or "localhost"
@@ -545,6 +542,24 @@ def metric_value(text: str, name: str) -> float | None:
                 continue
             found = True
     return total if found else None
+
+
+def _logged_reads(log: Path, offset: int) -> int:
+    """Files a replica read by claims since `offset` of its log: the sum of its `reads.helped`
+    events (logged by ingest.shared.help_read, in the cycle holder as in the helpers)."""
+    total = 0
+    with open(log, "rb") as fh:
+        fh.seek(offset)
+        for line in fh:
+            if b"reads.helped" not in line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "reads.helped":
+                total += int(event.get("files") or 0)
+    return total
 
 
 def _free_port() -> int:
@@ -700,6 +715,9 @@ class ReplicaGroup:
                 f"server:\n  host: 127.0.0.1\n  port: {port}\n  token: {json.dumps(self.token)}\n"
             )
             config = write_config(run_dir, self.work, database=url, extra=extra)
+            # Info, not warning: each replica's `reads.helped` events say how many files it read,
+            # the cycle holder's own share included (a few hundred lines a cold run).
+            config.write_text(config.read_text(encoding="utf-8").replace("log_level: warning", "log_level: info"))
             log = self.logs / f"serve-{i}-{self.runs + 1:03d}.log"
             with open(log, "wb") as fh:
                 cmd = [*feedworker_command(), "serve", "--config", str(config)]
@@ -720,7 +738,7 @@ class ReplicaGroup:
             self._alive(replica)
             try:
                 _, page = _http("GET", f"{replica.base}/metrics", timeout=10)
-                status, body = _http("GET", f"{replica.base}/healthz", timeout=10)
+                _, body = _http("GET", f"{replica.base}/healthz", timeout=10)
                 health = json.loads(body)
                 runs = metric_value(page.decode(), "feedworker_runs_total") or 0
                 if runs >= 1 and not health.get("running") and not health.get("queued"):
@@ -780,6 +798,7 @@ class ReplicaGroup:
         first = self.replicas[0]
         extra: dict[str, Any] = {"load_before": _loads(), "code": code_state(), "ports": self.ports()}
         read_before = self.files_read()
+        log_offsets = [r.log.stat().st_size for r in self.replicas]
         server = self.pg.cpu_s()
         cpu_before = [_tree_cpu_s(r.proc.pid) for r in self.replicas]
         samplers = [_TreeSampler(r.proc.pid) for r in self.replicas]
@@ -809,6 +828,7 @@ class ReplicaGroup:
                 None if a is None or b is None else int(a - b) for a, b in zip(read_after, read_before, strict=True)
             ],
             "files_read_total": [None if a is None else int(a) for a in read_after],
+            "files_read_logged": [_logged_reads(r.log, offset) for r, offset in zip(self.replicas, log_offsets)],
             "replica_peak_pss_mib": [round(s.peak_kib / 1024, 1) for s in samplers],
             "serve_vmhwm_mib": [round(_status_kib(r.proc.pid, "VmHWM") / 1024, 1) for r in self.replicas],
             "served_by": view.get("replica"),
@@ -1279,6 +1299,221 @@ def render_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------ Markdown: PostgreSQL and replicas
+
+# Each block sits between its two markers after ANALYSIS_MARKER (so the SQLite report keeps
+# it) and is rewritten by the next run of its kind; without the markers it is appended.
+BLOCKS = {
+    "postgresql": "PostgreSQL against SQLite (`bench/run.py --database postgresql`)",
+    "replicas": "Replicas on one PostgreSQL database (`bench/run.py --replicas N`)",
+}
+
+
+def block_markers(key: str) -> tuple[str, str]:
+    return (
+        f"<!-- bench/run.py {key}: begin (rewritten by its next run of this kind) -->",
+        f"<!-- bench/run.py {key}: end -->",
+    )
+
+
+def update_block(markdown: Path, key: str, body: str) -> None:
+    """Put `body` between the markers of `key` in the report, or append it with a heading."""
+    begin, end = block_markers(key)
+    try:
+        text = markdown.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    block = f"{begin}\n{body.rstrip()}\n{end}"
+    i = text.find(begin)
+    j = text.find(end, i + 1) if i != -1 else -1
+    if i != -1 and j != -1:
+        text = text[:i] + block + text[j + len(end) :]
+    else:
+        if ANALYSIS_MARKER not in text:
+            text = text.rstrip("\n") + ("\n\n" if text else "") + ANALYSIS_MARKER + "\n"
+        text = text.rstrip("\n") + f"\n\n## {BLOCKS[key]}\n\n{block}\n"
+    markdown.parent.mkdir(parents=True, exist_ok=True)
+    markdown.write_text(text, encoding="utf-8")
+
+
+def _code_str(code: dict[str, Any]) -> str:
+    return f"{code['head'][:7]}+{code['dirty']} `{code['worker_digest'][:8]}`"
+
+
+def _codes(figure: dict[str, Any]) -> str:
+    seen: list[str] = []
+    for run in figure.get("runs", ()):
+        shown = _code_str(run["code"])
+        if shown not in seen:
+            seen.append(shown)
+    return ", ".join(seen) or "—"
+
+
+def _load_str(figure: dict[str, Any]) -> str:
+    return ", ".join(f"{run['load_before'][0]:.1f}" for run in figure.get("runs", ())) or "—"
+
+
+def _opt_s(value: float | None) -> str:
+    return "—" if value is None else _s(value)
+
+
+def _sqlite_sizes(results: dict[str, Any], seed: int) -> dict[int, dict[str, Any]]:
+    """The SQLite figures of results.json (its own session), by size, when of the same corpus seed."""
+    if results.get("seed") != seed:
+        return {}
+    return {size["files"]: size for size in results.get("sizes") or ()}
+
+
+def render_postgres_block(results: dict[str, Any]) -> str:
+    session = results["postgresql"]
+    sqlite = _sqlite_sizes(results, session["seed"])
+    pg_machine = session["machine"]
+    settings = ", ".join(f"{k} {v}" for k, v in pg_machine.get("postgresql_settings", {}).items())
+    lines = [
+        (
+            f"PostgreSQL {pg_machine.get('postgresql', '?')} ({settings}) on the same machine, measured "
+            f"{session['date']} with `{session['command']}` ({session['repeat']} repeat(s); median, min–max),"
+            " `feedworker run --json` as a whole process, a new database for every cold run."
+        ),
+    ]
+    if sqlite:
+        lines.append(
+            f"SQLite: `results.json` of {results['date']}, `{results['command']}` ({results['repeat']} repeat(s), "
+            f"feedworker {results['machine']['feedworker']}, load {results['load_start']} / {results['load_end']})."
+        )
+    else:
+        lines.append("No SQLite figures of the same corpus seed in `results.json`: run `bench/run.py` first.")
+    if session.get("note"):
+        lines += ["", f"> **Note:** {session['note']}"]
+    lines += [
+        "",
+        (
+            "| files | run | SQLite (s) | PostgreSQL (s) | PostgreSQL min–max (s) | PG ÷ SQLite "
+            "| in-process SQLite / PG (s) | CPU feedworker SQLite / PG (s) | CPU PostgreSQL server (s) "
+            "| peak RSS SQLite / PG (MiB) | load before | code |"
+        ),
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for size in session["sizes"]:
+        n, lite = size["files"], sqlite.get(size["files"])
+        for key, label in FIGURES:
+            f = size["figures"][key]
+            s = lite["figures"][key] if lite else None
+            ratio = f"{f['median_s'] / s['median_s']:.2f}" if s else "—"
+            lite_cpu = statistics.median(c) if s and (c := _sample_cpu(s)) else None
+            lines.append(
+                f"| {n:,} | {label} | {_opt_s(s['median_s'] if s else None)} | {_s(f['median_s'])} "
+                f"| {_s(f['min_s'])}–{_s(f['max_s'])} | {ratio} "
+                f"| {_opt_s(s['in_process_median_s'] if s else None)} / {_opt_s(f['in_process_median_s'])} "
+                f"| {_opt_s(lite_cpu)} / {_opt_s(f.get('cpu_median_s'))} | {_opt_s(f.get('server_cpu_median_s'))} "
+                f"| {s['peak_rss_mib'] if s else '—'} / {f['peak_rss_mib']:.0f} | {_load_str(f)} | {_codes(f)} |"
+            )
+    lines += [
+        "",
+        "| files | SQLite file after cold run | PostgreSQL database after cold run | feeds |",
+        "|---:|---:|---:|---:|",
+    ]
+    for size in session["sizes"]:
+        lite = sqlite.get(size["files"])
+        lines.append(
+            f"| {size['files']:,} | {_size_str(lite['database_bytes']) if lite else '—'} "
+            f"| {_size_str(size['database_bytes'])} | {size['feeds_files']:,} |"
+        )
+    largest = max(session["sizes"], key=lambda size: size["files"])
+    if largest.get("table_sizes_after_cold"):
+        lines += ["", *_table_size_rows(largest["files"], largest["table_sizes_after_cold"])]
+    return "\n".join(lines)
+
+
+def _sample_cpu(figure: dict[str, Any]) -> list[float]:
+    return [x["cpu_s"] for x in figure.get("samples", ()) if x.get("cpu_s") is not None]
+
+
+def _table_size_rows(files: int, sizes: dict[str, Any]) -> list[str]:
+    articles = sizes["articles"] or 1
+    rows = [
+        (
+            f"PostgreSQL tables after the cold run at {files:,} files ({sizes['articles']:,} articles, "
+            f"database {_size_str(sizes['database_bytes'])}; `pg_total_relation_size`, after `VACUUM ANALYZE`):"
+        ),
+        "",
+        "| table | rows | heap | indexes | total (with TOAST) | bytes per article |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    total = 0
+    for table, t in sizes["tables"].items():
+        total += t["total_bytes"]
+        rows.append(
+            f"| {table} | {t['rows']:,} | {_size_str(t['heap_bytes'])} | {_size_str(t['index_bytes'])} "
+            f"| {_size_str(t['total_bytes'])} | {t['total_bytes'] / articles:,.0f} |"
+        )
+    rows.append(f"| **all tables** | | | | {_size_str(total)} | **{total / articles:,.0f}** |")
+    return rows
+
+
+def render_replicas_block(results: dict[str, Any]) -> str:
+    sessions = results.get("replicas") or {}
+    lines = [
+        (
+            "Each figure: `POST /runs` to replica 1, then `GET /runs/<id>` polled (every 20 ms, 100 ms after 2 s)"
+            " until it finished; wall time from the POST to the answer that says so. Replicas are"
+            " `feedworker serve` processes on 127.0.0.1, one database, one source folder, a feeds folder each;"
+            " files read per replica: the rise of `feedworker_replica_files_read_total` on each during the"
+            " figure (n/a: no such series), and in brackets the files its `reads.helped` log events name"
+            " (claims of the shared read, the cycle holder's own included; a run with fewer than 64 files"
+            " to read reads them in the holder without claims); peak PSS: each replica's process tree,"
+            " sampled every 50 ms."
+        ),
+        "",
+    ]
+    for count in sorted(sessions, key=int):
+        s = sessions[count]
+        lines.append(
+            f"* {count} replica(s): {s['date']}, `{s['command']}` ({s['repeat']} repeat(s)), "
+            f"load {s['load_start'][0]} / {s['load_end'][0]}" + (f"; note: {s['note']}" if s.get("note") else "")
+        )
+    lines += [
+        "",
+        (
+            "| files | replicas | run | median (s) | min–max (s) | ÷ 1 replica | in-process (s) "
+            "| files read per replica | peak PSS per replica (MiB) | CPU replicas / server (s) | load before | code |"
+        ),
+        "|---:|---:|---|---:|---:|---:|---:|---|---|---:|---:|---|",
+    ]
+    one = {size["files"]: size for size in (sessions.get("1") or {}).get("sizes", ())}
+    rows = []
+    for count in sorted(sessions, key=int):
+        for size in sessions[count]["sizes"]:
+            rows.append((size["files"], int(count), size))
+    for n, count, size in sorted(rows, key=lambda r: (r[0], r[1])):
+        for key, label in FIGURES:
+            f = size["figures"][key]
+            base = one.get(n)
+            ratio = f"{f['median_s'] / base['figures'][key]['median_s']:.2f}" if base else "—"
+            reads = "; ".join(
+                _per_replica(run["files_read"])
+                + (f" (log: {_per_replica(run['files_read_logged'])})" if "files_read_logged" in run else "")
+                for run in f.get("runs", ())
+            )
+            pss = "; ".join(_per_replica(run["replica_peak_pss_mib"], "{:.0f}") for run in f.get("runs", ()))
+            lines.append(
+                f"| {n:,} | {count} | {label} | {_s(f['median_s'])} | {_s(f['min_s'])}–{_s(f['max_s'])} | {ratio} "
+                f"| {_opt_s(f['in_process_median_s'])} | {reads} | {pss} "
+                f"| {_opt_s(f.get('cpu_median_s'))} / {_opt_s(f.get('server_cpu_median_s'))} "
+                f"| {_load_str(f)} | {_codes(f)} |"
+            )
+    hwm = [
+        f"{count} replica(s) at {size['files']:,} files: {_per_replica(size.get('serve_vmhwm_mib') or [], '{:.0f}')}"
+        for n, count, size in sorted(rows, key=lambda r: (r[0], r[1]))
+    ]
+    if hwm:
+        lines += [
+            "",
+            "Peak RSS (VmHWM) of each `serve` process at the end of its session, MiB: " + "; ".join(hwm) + ".",
+        ]
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------ CLI
 
 
@@ -1299,6 +1534,7 @@ def _progress(
         more = [f"CPU {m.cpu_s} s", f"PostgreSQL server CPU {extra.get('server_cpu_s')} s"]
         if "files_read" in extra:
             more.append(f"files read per replica {_per_replica(extra['files_read'])}")
+            more.append(f"by their logs {_per_replica(extra['files_read_logged'])}")
             more.append(f"peak PSS per replica {_per_replica(extra['replica_peak_pss_mib'], '{:.0f}')} MiB")
         code = extra["code"]
         more.append(f"load {extra['load_before'][0]}, code {code['head'][:10]}+{code['dirty']} {code['worker_digest']}")
@@ -1328,10 +1564,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--markdown", type=Path, default=DEFAULT_MARKDOWN, help="the Markdown report to write")
     ap.add_argument("--seed", type=int, default=1, help="corpus seed")
     ap.add_argument("--note", default="", help="a remark printed with the results (e.g. machine was busy)")
+    ap.add_argument(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default=None,
+        help="the store measured (default sqlite; postgresql: a new database for every cold run)",
+    )
+    ap.add_argument(
+        "--replicas",
+        type=int,
+        nargs="+",
+        choices=(1, 2, 3),
+        default=None,
+        metavar="N",
+        help="PostgreSQL only: N `feedworker serve` replicas instead of `feedworker run` (1, 2 or 3; several: one after another)",
+    )
+    ap.add_argument(
+        "--pg-admin-url", default=PG_ADMIN_URL, help="libpq URL of a database to create and drop others from"
+    )
+    ap.add_argument("--keep-database", action="store_true", help="keep the last PostgreSQL database of each size")
     args = ap.parse_args(argv)
     if args.repeat < 1 or any(n < 1 for n in args.sizes):
         ap.error("--repeat and --sizes must be at least 1")
+    if args.replicas and args.database == "sqlite":
+        ap.error("--replicas needs --database postgresql (replicas share a PostgreSQL database)")
+    args.database = args.database or ("postgresql" if args.replicas else "sqlite")
     args.out = args.out.resolve()
+    args.pg = None
     return args
 
 
@@ -1360,11 +1619,93 @@ def _print_summary(results: dict[str, Any]) -> None:
         )
 
 
+def read_results(out: Path) -> dict[str, Any]:
+    try:
+        found = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _write_results(out: Path, results: dict[str, Any]) -> None:
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+def _warm_up_postgres(out: Path, pg: PgServer) -> None:
+    """One untimed run on an empty folder into a scratch database: psycopg and the store's
+    PostgreSQL modules are read into the page cache, and the server has seen a first client."""
+    inbox = out / "warm-up" / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    db = pg.create(0)
+    try:
+        config = write_config(out / "warm-up" / "pg-state", inbox, database=pg.url(db))
+        Feedworker(config, out / "warm-up" / "logs").run("warm-up-postgresql")
+    finally:
+        pg.drop(db)
+
+
+def main_postgres(args: argparse.Namespace, raw: list[str], corpus: ModuleType) -> int:
+    """`--database postgresql` (with `--replicas N...`): each session under its own key of
+    results.json ("postgresql", "replicas" -> N) and in its own block of the Markdown report."""
+    args.pg = PgServer(args.pg_admin_url)
+    machine = machine_info() | {"postgresql": args.pg.version, "postgresql_settings": args.pg.settings}
+    _log(f"PostgreSQL {args.pg.version} at {args.pg_admin_url}")
+    _warm_up(args.out)
+    _warm_up_postgres(args.out, args.pg)
+    for count in args.replicas or [None]:
+        session: dict[str, Any] = {
+            "date": _now(),
+            "command": shlex.join(["python", "bench/run.py", *raw]),
+            "repeat": args.repeat,
+            "seed": args.seed,
+            "note": args.note,
+            "database": "postgresql",
+            "replicas": count,
+            "feedworker_command": feedworker_command(),
+            "machine": machine,
+            "code_start": code_state(),
+            "load_start": _loads(),
+        }
+        _log(f"--- {'feedworker run' if count is None else f'{count} serve replica(s)'} on PostgreSQL")
+        session["sizes"] = [bench_size(corpus, args, n, None, count) for n in args.sizes]
+        session["load_end"], session["code_end"] = _loads(), code_state()
+        results = read_results(args.out)
+        if count is None:
+            results["postgresql"] = session
+        else:
+            results.setdefault("replicas", {})[str(count)] = session
+        _write_results(args.out, results)
+        if count is None:
+            update_block(args.markdown, "postgresql", render_postgres_block(results))
+        else:
+            update_block(args.markdown, "replicas", render_replicas_block(results))
+        _print_postgres_summary(session)
+    _log(f"wrote {args.out / 'results.json'} and {args.markdown}")
+    return 0
+
+
+def _print_postgres_summary(session: dict[str, Any]) -> None:
+    who = "feedworker run" if session["replicas"] is None else f"{session['replicas']} replica(s)"
+    for size in session["sizes"]:
+        for key, label in FIGURES:
+            f = size["figures"][key]
+            reads = ""
+            if f.get("runs") and "files_read" in f["runs"][-1]:
+                reads = "  read " + _per_replica(f["runs"][-1]["files_read"])
+            print(
+                f"{size['files']:>7,} PostgreSQL {who}: {label:<34} {f['median_s']:8.3f} s  "
+                f"[{f['min_s']:.3f}–{f['max_s']:.3f}]  {f['peak_rss_mib']:5.0f} MiB{reads}"
+            )
+        print(f"{size['files']:>7,} database after cold run: {_size_str(size['database_bytes'])}")
+
+
 def main(argv: list[str] | None = None) -> int:
     raw = sys.argv[1:] if argv is None else argv
     args = parse_args(raw)
     args.out.mkdir(parents=True, exist_ok=True)
     corpus = _load_corpus()
+    if args.database == "postgresql":
+        return main_postgres(args, raw, corpus)
     hugo = hugo_binary(args.hugo)
     results: dict[str, Any] = {
         "date": _now(),
@@ -1385,7 +1726,9 @@ def main(argv: list[str] | None = None) -> int:
         size["hugo_reference_s"], size["hugo_reference_basis"] = hugo_reference(size)
     results["targets"] = judge(results["sizes"])
     results["load_end"] = _load()
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    kept = read_results(args.out)  # the PostgreSQL sessions stay, under their own keys
+    results |= {key: kept[key] for key in BLOCKS if key in kept}
+    _write_results(args.out, results)
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
     kept = kept_analysis(args.markdown)
     args.markdown.write_text(render_markdown(results) + kept, encoding="utf-8")

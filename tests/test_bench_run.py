@@ -74,3 +74,52 @@ def test_runner_with_hugo(tmp_path: Path) -> None:
     assert size["hugo"]["median_s"] > 0 and size["hugo"]["peak_rss_mib"] > 0
     assert set(size["ratios_to_hugo"]) == {*FIGURES, "peak_rss"}
     assert "| 40 | Hugo build |" in markdown
+
+
+def _postgres_reachable() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect("postgresql://root@127.0.0.1:5432/postgres", connect_timeout=3):
+            return True
+    except Exception:  # noqa: BLE001  (no server: the PostgreSQL modes are not tested here)
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _postgres_reachable(), reason="no PostgreSQL server on 127.0.0.1:5432")
+def test_runner_on_postgresql_and_replicas(tmp_path: Path) -> None:
+    """`--database postgresql` and `--replicas 2` on one results.json and one report: each session
+    under its own key and in its own block, the SQLite results and the hand-written part kept."""
+    import psycopg
+
+    out, markdown = tmp_path / "out", tmp_path / "benchmarks.md"
+    analysis = "<!-- analysis: written by hand, kept by bench/run.py -->\n## Profiles\nkept\n"
+    markdown.write_text("# Old results\n\n" + analysis, encoding="utf-8")
+    common = ["--sizes", "80", "--repeat", "1", "--out", str(out), "--markdown", str(markdown)]
+    bench = [sys.executable, str(ROOT / "bench" / "run.py")]
+    for extra in (["--hugo", "off"], ["--database", "postgresql"], ["--replicas", "2"]):
+        cmd = [*bench, *common, *extra]
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert results["sizes"][0]["files"] == 80  # the SQLite session, kept by the PostgreSQL ones
+    pg = results["postgresql"]["sizes"][0]
+    replicas = results["replicas"]["2"]["sizes"][0]
+    for size in (pg, replicas):
+        assert size["checks"] == []
+        for key in FIGURES:
+            run = size["figures"][key]["runs"][0]
+            assert len(run["code"]["head"]) == 40 and run["code"]["dirty"] is not None
+            assert len(run["load_before"]) == 3
+    assert pg["table_sizes_after_cold"]["articles"] == 80
+    cold = replicas["figures"]["cold"]["runs"][0]
+    assert len(cold["files_read"]) == 2 and sum(cold["files_read_logged"]) == 80  # every file read by a claim
+    text = markdown.read_text(encoding="utf-8")
+    assert text.startswith("# Benchmarks") and "| 80 | cold run |" in text and text.count("## Profiles") == 1
+    for key in ("postgresql", "replicas"):
+        assert text.count(f"<!-- bench/run.py {key}: begin") == 1
+    assert "| 80 | 2 | cold run |" in text and "| 80 | cold run | " in text
+    with psycopg.connect("postgresql://root@127.0.0.1:5432/postgres") as conn:  # every database dropped
+        left = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'bench_80_%'").fetchone()[0]
+    assert left == 0

@@ -239,3 +239,40 @@ def test_the_runner_leads_only_while_its_cycle_holds_the_lock(tmp_path: Path, da
     else:
         assert seen == [({"on_wait", "should_stop"}, "single->single")]
         assert runner.replica.role() == "single"
+
+
+def test_the_group_s_last_run_decides_health_on_postgresql() -> None:
+    from datetime import UTC, datetime
+
+    from worker.service.http import group_state, health
+    from worker.service.scheduler import RunnerState
+    from worker.store.runs import LastRun
+
+    def at(seconds: float) -> datetime:
+        return datetime.fromtimestamp(seconds, UTC)
+
+    base = {"accepting": True, "running": True, "queued": False}
+    waiting = RunnerState(**base, last_status=None, last_finished_at=None, last_success_at=None, last_message=None)
+    ok = LastRun(run_id=7, status="ok", finished_at=at(90), replica="peer:1", last_success_at=at(90), report={})
+    state, _ = group_state(waiting, None, ok)
+    assert health(state, 100, 60)[0] == 200  # no run of its own; its peer's succeeded
+    assert health(state, 200, 60)[1]["reason"].startswith("last successful run 110s ago")
+    failed = LastRun(
+        run_id=8,
+        status="failed",
+        finished_at=at(95),
+        replica="peer:1",
+        last_success_at=at(90),
+        report={"message": "disk full"},
+    )
+    code, body = health(group_state(waiting, None, failed)[0], 100, 60)
+    assert code == 503 and body["reason"] == "last run failed: disk full" and body["last_success_age_s"] == 10
+    # Its own run failed after the group's last one, before it reached the database: that decides.
+    unreachable = RunnerState(
+        **base, last_status="failed", last_finished_at=99, last_success_at=None, last_message="database unreachable"
+    )
+    mine = {"run_id": None, "status": "failed"}
+    assert (
+        health(group_state(unreachable, mine, ok)[0], 100, 60)[1]["reason"] == "last run failed: database unreachable"
+    )
+    assert group_state(waiting, None, None) == (waiting, None)  # nothing read from the store: its own state

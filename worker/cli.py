@@ -322,7 +322,7 @@ def serve(config_path: Path | None) -> None:
 
     config = _load(config_path)
     try:
-        code = run_service(config)
+        code = run_service(config, _clock() if os.environ.get("FEEDWORKER_CLOCK") else None)
     except ServiceError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)

@@ -79,6 +79,7 @@ class CycleContext:
     log: Any = log
     replica: str | None = None  # who runs it (run.replica)
     fence: int | None = None  # the cycle lock's fencing token (PostgreSQL), checked by every write
+    locked_at: datetime | None = None  # wall-clock time the lock was taken: run requests made before are served
 
     def finish_report(self) -> datetime:
         self.report.duration_s = round(time.monotonic() - self.started, 3)
@@ -124,7 +125,7 @@ def run_cycle(
             if on_locked is not None:
                 on_locked()
             context = CycleContext(config, clock, should_stop or _never, time.monotonic(), report, clock())
-            context.replica, context.fence = replica, fence
+            context.replica, context.fence, context.locked_at = replica, fence, datetime.now(UTC)
             report.waited_s = round(context.started - asked, 3)
             if request_id is None or not _served_already(context, request_id):
                 _cycle(context)
@@ -275,7 +276,7 @@ def _record_idle(
 
     conn, dialect = reader
     if not store_snapshot.record_idle_run(
-        conn, dialect, context.now, finish, replica=context.replica, fence=context.fence
+        conn, dialect, context.now, finish, replica=context.replica, fence=context.fence, locked_at=context.locked_at
     ):
         _reset(report, RunReport(waited_s=report.waited_s))  # the working cycle fills it again
         return False
@@ -313,7 +314,7 @@ def _work(context: CycleContext, snapshot: StoreSnapshot | None, found: Scan, pl
             for run_id, run_started in runs.unfinished(conn):
                 runs.finish(conn, run_id, "interrupted", interrupted_report(run_id, run_started.isoformat()), None)
                 log.warning("run.interrupted", interrupted_run_id=run_id, started_at=run_started.isoformat())
-            report.run_id = runs.start(conn, context.now, context.replica)
+            report.run_id = runs.start(conn, context.now, context.replica, context.locked_at)
         context.log = log.bind(run_id=report.run_id)
         try:
             # Events of the modules the cycle calls (feeds written, pages fetched) carry the run too.

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import functools
 import logging
 import os
 import resource
@@ -14,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from types import FrameType
 from typing import Any, ClassVar
 
@@ -25,10 +27,10 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from worker.config import Config, ConfigError, load_config
 from worker.ingest.parsers import start_parser_server
 from worker.logging import configure_logging
-from worker.pipeline import replica_name
+from worker.pipeline import replica_name, run_cycle
 from worker.service.http import StoreReader, create_app
 from worker.service.metrics import ServiceMetrics
-from worker.service.replica import ReplicaState
+from worker.service.replica import ReadHelper, ReplicaState
 from worker.service.scheduler import Runner, ServiceScheduler, build_trigger
 from worker.store.postgres import is_postgres
 
@@ -445,11 +447,14 @@ def _waited_for_by_their_creator() -> set[int]:
 class _Service:
     """The running pieces and what signals do to them."""
 
-    def __init__(self, config: Config, sock: socket.socket) -> None:
+    def __init__(self, config: Config, sock: socket.socket, clock: Callable[[], datetime] | None = None) -> None:
         # This process in its group of replicas: one of several on a PostgreSQL store, else single.
         self.replica = ReplicaState(replica_name(), shared=is_postgres(config.database_url))
         self.metrics = ServiceMetrics(replica=self.replica)
-        self.runner = Runner(config, metrics=self.metrics, replica=self.replica)
+        cycle = functools.partial(run_cycle, clock=clock) if clock is not None else run_cycle
+        self.runner = Runner(config, metrics=self.metrics, replica=self.replica, cycle=cycle)
+        # Reads files the leader of the group offers, while this replica does not lead.
+        self.read_helper = ReadHelper(lambda: self.runner.config, self.replica)
         self.scheduler = ServiceScheduler(self.runner)
         # One read-only engine for every HTTP request, closed when the server has stopped.
         self.store = StoreReader()
@@ -473,6 +478,7 @@ class _Service:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         try:
             self.runner.start()
+            self.read_helper.start()
             self.scheduler.start(config.schedule)
             if self.reaper is not None:
                 self.reaper.start()
@@ -521,6 +527,7 @@ class _Service:
         if signum is not None:
             log.info("shutdown.requested", signal=signal.Signals(signum).name, grace_s=grace_s)
         self.scheduler.shutdown()
+        self.read_helper.stop()
         self.clean = self.runner.stop(grace_s, SAFE_POINT_WAIT_S)
         if not self.clean:
             log.error("shutdown.run_abandoned", reason="the cycle did not reach a safe point in time")
@@ -551,8 +558,9 @@ class _Service:
             )
 
 
-def serve(config: Config) -> int:
-    """Run until SIGTERM/SIGINT; returns 0 after a clean shutdown (exits 1 if a cycle had to be abandoned)."""
+def serve(config: Config, clock: Callable[[], datetime] | None = None) -> int:
+    """Run until SIGTERM/SIGINT; returns 0 after a clean shutdown (exits 1 if a cycle had to be abandoned).
+    `clock`: the cycles' time (FEEDWORKER_CLOCK pins it, as for `run`)."""
     try:
         build_trigger(config.schedule)
     except ValueError as exc:
@@ -564,7 +572,7 @@ def serve(config: Config) -> int:
     sock = _listen(config.server.host, config.server.port)
     start_parser_server()
     try:
-        return _Service(config, sock).run()
+        return _Service(config, sock, clock).run()
     finally:
         sock.close()
 

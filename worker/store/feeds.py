@@ -22,7 +22,8 @@ def _stored_items(related_json: str | None) -> tuple[model.RelatedItem, ...]:
 
 
 def feed_window(conn: Connection, topic_id: int | None, limit: int) -> list[tuple[int, datetime]]:
-    """(id, updated_at) of the entries of a topic's feed, or of the all feed (`topic_id` None), newest first."""
+    """(id, updated_at) of the entries of a topic's feed, or of the all feed (`topic_id` None),
+    newest first; articles of one time by URL (the same order in every store of the same files)."""
     query = sa.select(ARTICLE.c.id, ARTICLE.c.updated_at).where(
         ARTICLE.c.is_published.is_(True), ARTICLE.c.removed.is_(False)
     )
@@ -30,7 +31,7 @@ def feed_window(conn: Connection, topic_id: int | None, limit: int) -> list[tupl
         query = query.select_from(ARTICLE.join(ARTICLE_TOPIC, ARTICLE_TOPIC.c.article_id == ARTICLE.c.id)).where(
             ARTICLE_TOPIC.c.topic_id == topic_id
         )
-    query = query.order_by(ARTICLE.c.published_at.desc(), ARTICLE.c.id.desc()).limit(limit)
+    query = query.order_by(ARTICLE.c.published_at.desc(), ARTICLE.c.url.desc()).limit(limit)
     return [(row.id, row.updated_at) for row in conn.execute(query)]
 
 

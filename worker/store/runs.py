@@ -25,13 +25,18 @@ __all__ = [
 ]
 
 
-def start(conn: Connection, now: datetime, replica: str | None = None) -> int:
-    """A new run row; the run serves every request waiting (on any replica of the group)."""
+def start(conn: Connection, now: datetime, replica: str | None = None, locked_at: datetime | None = None) -> int:
+    """A new run row; the run serves every request waiting (on any replica of the group) that
+    was made before its cycle took the lock (`locked_at`, wall-clock time): its scan, which
+    came after, saw what those requests were made for."""
     key = conn.execute(sa.insert(RUN).values(started_at=now, status="running", replica=replica)).inserted_primary_key
     if key is None:  # SQLAlchemy's type allows it; a single-row INSERT always has one
         raise RuntimeError("the new run row has no primary key")
     run_id: int = key[0]
-    conn.execute(sa.update(RUN_REQUEST).where(RUN_REQUEST.c.run_id.is_(None)).values(run_id=run_id))
+    waiting: sa.ColumnElement[bool] = RUN_REQUEST.c.run_id.is_(None)
+    if locked_at is not None:
+        waiting = waiting & (RUN_REQUEST.c.requested_at <= locked_at)
+    conn.execute(sa.update(RUN_REQUEST).where(waiting).values(run_id=run_id))
     return run_id
 
 

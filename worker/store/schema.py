@@ -114,12 +114,16 @@ class Article(SQLModel, table=True):
     table of small rows that stays in the page cache, not one page (or more) an article.
     """
 
+    # Feeds list the newest first, articles of one time by URL: an order of the files alone,
+    # not of the order a store's history inserted them in (ids differ between two stores).
+    __table_args__ = (sa.Index("ix_article_published_at_url", "published_at", "url"),)
+
     id: int | None = Field(default=None, primary_key=True)
     url: str = Field(unique=True)
     web_url: str
     title: str
     excerpt: str | None = None
-    published_at: datetime = _time(nullable=False, index=True)
+    published_at: datetime = _time(nullable=False)  # indexed with url: feeds' order (__table_args__)
     date_given: bool = True  # false: published_at is the first-seen time
     first_seen: datetime = _time(nullable=False)
     updated_at: datetime = _time(nullable=False)

@@ -109,11 +109,13 @@ def article_counts(conn: Any) -> ArticleCounts:
 
 
 def served_by(conn: Any, dialect: Dialect, request_id: str) -> tuple[int, str | None] | None:
-    """(id, report JSON) of the run that served a run request, once one has; else None."""
+    """(id, report JSON) of the run that served a run request, once it has finished; else None
+    (a serving run still marked running died with its process: the request is not served)."""
     cursor = conn.cursor()
     try:
         row = cursor.execute(
-            f"SELECT r.id, r.report_json FROM run_request AS q JOIN run AS r ON r.id = q.run_id WHERE q.id = {dialect.mark}",
+            "SELECT r.id, r.report_json FROM run_request AS q JOIN run AS r ON r.id = q.run_id"
+            f" WHERE q.id = {dialect.mark} AND r.status IN ('ok', 'failed')",
             (request_id,),
         ).fetchone()
     finally:
@@ -129,6 +131,7 @@ def record_idle_run(
     *,
     replica: str | None = None,
     fence: int | None = None,
+    locked_at: datetime | None = None,
 ) -> bool:
     """Insert and finish the run row of a cycle with nothing to do, in one transaction:
     `finish(run_id)` gives the finish time and the report JSON; the run serves the run
@@ -149,7 +152,13 @@ def record_idle_run(
             (dialect.time_param(started_at), replica),
         )
         (run_id,) = cursor.fetchone()
-        cursor.execute(f"UPDATE run_request SET run_id = {mark} WHERE run_id IS NULL", (run_id,))
+        if locked_at is None:
+            cursor.execute(f"UPDATE run_request SET run_id = {mark} WHERE run_id IS NULL", (run_id,))
+        else:
+            cursor.execute(
+                f"UPDATE run_request SET run_id = {mark} WHERE run_id IS NULL AND requested_at <= {mark}",
+                (run_id, dialect.time_param(locked_at)),
+            )
         finished_at, report_json = finish(run_id)
         cursor.execute(
             f"UPDATE run SET finished_at = {mark}, status = 'ok', report_json = {mark} WHERE id = {mark}",

@@ -1,6 +1,6 @@
 """Schema version 4: what several `serve` replicas on one PostgreSQL database share.
 
-`run.replica` (who ran a run), `run_request` (runs asked for on any replica), `cycle_lease`
+`run.replica` (who ran a run), the feeds' order index `(published_at, url)`, `run_request` (runs asked for on any replica), `cycle_lease`
 (the cycle lock's fencing token, one row), `parse_claim` (files every replica helps read) and
 `feed_document` (the rendered feeds every replica serves). On SQLite the new tables stay empty
 but for the lease row.
@@ -24,6 +24,9 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("run", sa.Column("replica", sa.String(), nullable=True))
+    # Feeds order articles of one time by URL, not by id (publish.settings.RENDER_VERSION 5).
+    op.drop_index("ix_article_published_at", table_name="article")
+    op.create_index("ix_article_published_at_url", "article", ["published_at", "url"])
     op.create_table(
         "run_request",
         sa.Column("id", sa.String(), nullable=False),

@@ -450,7 +450,8 @@ def _phases(context: CycleContext, engine: Engine, snapshot: StoreSnapshot, foun
     with transaction(engine) as conn:
         for url in article_store.remove_orphans(conn, context.now):
             bound.info("article.removed", url=url)
-    report.enrich = enrich_related(engine, context.config.enrich, context.now, bound)
+    shared_as = (context.replica or replica_name()) if _shared(context.config) else None
+    report.enrich = enrich_related(engine, context.config.enrich, context.now, bound, shared_as=shared_as)
 
     def helper() -> Any:
         return process_pool_of_one(held_lock_descriptors)

@@ -23,6 +23,7 @@ __all__ = [
     "FetchStatus",
     "RefusedAddress",
     "fetch_many",
+    "host_key",
     "is_public_address",
 ]
 
@@ -190,7 +191,7 @@ async def fetch_many(
         run_deadline = loop.time() + deadline_s
 
         async def run(request: FetchRequest) -> FetchResult | None:
-            host_slot = per_host.setdefault(_host_key(request.url), asyncio.Semaphore(max(1, policy.per_host)))
+            host_slot = per_host.setdefault(host_key(request.url), asyncio.Semaphore(max(1, policy.per_host)))
             # Host slot first: waiting on a busy host must not hold one of the global slots.
             async with host_slot, overall:
                 if loop.time() >= run_deadline:
@@ -226,7 +227,8 @@ def _new_client(policy: FetchPolicy) -> httpx.AsyncClient:
     )
 
 
-def _host_key(url: str) -> str:
+def host_key(url: str) -> str:
+    """The host a URL's per-host limit counts it under (lower case; empty when unreadable)."""
     try:
         return httpx.URL(url).host.lower()
     except (httpx.InvalidURL, ValueError, TypeError):

@@ -23,7 +23,7 @@ from worker.store.db import transaction
 if TYPE_CHECKING:  # httpx and the HTML parser load only when something is fetched
     from worker.enrich.fetcher import FetchPolicy, FetchResult
 
-__all__ = ["enrich_related", "fetch_budget", "next_page_record"]
+__all__ = ["enrich_related", "fetch_budget", "next_page_record", "run_on_own_loop"]
 
 # Backoff doubles with each failure in a row, up to retry_after * 2**6.
 _MAX_BACKOFF_DOUBLINGS = 6
@@ -31,8 +31,12 @@ _MAX_BACKOFF_DOUBLINGS = 6
 _MIN_PAGE_S = 0.1
 
 
-def enrich_related(engine: Engine, config: EnrichConfig, now: datetime, log: Any = None) -> EnrichCounts:
-    """Run the enrich step; returns the run report's `enrich` counts."""
+def enrich_related(
+    engine: Engine, config: EnrichConfig, now: datetime, log: Any = None, *, shared_as: str | None = None
+) -> EnrichCounts:
+    """Run the enrich step; returns the run report's `enrich` counts. `shared_as`: this
+    replica's name when replicas share the store (PostgreSQL): the pages are then fetched by
+    every replica, a host at a time (enrich.shared)."""
     log = log or structlog.get_logger("worker.enrich")
     counts = EnrichCounts()
     with transaction(engine) as conn:
@@ -50,7 +54,7 @@ def enrich_related(engine: Engine, config: EnrichConfig, now: datetime, log: Any
     if touched or queued:
         log.info("enrich.linked", articles_changed=len(changed.ids), neighbours_updated=touched, pages_queued=queued)
     if config.fetch and config.max_fetches > 0:
-        _fetch(engine, config, now, log, counts, prune=bool(changed.ids))
+        _fetch(engine, config, now, log, counts, prune=bool(changed.ids), shared_as=shared_as)
     elif config.fetch:
         # Fetching is on but fetches nothing now (max_fetches 0): the pages queued here must
         # still be due for the cycle's plan once it may fetch again.
@@ -128,7 +132,16 @@ def next_page_record(
     )
 
 
-def _fetch(engine: Engine, config: EnrichConfig, now: datetime, log: Any, counts: EnrichCounts, *, prune: bool) -> None:
+def _fetch(
+    engine: Engine,
+    config: EnrichConfig,
+    now: datetime,
+    log: Any,
+    counts: EnrichCounts,
+    *,
+    prune: bool,
+    shared_as: str | None = None,
+) -> None:
     started = time.monotonic()
     with transaction(engine) as conn:
         if prune:  # only an article change can make a page unwanted
@@ -144,7 +157,12 @@ def _fetch(engine: Engine, config: EnrichConfig, now: datetime, log: Any, counts
             for url in urls
         ]
         policy, deadline_s = fetch_budget(config)
-        results = _run(lambda: fetch_many(requests, policy, deadline_s=deadline_s))
+        if shared_as is not None:
+            from worker.enrich.shared import fetch_shared
+
+            results = fetch_shared(engine, requests, policy, deadline_s, shared_as, run_on_own_loop)
+        else:
+            results = run_on_own_loop(lambda: fetch_many(requests, policy, deadline_s=deadline_s))
     records = []
     changed: list[str] = []
     for result in results:
@@ -175,7 +193,7 @@ def _shown(record: PageRecord) -> tuple[str | None, str | None]:
     return record.title, record.site_name
 
 
-def _run(make: Callable[[], Any]) -> list[FetchResult]:
+def run_on_own_loop(make: Callable[[], Any]) -> list[FetchResult]:
     """Run the fetches on a loop of their own, whose name lookups never hold the run up.
 
     asyncio.run would wait, at its end, for every resolver thread, and a lookup that a

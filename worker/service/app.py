@@ -30,7 +30,7 @@ from worker.logging import configure_logging
 from worker.pipeline import replica_name, run_cycle
 from worker.service.http import StoreReader, create_app
 from worker.service.metrics import ServiceMetrics
-from worker.service.replica import ReadHelper, ReplicaState
+from worker.service.replica import GroupHelper, ReplicaState
 from worker.service.scheduler import Runner, ServiceScheduler, build_trigger
 from worker.store.postgres import is_postgres
 
@@ -453,8 +453,8 @@ class _Service:
         self.metrics = ServiceMetrics(replica=self.replica)
         cycle = functools.partial(run_cycle, clock=clock) if clock is not None else run_cycle
         self.runner = Runner(config, metrics=self.metrics, replica=self.replica, cycle=cycle)
-        # Reads files the leader of the group offers, while this replica does not lead.
-        self.read_helper = ReadHelper(lambda: self.runner.config, self.replica)
+        # Reads files and fetches pages the leader of the group offers, while this replica does not lead.
+        self.group_helper = GroupHelper(lambda: self.runner.config, self.replica)
         self.scheduler = ServiceScheduler(self.runner)
         # One read-only engine for every HTTP request, closed when the server has stopped.
         self.store = StoreReader()
@@ -478,7 +478,7 @@ class _Service:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         try:
             self.runner.start()
-            self.read_helper.start()
+            self.group_helper.start()
             self.scheduler.start(config.schedule)
             if self.reaper is not None:
                 self.reaper.start()
@@ -527,7 +527,7 @@ class _Service:
         if signum is not None:
             log.info("shutdown.requested", signal=signal.Signals(signum).name, grace_s=grace_s)
         self.scheduler.shutdown()
-        self.read_helper.stop()
+        self.group_helper.stop()
         self.clean = self.runner.stop(grace_s, SAFE_POINT_WAIT_S)
         if not self.clean:
             log.error("shutdown.run_abandoned", reason="the cycle did not reach a safe point in time")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 
 import structlog
 
 from worker.config import Config
 
-__all__ = ["ROLES", "ReadHelper", "ReplicaState"]
+__all__ = ["ROLES", "GroupHelper", "ReplicaState"]
 
 log = structlog.get_logger("worker.service")
 
@@ -68,10 +68,11 @@ class ReplicaState:
                 self._helping -= 1
 
 
-class ReadHelper:
-    """This replica's share of a large ingest another replica's cycle offers (PostgreSQL): looks
-    for offered files every POLL_S, and while there are some, claims, reads and posts them
-    with its own parser pool. Idle while this replica's own cycle runs (it reads for itself)."""
+class GroupHelper:
+    """This replica's share of the work another replica's cycle offers (PostgreSQL): looks for
+    offered files and pages every POLL_S; while there are some, claims, reads or fetches and
+    posts them, with its own parser pool and fetch limits. Idle while this replica's own cycle
+    runs (it helps itself there)."""
 
     POLL_S = 0.5
 
@@ -79,7 +80,7 @@ class ReadHelper:
         self._config = config
         self._state = state
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="feedworker-read-helper", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="feedworker-group-helper", daemon=True)
 
     def start(self) -> None:
         if self._state.shared:
@@ -91,10 +92,6 @@ class ReadHelper:
             self._thread.join(timeout_s)
 
     def _loop(self) -> None:
-        from worker.ingest.shared import help_read
-        from worker.pipeline import parse_limits
-        from worker.store.lock import held_lock_descriptors
-
         watcher: _OfferWatcher | None = None
         try:
             while not self._stop.wait(self.POLL_S):
@@ -103,31 +100,42 @@ class ReadHelper:
                     if watcher is not None:
                         watcher.close()
                     watcher = _OfferWatcher(config.database_url)
-                if self._state.role() == "leader" or not watcher.offered():
+                if self._state.role() == "leader":
                     continue
-                with self.helping():
+                reads, fetches = watcher.offered()
+                if not (reads or fetches):
+                    continue
+                with self._state.helping():
                     try:
-                        read = help_read(
-                            config.database_url,
-                            parse_limits(config),
-                            self._state.name,
-                            held_lock_descriptors,
-                            self._stop.is_set,
-                        )
-                    except Exception as exc:  # noqa: BLE001  (a helper's failure is logged; the leader reads the rest)
-                        log.warning("reads.help_failed", reason=" ".join(str(exc).split())[:300])
-                        continue
-                self._state.add_read(read)
+                        if reads:
+                            self._state.add_read(self._read(config))
+                        if fetches:
+                            self._fetch(config)
+                    except Exception as exc:  # noqa: BLE001  (logged; the leader does what is left)
+                        log.warning("group.help_failed", reason=" ".join(str(exc).split())[:300])
         finally:
             if watcher is not None:
                 watcher.close()
 
-    def helping(self) -> AbstractContextManager[None]:
-        return self._state.helping()
+    def _read(self, config: Config) -> int:
+        from worker.ingest.shared import help_read
+        from worker.pipeline import parse_limits
+        from worker.store.lock import held_lock_descriptors
+
+        return help_read(
+            config.database_url, parse_limits(config), self._state.name, held_lock_descriptors, self._stop.is_set
+        )
+
+    def _fetch(self, config: Config) -> int:
+        from worker.enrich.shared import help_fetch
+        from worker.enrich.stage import fetch_budget, run_on_own_loop
+
+        policy, deadline_s = fetch_budget(config.enrich)
+        return help_fetch(config.database_url, policy, deadline_s, self._state.name, self._stop.is_set, run_on_own_loop)
 
 
 class _OfferWatcher:
-    """One connection asking whether files are offered (cheap: an EXISTS on a small table)."""
+    """One connection asking whether files or pages are offered (cheap: EXISTS on small tables)."""
 
     def __init__(self, url: str) -> None:
         from worker.store.db import connect
@@ -135,14 +143,14 @@ class _OfferWatcher:
         self.url = url
         self._engine = connect(url)
 
-    def offered(self) -> bool:
-        from worker.store.postgres import open_claims
+    def offered(self) -> tuple[bool, bool]:
+        from worker.store.postgres import open_claims, open_fetches
 
         try:
             with self._engine.connect() as conn:
-                return open_claims(conn)
+                return open_claims(conn), open_fetches(conn)
         except Exception:  # noqa: BLE001  (no schema yet, the database away: nothing to help with now)
-            return False
+            return False, False
 
     def close(self) -> None:
         self._engine.dispose()

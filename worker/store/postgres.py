@@ -24,18 +24,26 @@ __all__ = [
     "LOST_LOCK",
     "RAW_DIALECT",
     "Claim",
+    "FetchOffer",
     "LostLockError",
     "check_fence",
+    "claim_host",
     "claim_reads",
     "clear_claims",
+    "clear_fetches",
     "cycle_lock",
     "cycle_running",
     "fence_writes",
+    "fetches_of",
+    "free_hosts",
     "held_lock_descriptors",
     "is_postgres",
+    "offer_fetches",
     "offer_reads",
     "open_claims",
+    "open_fetches",
     "open_raw",
+    "post_fetches",
     "post_results",
     "raise_fence",
     "reset_sequences",
@@ -322,3 +330,77 @@ def open_claims(conn: Connection) -> bool:
 
 def clear_claims(conn: Connection) -> None:
     conn.exec_driver_sql("DELETE FROM parse_claim")
+
+
+# --------------------------------------------------------------------------- fetch claims
+# The related pages a cycle fetches, shared out the same way, but a whole host at a time: the
+# replica holding a host's pages is the only one fetching from it, so its per-host limit is
+# the group's. A host is taken under a transaction-level advisory lock of its own (tried, never
+# waited for): two replicas never take pages of one host at once.
+
+FetchOffer = tuple[str, str, "str | None", "str | None"]  # url, host, etag, last_modified
+
+_FREE = (
+    "result IS NULL AND (claimed_by IS NULL OR lease_until < (now() AT TIME ZONE 'UTC')"
+    " OR claimed_pid NOT IN (SELECT pid FROM pg_stat_activity))"
+)
+
+
+def offer_fetches(conn: Connection, offers: list[FetchOffer]) -> None:
+    """This cycle's pages to fetch, in the holder's order; whatever an earlier cycle left goes."""
+    from worker.store.db import bulk_insert
+    from worker.store.schema import FETCH_CLAIM
+
+    conn.exec_driver_sql("DELETE FROM fetch_claim")
+    rows = [
+        {"url": url, "host": host, "seq": seq, "etag": etag, "last_modified": modified}
+        for seq, (url, host, etag, modified) in enumerate(offers)
+    ]
+    bulk_insert(conn, FETCH_CLAIM, rows)
+
+
+def free_hosts(conn: Connection) -> list[str]:
+    """Hosts with pages nobody holds, the host of the first page first."""
+    rows = conn.exec_driver_sql(f"SELECT host FROM fetch_claim WHERE {_FREE} GROUP BY host ORDER BY min(seq)")
+    return [host for (host,) in rows]
+
+
+def claim_host(conn: Connection, host: str, claimant: str, lease_s: float) -> list[tuple[str, str | None, str | None]]:
+    """(url, etag, last_modified) of the free pages of `host`, now this claimant's; none when
+    another replica is taking that host at this moment. Call in a transaction of its own."""
+    key = int.from_bytes(
+        hashlib.blake2b(b"feedworker-fetch:" + host.encode(), digest_size=8).digest(), "big", signed=True
+    )
+    if not conn.exec_driver_sql("SELECT pg_try_advisory_xact_lock(%(key)s)", {"key": key}).scalar():
+        return []
+    rows = conn.exec_driver_sql(
+        "UPDATE fetch_claim SET claimed_by = %(claimant)s, claimed_pid = pg_backend_pid(),"
+        " lease_until = (now() AT TIME ZONE 'UTC') + make_interval(secs => %(lease_s)s)"
+        f" WHERE host = %(host)s AND {_FREE} RETURNING url, etag, last_modified, seq",
+        {"claimant": claimant, "lease_s": lease_s, "host": host},
+    )
+    return [(url, etag, modified) for url, etag, modified, _ in sorted(rows, key=lambda row: int(row[3]))]
+
+
+def post_fetches(conn: Connection, results: list[tuple[str, str]]) -> None:
+    """(url, encoded outcome) of claimed pages."""
+    if results:
+        conn.exec_driver_sql(
+            "UPDATE fetch_claim SET result = %(result)s WHERE url = %(url)s",
+            [{"url": url, "result": result} for url, result in results],
+        )
+
+
+def fetches_of(conn: Connection) -> dict[str, str]:
+    """The posted outcomes, by URL."""
+    rows = conn.exec_driver_sql("SELECT url, result FROM fetch_claim WHERE result IS NOT NULL")
+    return {url: result for url, result in rows}
+
+
+def open_fetches(conn: Connection) -> bool:
+    """Whether some offered page nobody holds is waiting (a reason for a replica to help)."""
+    return conn.exec_driver_sql(f"SELECT EXISTS (SELECT 1 FROM fetch_claim WHERE {_FREE})").scalar() is True
+
+
+def clear_fetches(conn: Connection) -> None:
+    conn.exec_driver_sql("DELETE FROM fetch_claim")

@@ -22,6 +22,7 @@ __all__ = [
     "ARTICLE_TOPIC",
     "CYCLE_LEASE",
     "FEED_DOCUMENT",
+    "FETCH_CLAIM",
     "META",
     "ORPHAN_CANDIDATE",
     "PAGE",
@@ -38,6 +39,7 @@ __all__ = [
     "ArticleTopic",
     "CycleLease",
     "FeedDocument",
+    "FetchClaim",
     "Meta",
     "OrphanCandidate",
     "Page",
@@ -277,6 +279,23 @@ class ParseClaim(SQLModel, table=True):
     result: str | None = None  # the read, as model.encode_read writes it
 
 
+class FetchClaim(SQLModel, table=True):
+    """A related page the cycle holder asks every replica to help fetch (PostgreSQL): claimed a
+    whole host at a time, so the per-host limits hold across replicas; the result is kept
+    here until the holder saves the page."""
+
+    __tablename__ = "fetch_claim"
+    url: str = Field(primary_key=True)
+    host: str = Field(index=True)
+    seq: int  # the holder's order: the pages of the newest articles first
+    etag: str | None = None  # the validators of the stored copy, for a conditional request
+    last_modified: str | None = None
+    claimed_by: str | None = None
+    claimed_pid: int | None = None
+    lease_until: datetime | None = _time()
+    result: str | None = None  # the fetch's outcome, as enrich.shared encodes it
+
+
 class FeedDocument(SQLModel, table=True):
     """A rendered feed as every replica serves it (PostgreSQL): its bytes and validators."""
 
@@ -311,6 +330,7 @@ ARTICLE_IMAGE = _table(ArticleImage)
 ARTICLE_TOPIC = _table(ArticleTopic)
 CYCLE_LEASE = _table(CycleLease)
 FEED_DOCUMENT = _table(FeedDocument)
+FETCH_CLAIM = _table(FetchClaim)
 META = _table(Meta)
 ORPHAN_CANDIDATE = _table(OrphanCandidate)
 PAGE = _table(Page)

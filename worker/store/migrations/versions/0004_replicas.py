@@ -1,9 +1,10 @@
 """Schema version 4: what several `serve` replicas on one PostgreSQL database share.
 
-`run.replica` (who ran a run), the feeds' order index `(published_at, url)`, `run_request` (runs asked for on any replica), `cycle_lease`
-(the cycle lock's fencing token, one row), `parse_claim` (files every replica helps read) and
-`feed_document` (the rendered feeds every replica serves). On SQLite the new tables stay empty
-but for the lease row.
+`run.replica` (who ran a run), the feeds' order index `(published_at, url)`, `run_request`
+(runs asked for on any replica), `cycle_lease` (the cycle lock's fencing token, one row),
+`parse_claim` (files every replica helps read), `fetch_claim` (related pages they help
+fetch) and `feed_document` (the rendered feeds every replica serves). On SQLite the new
+tables stay empty but for the lease row.
 
 Revision ID: 0004_replicas
 Revises: 0003_orphan_candidate
@@ -61,6 +62,20 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("path"),
     )
     op.create_index("ix_parse_claim_seq", "parse_claim", ["seq"])
+    op.create_table(
+        "fetch_claim",
+        sa.Column("url", sa.String(), nullable=False),
+        sa.Column("host", sa.String(), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("etag", sa.String(), nullable=True),
+        sa.Column("last_modified", sa.String(), nullable=True),
+        sa.Column("claimed_by", sa.String(), nullable=True),
+        sa.Column("claimed_pid", sa.Integer(), nullable=True),
+        sa.Column("lease_until", sa.DateTime(), nullable=True),
+        sa.Column("result", sa.String(), nullable=True),
+        sa.PrimaryKeyConstraint("url"),
+    )
+    op.create_index("ix_fetch_claim_host", "fetch_claim", ["host"])
     op.create_table(
         "feed_document",
         sa.Column("path", sa.String(), nullable=False),

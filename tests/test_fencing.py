@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psycopg
@@ -13,6 +12,7 @@ import yaml
 
 from tests.conftest import POSTGRES_SERVER, ROOT, fresh_postgres_database, make_project, run_cli
 from tests.service_helpers import clean_env, make_corpus, wait_for
+from worker.store.postgres import _LOCK_KEY
 
 PINNED = {"FEEDWORKER_CLOCK": "2026-11-29T12:00:00+00:00"}
 
@@ -46,19 +46,50 @@ def test_a_holder_that_lost_its_lock_session_writes_nothing_after_the_takeover(t
             assert holder is not None
             # The lock's session ends (a network cut, a restarted pooler): the process goes on.
             admin.execute("SELECT pg_terminate_backend(%s)", (holder[0],))
-            second = run_cli("run", "--json", "--config", str(project.config), env=PINNED, timeout=300)
+            # Another holder takes the lock over at once, as a replica's next tick would.
+            admin.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+            admin.execute("UPDATE cycle_lease SET token = token + 1, holder = 'test' WHERE id = 1")
+            stored_at_takeover = admin.execute("SELECT count(*), max(updated_at) FROM article").fetchone()
             out, err = first.communicate(timeout=300)
-            taken_over = admin.execute("SELECT max(token) FROM cycle_lease").fetchone()[0]
+            after = admin.execute("SELECT count(*), max(updated_at) FROM article").fetchone()
+            run_row = admin.execute("SELECT id, status FROM run ORDER BY id").fetchall()
+            admin.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+            second = json.loads(run_cli("run", "--json", "--config", str(project.config), env=PINNED).stdout)
             runs = admin.execute("SELECT id, status, report_json FROM run ORDER BY id").fetchall()
-        assert json.loads(second.stdout)["status"] == "ok"
         assert first.returncode == 1, err.decode()
         report = json.loads(out)
         assert report["status"] == "failed" and "lost the cycle lock" in report["message"]
-        assert taken_over >= 2
+        assert after == stored_at_takeover  # not one article written by it after the takeover
+        assert run_row[0][1] == "running"  # not even its run row's end
+        assert second["status"] == "ok" and second["articles"]["total"] == 2500
         # The first run's row was never finished by it (its last write was refused), and the
-        # second run found it unfinished: marked interrupted, as after a kill.
+        # next run found it unfinished: marked interrupted, as after a kill.
         assert runs[0][1] == "interrupted"
         third = json.loads(run_cli("run", "--json", "--config", str(project.config), env=PINNED).stdout)
-        assert third["status"] == "ok" and third["articles"]["total"] == 2500
-        assert third["files"]["new"] == third["files"]["changed"] == 0
-    time.sleep(0)  # the database is gone: nothing of the first process lingers
+        assert third["status"] == "ok" and third["files"]["new"] == third["files"]["changed"] == 0
+
+
+def test_a_request_whose_serving_run_died_is_served_by_the_next_run(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    project.article("a.txt", title="A", web_url="https://a.example/a")
+    with fresh_postgres_database() as database:
+        config = yaml.safe_load(project.config.read_text())
+        config["database"] = database
+        project.config.write_text(yaml.safe_dump(config))
+        run_cli("run", "--config", str(project.config))
+        name = database.rsplit("/", 1)[1]
+        with psycopg.connect(f"{POSTGRES_SERVER}/{name}", autocommit=True) as admin:
+            # A replica's run took request R, then died (kill -9): its row stays "running".
+            dead = admin.execute(
+                "INSERT INTO run (started_at, status, replica) VALUES (now(), 'running', 'gone:1') RETURNING id"
+            ).fetchone()[0]
+            admin.execute(
+                "INSERT INTO run_request (id, source, replica, requested_at, run_id)"
+                " VALUES ('00000000000000aa', 'http', 'gone:1', now() AT TIME ZONE 'UTC', %s)",
+                (dead,),
+            )
+            report = json.loads(run_cli("run", "--json", "--config", str(project.config)).stdout)
+            served = admin.execute("SELECT run_id FROM run_request WHERE id = '00000000000000aa'").fetchone()[0]
+            statuses = dict(admin.execute("SELECT id, status FROM run").fetchall())
+        assert statuses[dead] == "interrupted"
+        assert served == report["run_id"] and statuses[served] == "ok"  # not left on the dead run

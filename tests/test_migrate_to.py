@@ -314,3 +314,26 @@ def test_tables_are_copied_in_bounded_chunks(tmp_path: Path, database: str, monk
     related = seen["related_item"]
     assert related[0] == 3 and all(later - earlier <= 7 for earlier, later in itertools.pairwise(related))
     assert related[-1] == copied["related_item"] > 7
+
+
+def test_only_feedworker_s_own_feed_files_become_served_documents(tmp_path: Path, database: str):
+    project = examples_on_sqlite(tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("postgresql+psycopg://app:S3cretPassw0rd@db/feeds\n")
+    topics = project.feeds / "topics"
+    (topics / "leak.rss").symlink_to(secret)  # a link planted in the feeds folder
+    (topics / "other.rss").write_text("<rss version='2.0'><channel/></rss>")  # someone else's feed
+    (topics / "privacy.rss").unlink()
+    (topics / "privacy.rss").symlink_to(secret)  # one of ours, replaced by a link
+
+    project.cli("migrate", "--to", database)
+    paths = {path for (path,) in postgres_rows(database, "SELECT path FROM feed_document")}
+    assert "topics/leak.rss" not in paths and "topics/other.rss" not in paths
+    assert "topics/privacy.rss" not in paths and "topics/privacy.atom" in paths
+    bodies = postgres_rows(database, "SELECT body FROM feed_document")
+    assert not any(b"S3cret" in bytes(body) for (body,) in bodies)
+
+    use_database(project, database)
+    report, _ = run(project, LATER)
+    assert report["status"] == "ok" and report["feeds"]["written"] == 1  # topics/privacy.rss, rendered again
+    assert "topics/leak.rss" not in {path for (path,) in postgres_rows(database, "SELECT path FROM feed_document")}

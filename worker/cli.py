@@ -211,17 +211,31 @@ _COPIED = (("article", "article"), ("source_file", "file"), ("topic", "topic"), 
 
 
 def _written_feeds(folder: Path) -> Iterator[tuple[str, bytes, datetime]]:
-    """The feed files in the feeds folder (path below it, bytes, mtime), read one at a time."""
+    """The feed files in the feeds folder (path below it, bytes, mtime), read one at a time:
+    regular files only (a symlink is not followed), well-formed XML only. Which of them are
+    feedworker's own (its topics' slugs) the copy decides."""
+    import stat
+
+    from lxml import etree
+
     from worker.publish.writer import feed_files
 
     listed = feed_files(folder)
     for path in [*sorted(listed.index), *(f"topics/{name}" for name in sorted(listed.topics))]:
         try:
-            body = (folder / path).read_bytes()
-            modified = (folder / path).stat().st_mtime
+            fd = os.open(folder / path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
-            continue  # gone meanwhile: the first cycle on the copy renders it
-        yield path, body, datetime.fromtimestamp(modified, UTC)
+            continue  # gone meanwhile, or a symlink: the first cycle on the copy renders it
+        with os.fdopen(fd, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            body = handle.read()
+        try:
+            etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
+        except etree.XMLSyntaxError:
+            continue
+        yield path, body, datetime.fromtimestamp(st.st_mtime, UTC)
 
 
 def _copy_store(config: Config, to_url: str) -> None:

@@ -313,6 +313,7 @@ def _work(context: CycleContext, snapshot: StoreSnapshot | None, found: Scan, pl
             # Under the cycle lock, a run still marked running died (kill -9, power loss).
             for run_id, run_started in runs.unfinished(conn):
                 runs.finish(conn, run_id, "interrupted", interrupted_report(run_id, run_started.isoformat()), None)
+                runs.release_requests(conn, run_id)  # served by the run this one starts now
                 log.warning("run.interrupted", interrupted_run_id=run_id, started_at=run_started.isoformat())
             report.run_id = runs.start(conn, context.now, context.replica, context.locked_at)
         context.log = log.bind(run_id=report.run_id)
@@ -566,7 +567,14 @@ def _reader(
 
         claimant = context.replica or replica_name()
         return read_shared(
-            engine, to_read, found.files, limits, claimant, batch=BATCH, held_locks=held_lock_descriptors
+            engine,
+            to_read,
+            found.files,
+            limits,
+            claimant,
+            batch=BATCH,
+            held_locks=held_lock_descriptors,
+            should_stop=context.should_stop,
         )
     return read_all(to_read, limits, held_lock_descriptors)
 

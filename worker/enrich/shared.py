@@ -96,6 +96,7 @@ def help_fetch(
     from worker.enrich.fetcher import FetchRequest, fetch_many
 
     engine = connect(url)
+    postgres.end_idle_transactions(engine)
     fetched = 0
     started = time.monotonic()
     lease_s = deadline_s + policy.total_timeout + 5.0

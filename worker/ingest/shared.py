@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
@@ -36,11 +37,17 @@ def read_shared(
     *,
     batch: int,
     held_locks: Callable[[], Iterable[int]] = tuple,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> Generator[Ingested | Touched, None, None]:
     """The cycle holder's read_all on PostgreSQL: offer `tasks` to every replica, read with this
     process's pool too, and yield the results in task order, `batch` files at a time. Every
     write goes through `engine` (fenced by the cycle lock's token)."""
-    offers = [(path, size_max, known, root, _version(found[path], known)) for path, size_max, known, root in tasks]
+    # Read under other limits, a file is another claim: a result a killed cycle left is only kept for the same ones.
+    limits_key = hashlib.blake2b(repr(limits).encode(), digest_size=6).hexdigest()
+    offers = [
+        (path, size_max, known, root, f"{_version(found[path], known)}:{size_max}:{limits_key}")
+        for path, size_max, known, root in tasks
+    ]
     with transaction(engine) as conn:
         postgres.offer_reads(conn, offers)
     log.info("reads.offered", files=len(offers))
@@ -63,7 +70,9 @@ def read_shared(
         paths = [task[0] for task in tasks]
         for start in range(0, len(paths), batch):
             wanted = paths[start : start + batch]
-            results = _collect(engine, wanted, failure)
+            results = _collect(engine, wanted, failure, should_stop)
+            if results is None:
+                return  # asked to stop while waiting: the caller stops at this batch boundary
             for path in wanted:
                 result = decode_read(results[path])
                 if result is not None:
@@ -75,10 +84,12 @@ def read_shared(
         postgres.clear_claims(conn)
 
 
-def _collect(engine: Engine, paths: list[str], failure: list[BaseException]) -> dict[str, str]:
-    """The posted results of `paths`, once every one is there."""
+def _collect(
+    engine: Engine, paths: list[str], failure: list[BaseException], should_stop: Callable[[], bool]
+) -> dict[str, str] | None:
+    """The posted results of `paths`, once every one is there; None when asked to stop first."""
     results: dict[str, str] = {}
-    while True:
+    while not should_stop():
         with engine.connect() as conn:
             results.update(postgres.results_of(conn, [path for path in paths if path not in results]))
         if len(results) == len(paths):
@@ -86,6 +97,7 @@ def _collect(engine: Engine, paths: list[str], failure: list[BaseException]) -> 
         if failure:
             raise failure[0]
         time.sleep(POLL_S)
+    return None
 
 
 def help_read(
@@ -100,6 +112,7 @@ def help_read(
     """Claim, read and post offered files until none is left to claim (or `should_stop`;
     `idle`: see read_as_claimed); how many this replica read."""
     engine = connect(url)
+    postgres.end_idle_transactions(engine)
     read = 0
     try:
 

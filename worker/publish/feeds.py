@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, uuid5
@@ -141,9 +141,9 @@ def publish(
             stats.removed += document_store.remove_documents(conn, gone)
         for path in gone:
             log.info("feed.removed", feed=path)
-    # The index changes only with the set of feeds or the settings, which both pass above.
-    if stats.written or stats.removed or settings_changed or "index.opml" not in on_disk.index:
-        _write_index(engine, settings, visible, stats, to_store, now)
+    # Rendered at every working cycle and compared (a few topics' lines): a cycle killed between a
+    # new topic's feeds and the index would otherwise leave that topic out of it for good.
+    _write_index(engine, settings, visible, stats, to_store, now)
     if to_store:
         _copy_to_folder(engine, settings.dir)
     with transaction(engine) as conn:
@@ -191,7 +191,9 @@ def _put(engine: Engine, folder: Path, documents: list[tuple[str, bytes]], now: 
     for _, body in documents:
         etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))  # raises if malformed
     with transaction(engine) as conn:
-        written = document_store.put_documents(conn, documents, now)
+        # Stamped when stored, not with the cycle's time: Last-Modified names one version (a
+        # second cycle within the same second gets a later stamp, as a rewritten file would).
+        written = document_store.put_documents(conn, documents, datetime.now(UTC))
     for path, body in documents:
         write_if_changed(folder / path, body)
     return written

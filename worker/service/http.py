@@ -48,6 +48,7 @@ __all__ = [
     "FeedDocuments",
     "FeedFiles",
     "StoreReader",
+    "StoreUnavailable",
     "create_app",
     "feed_max_age",
     "group_state",
@@ -117,7 +118,7 @@ def create_app(
     files = FeedFiles(lambda: runner.config.feeds.dir, clock=clock, max_age=max_age)
 
     def stored_document(path: str) -> Document | None:
-        return reader.read(runner.config, functools.partial(_stored_document, path))
+        return reader.read(runner.config, functools.partial(_stored_document, path), strict=True)
 
     stored = FeedDocuments(stored_document, clock=clock, max_age=max_age)
 
@@ -462,6 +463,10 @@ def _stored_document(path: str, conn: Connection) -> Document | None:
     return document(conn, path)
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be read now (the database away, a schema of another version)."""
+
+
 class StoreReader:
     """The HTTP handlers' one engine on the database: read-only (it never creates, migrates or
     writes the database), made at the first read, made again only when SIGHUP changed
@@ -472,8 +477,9 @@ class StoreReader:
         self._engine: Engine | None = None
         self._url: str | None = None
 
-    def read(self, config: Config, read: Callable[[Connection], _T]) -> _T | None:
-        """`read(connection)`; None when there is no store yet or it cannot be read (logged)."""
+    def read(self, config: Config, read: Callable[[Connection], _T], *, strict: bool = False) -> _T | None:
+        """`read(connection)`; None when there is no store yet or it cannot be read (logged).
+        `strict`: a store that cannot be read raises StoreUnavailable instead."""
         from worker.store.db import check_schema
         from worker.store.errors import StoreError
 
@@ -487,11 +493,13 @@ class StoreReader:
             with engine.connect() as conn:
                 return read(conn)
         except StoreError as exc:
-            log.warning("request.store_unreadable", reason=str(exc))
-            return None
+            reason = str(exc)
         except sa.exc.SQLAlchemyError as exc:
-            log.warning("request.store_unreadable", reason=" ".join(str(exc).split())[:300])
-            return None
+            reason = " ".join(str(exc).split())[:300]
+        log.warning("request.store_unreadable", reason=reason)
+        if strict:
+            raise StoreUnavailable(reason)
+        return None
 
     def _engine_for(self, config: Config) -> Engine:
         from worker.store.db import connect
@@ -711,7 +719,12 @@ class FeedDocuments(FeedFiles):
         named = (len(parts) == 1 or (len(parts) == 2 and parts[0] == "topics")) and _is_feed_name(parts[-1])
         if not named or any(part.startswith(".") for part in parts):
             return _not_found()
-        found = self._document(relative)
+        try:
+            found = self._document(relative)
+        except StoreUnavailable:
+            # Not "gone": a reader keeps the feed and asks again (the store is back soon, or
+            # another replica answers).
+            return Response("Service Unavailable", 503, {"Retry-After": "30"}, media_type="text/plain; charset=utf-8")
         if found is None:
             return _not_found()
         data, digest, modified_at = found

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
 __all__ = [
+    "CLAIMANT_IDLE_IN_TRANSACTION_S",
     "CLAIM_LEASE_S",
     "FENCE_CHECK",
     "LOST_LOCK",
@@ -33,6 +34,7 @@ __all__ = [
     "clear_fetches",
     "cycle_lock",
     "cycle_running",
+    "end_idle_transactions",
     "fence_writes",
     "fetches_of",
     "free_hosts",
@@ -404,3 +406,21 @@ def open_fetches(conn: Connection) -> bool:
 
 def clear_fetches(conn: Connection) -> None:
     conn.exec_driver_sql("DELETE FROM fetch_claim")
+
+
+# A claimant frozen inside a claim or post transaction (a paused container, a half-open
+# connection) would keep its rows locked, and SKIP LOCKED would skip them even once their lease
+# ran out: its session ends after this long idle in a transaction, and the locks with it.
+CLAIMANT_IDLE_IN_TRANSACTION_S = 30
+
+
+def end_idle_transactions(engine: Engine, seconds: float = CLAIMANT_IDLE_IN_TRANSACTION_S) -> None:
+    """Every session of `engine` ends when idle in a transaction for `seconds` (claimants' engines)."""
+    from sqlalchemy import event
+
+    def on_connect(dbapi_conn: Any, record: Any) -> None:
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute(f"SET idle_in_transaction_session_timeout = {int(seconds * 1000)}")
+        dbapi_conn.commit()
+
+    event.listen(engine, "connect", on_connect)

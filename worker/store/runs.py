@@ -82,6 +82,11 @@ def newest_run(conn: Connection) -> tuple[int, str, datetime] | None:
     return (row.id, row.status, row.started_at) if row is not None else None
 
 
+def release_requests(conn: Connection, run_id: int) -> None:
+    """The run requests a run that died was serving wait again: the next run serves them."""
+    conn.execute(sa.update(RUN_REQUEST).where(RUN_REQUEST.c.run_id == run_id).values(run_id=None))
+
+
 def finish(conn: Connection, run_id: int | None, status: str, report_json: str, finished_at: datetime | None) -> None:
     values = {"status": status, "report_json": report_json, "finished_at": finished_at}
     conn.execute(sa.update(RUN).where(RUN.c.id == run_id).values(**values))

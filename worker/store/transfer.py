@@ -16,7 +16,7 @@ from worker.store.db import alembic_config, bulk_insert, check_schema, connect
 from worker.store.documents import document_etag
 from worker.store.errors import StoreError, describe
 from worker.store.lock import cycle_lock
-from worker.store.schema import FEED_DOCUMENT, metadata
+from worker.store.schema import FEED_DOCUMENT, TOPIC, metadata
 
 __all__ = ["CHUNK_BYTES", "CHUNK_ROWS", "copy_store", "shown_url"]
 
@@ -114,13 +114,27 @@ def _copy(
                 writer.execute(sa.delete(table))  # what the schema's creation wrote: the source's rows replace it
             copied = {table.name: _copy_table(reader, writer, table, progress) for table in metadata.sorted_tables}
             if not copied.get(FEED_DOCUMENT.name):
+                ours = _feed_paths(writer)
                 for path, body, modified_at in feeds:
+                    if path not in ours:
+                        continue  # a file someone else put in the feeds folder: not served
                     values = {"body": body, "etag": document_etag(body), "modified_at": modified_at}
                     writer.execute(sa.insert(FEED_DOCUMENT).values(path=path, **values))
             postgres.reset_sequences(writer, metadata.sorted_tables)
     except SQLAlchemyError as exc:
         raise StoreError(f"copying into {shown} failed, nothing was written: {describe(exc)}") from None
     return copied
+
+
+def _feed_paths(conn: Connection) -> set[str]:
+    """The feed paths of the copied store: the index files and its topics' feeds."""
+    slugs = conn.execute(sa.select(TOPIC.c.slug)).scalars()
+    return {
+        "all.rss",
+        "all.atom",
+        "index.opml",
+        *(f"topics/{slug}.{kind}" for slug in slugs for kind in ("rss", "atom")),
+    }
 
 
 def _check_empty(conn: Connection, shown: str) -> None:

@@ -234,7 +234,7 @@ def test_the_runner_leads_only_while_its_cycle_holds_the_lock(tmp_path: Path, da
     finally:
         runner.stop(5, 5)
     if database.startswith("postgresql"):
-        assert seen == [({"on_wait", "should_stop", "request_id", "on_locked"}, "standby->leader")]
+        assert seen == [({"on_wait", "should_stop", "request_id", "on_locked", "on_read"}, "standby->leader")]
         assert runner.replica.role() == "standby" and request.status == "ok"
     else:
         assert seen == [({"on_wait", "should_stop"}, "single->single")]

@@ -80,6 +80,7 @@ class CycleContext:
     replica: str | None = None  # who runs it (run.replica)
     fence: int | None = None  # the cycle lock's fencing token (PostgreSQL), checked by every write
     locked_at: datetime | None = None  # wall-clock time the lock was taken: run requests made before are served
+    on_read: Callable[[int], None] | None = None  # told how many files this process read for a shared ingest
 
     def finish_report(self) -> datetime:
         self.report.duration_s = round(time.monotonic() - self.started, 3)
@@ -107,6 +108,7 @@ def run_cycle(
     should_stop: Callable[[], bool] | None = None,
     request_id: str | None = None,
     on_locked: Callable[[], None] | None = None,
+    on_read: Callable[[int], None] | None = None,
 ) -> RunReport:
     """Run one whole cycle. Waits for a cycle already running against the same database.
 
@@ -126,6 +128,7 @@ def run_cycle(
                 on_locked()
             context = CycleContext(config, clock, should_stop or _never, time.monotonic(), report, clock())
             context.replica, context.fence, context.locked_at = replica, fence, datetime.now(UTC)
+            context.on_read = on_read
             report.waited_s = round(context.started - asked, 3)
             if request_id is None or not _served_already(context, request_id):
                 _cycle(context)
@@ -575,6 +578,7 @@ def _reader(
             batch=BATCH,
             held_locks=held_lock_descriptors,
             should_stop=context.should_stop,
+            on_read=context.on_read,
         )
     return read_all(to_read, limits, held_lock_descriptors)
 

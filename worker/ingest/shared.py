@@ -38,6 +38,7 @@ def read_shared(
     batch: int,
     held_locks: Callable[[], Iterable[int]] = tuple,
     should_stop: Callable[[], bool] = lambda: False,
+    on_read: Callable[[int], None] | None = None,
 ) -> Generator[Ingested | Touched, None, None]:
     """The cycle holder's read_all on PostgreSQL: offer `tasks` to every replica, read with this
     process's pool too, and yield the results in task order, `batch` files at a time. Every
@@ -60,7 +61,9 @@ def read_shared(
     def help_here() -> None:
         try:
             url = engine.url.render_as_string(hide_password=False)
-            help_read(url, limits, claimant, held_locks, done.is_set, idle=waiting)
+            read = help_read(url, limits, claimant, held_locks, done.is_set, idle=waiting)
+            if on_read is not None:
+                on_read(read)
         except BaseException as exc:  # noqa: BLE001  (the holder raises it)
             failure.append(exc)
 

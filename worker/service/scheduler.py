@@ -297,6 +297,7 @@ class Runner:
                     should_stop=self._abort.is_set,
                     request_id=request.id,
                     on_locked=locked,
+                    on_read=self.replica.add_read,
                 )
             else:
                 report = self._cycle(config, on_wait=waiting, should_stop=self._abort.is_set)

@@ -272,18 +272,20 @@ def test_the_source_must_exist_and_be_at_this_schema(tmp_path: Path, database: s
 
 
 def test_a_failed_copy_leaves_the_database_empty(tmp_path: Path, database: str):
-    """A row PostgreSQL refuses (a number past its INTEGER) fails the copy part-way: the schema
-    and the rows copied before it go too, and the same command succeeds once the row is fixed."""
+    """A row PostgreSQL refuses (a NUL in a text, which an SQLite store edited by hand may hold)
+    fails the copy part-way: the schema and the rows copied before it go too, and the same
+    command succeeds once the row is fixed."""
     project = examples_on_sqlite(tmp_path)
     with sqlite3.connect(project.database) as conn:
-        conn.execute("UPDATE article SET quality = 99999999999 WHERE id = (SELECT max(id) FROM article)")
+        title = conn.execute("SELECT title FROM article WHERE id = (SELECT max(id) FROM article)").fetchone()[0]
+        conn.execute("UPDATE article SET title = 'a' || char(0) || 'b' WHERE id = (SELECT max(id) FROM article)")
     conn.close()
     failed = project.cli("migrate", "--to", database, check=False)
     assert failed.returncode == 1 and len(failed.stderr.splitlines()) == 1
     assert failed.stderr.startswith(f"Error: copying into {database} failed, nothing was written: ")
     assert postgres_rows(database, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'") == []
     with sqlite3.connect(project.database) as conn:
-        conn.execute("UPDATE article SET quality = NULL WHERE quality = 99999999999")
+        conn.execute("UPDATE article SET title = ? WHERE id = (SELECT max(id) FROM article)", (title,))
     conn.close()
     assert project.cli("migrate", "--to", database).stdout.startswith("copied 33 articles, ")
 

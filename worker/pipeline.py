@@ -370,10 +370,14 @@ def _shared(config: Config) -> bool:
 
 
 def _feeds_now(config: Config, snapshot: StoreSnapshot | None) -> FeedFiles:
-    """The feeds there are: the store's documents when replicas share it, else the folder's files."""
-    if _shared(config):
-        return FeedFiles.of_paths(snapshot.documents if snapshot is not None else ())
-    return feed_files(config.feeds.dir)
+    """The feeds there are: the folder's files; when replicas share the store, those of them the
+    store keeps too (a feed missing from either is due: the store serves it, the folder is
+    still written)."""
+    on_disk = feed_files(config.feeds.dir)
+    if not _shared(config):
+        return on_disk
+    stored = FeedFiles.of_paths(snapshot.documents if snapshot is not None else ())
+    return FeedFiles(stored.index & on_disk.index, stored.topics & on_disk.topics, on_disk.temp_left)
 
 
 def _finish(context: CycleContext, engine: Engine) -> None:

@@ -177,6 +177,8 @@ class _Fields:
         return self.front.count("\n", 0, match.start()) + 2 if match else None
 
     def article(self, raw: dict[str, Any], body: str, body_line: int) -> Article:
+        # A YAML "\0" escape makes a NUL no text field may hold (PostgreSQL's text refuses it).
+        raw = _without_nul(raw)
         title = self.text(raw, "title", required=True, cap=self.limits.max_title_chars)
         web_url_raw = raw.get("webUrl")
         if web_url_raw is None or web_url_raw == "":
@@ -388,6 +390,20 @@ class _Fields:
             self.warnings.append(f"{key}: ignored, not a list")
             return []
         return list(enumerate(value))
+
+
+def _without_nul(value: Any, depth: int = 0) -> Any:
+    """`value` with every NUL in its strings (keys too) replaced by U+FFFD; the YAML loader
+    already capped the depth, this only follows it."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if depth > 128:
+        return value
+    if isinstance(value, dict):
+        return {_without_nul(key, depth + 1): _without_nul(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_without_nul(item, depth + 1) for item in value)
+    return value
 
 
 def _likely_field(key: Any) -> str | None:

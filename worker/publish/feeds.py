@@ -44,6 +44,8 @@ class _FeedJob:
     title: str
     subtitle: str
     window: str | None  # the fingerprint of its entries when last written; None: render regardless
+    stored: str | None = None  # that fingerprint as stored, also when rendered regardless
+    changed_at: datetime | None = None  # when its entries last changed, as stored
 
 
 # An entry's rendering changes only with its article's updated_at (related links and fetched
@@ -91,7 +93,10 @@ def publish(
         settings_changed = rendered_with != fingerprint(settings)
         # The index's own settings (its format) come last: a change of them alone renders the index alone.
         feeds_changed = settings_changed and (rendered_with or "").rpartition("|")[0] != feeds_fingerprint(settings)
-        windows = {} if feeds_changed else meta_store.meta_values(conn, keys.FEED_WINDOW)
+        stored = {
+            key.removeprefix(keys.FEED_WINDOW): _stored_window(value)
+            for key, value in meta_store.meta_values(conn, keys.FEED_WINDOW).items()
+        }
     if feeds_changed:  # a new base URL, title, entry count or renderer: every feed again
         dirty |= {row.id for row in visible}
         all_dirty = True
@@ -108,11 +113,23 @@ def publish(
         if row.id in dirty:
             name = _topic_name(row.name, row.slug)
             stem = f"topics/{row.slug}"
-            window = windows.get(keys.FEED_WINDOW + stem) if row.id not in missing else None
-            jobs.append(_FeedJob(stem, row.id, f"{settings.title}: {name}", f"Articles about {name}", window))
+            window, changed_at = stored.get(stem, (None, None))
+            jobs.append(
+                _FeedJob(
+                    stem,
+                    row.id,
+                    f"{settings.title}: {name}",
+                    f"Articles about {name}",
+                    window if row.id not in missing and not feeds_changed else None,
+                    window,
+                    changed_at,
+                )
+            )
     if all_dirty:
-        window = windows.get(keys.FEED_WINDOW + "all") if not all_missing else None
-        jobs.append(_FeedJob("all", None, settings.title, "Every published article", window))
+        window, changed_at = stored.get("all", (None, None))
+        forced = all_missing or feeds_changed
+        title, subtitle = settings.title, "Every published article"
+        jobs.append(_FeedJob("all", None, title, subtitle, None if forced else window, window, changed_at))
     if helper is not None and len(jobs) >= PARALLEL_FROM:
         with helper() as executor:
             url = engine.url.render_as_string(hide_password=False)  # str() would mask a password
@@ -128,7 +145,9 @@ def publish(
             _count(changed, f"{stem}.{suffix}", stats)
     # Only feeds of topics it knows are feedworker's: a file someone else put there stays.
     gone = []
-    for name in sorted(on_disk.topics):
+    # What may have to go: the folder's topic feeds, and on a shared store its documents too.
+    listed = on_disk.topics | (_stored_feeds(engine).topics if to_store else frozenset())
+    for name in sorted(listed):
         slug, _, suffix = name.rpartition(".")
         ours = slug in known_slugs and suffix in ("rss", "atom")
         if ours and slug not in visible_slugs:
@@ -154,6 +173,15 @@ def publish(
         if settings_changed:
             meta_store.set_meta_value(conn, keys.FEED_SETTINGS, fingerprint(settings))
     return stats
+
+
+def _stored_window(value: str) -> tuple[str, datetime | None]:
+    """keys.FEED_WINDOW's value: the fingerprint, and when the entries last changed."""
+    window, _, changed = value.partition("|")
+    try:
+        return window, datetime.fromisoformat(changed) if changed else None
+    except ValueError:
+        return window, None
 
 
 def render_feeds_of(
@@ -237,7 +265,11 @@ def _render_jobs(
             from worker.publish.render import render_feeds
 
             info = _feed_info(settings, job.stem, job.title, job.subtitle)
-            rss, atom = render_feeds(info, _entries(conn, [id_ for id_, _ in entries], cache), now)
+            # A feed's own time is when its entries last changed (one added, changed, removed or
+            # reordered), never when it was built: rendered again for other reasons, it keeps it.
+            changed_at = job.changed_at if job.stored == window and job.changed_at is not None else now
+            rss, atom = render_feeds(info, _entries(conn, [id_ for id_, _ in entries], cache), changed_at)
+            window = f"{window}|{changed_at.isoformat()}"
             if to_store:
                 rss_put, atom_put = _put(
                     engine, settings.dir, [(f"{job.stem}.rss", rss), (f"{job.stem}.atom", atom)], now

@@ -87,10 +87,11 @@ def body_html(entry_html: str, related: Sequence[RelatedLink]) -> str:
     return f"{entry_html}<h3>Related coverage</h3><ul>{items}</ul>"
 
 
-def render_feeds(info: FeedInfo, entries: Sequence[Entry], now: datetime) -> tuple[bytes, bytes]:
+def render_feeds(info: FeedInfo, entries: Sequence[Entry], updated: datetime) -> tuple[bytes, bytes]:
     """RSS 2.0 and Atom 1.0 of one feed (entries built once for both), newest entry first as
-    given; dates pinned to the entries, so equal in, equal out."""
-    generator = _generator(info, entries, now)
+    given. `updated` (Atom `updated`, RSS `lastBuildDate`) is when the feed's entries last
+    changed; every date comes from the arguments, so equal in, equal out."""
+    generator = _generator(info, entries, updated)
     return generator.rss_str(pretty=True), generator.atom_str(pretty=True)
 
 
@@ -108,7 +109,7 @@ def render_opml(title: str, feeds: Sequence[FeedLink]) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
-def _generator(info: FeedInfo, entries: Sequence[Entry], now: datetime) -> _Generator:
+def _generator(info: FeedInfo, entries: Sequence[Entry], updated: datetime) -> _Generator:
     fg = FeedGenerator()
     fg.load_extension("media")
     fg.load_extension("dc", atom=False, rss=True)
@@ -120,9 +121,8 @@ def _generator(info: FeedInfo, entries: Sequence[Entry], now: datetime) -> _Gene
     fg.generator(GENERATOR, uri=None, version=None)
     fg.author(name=xml_safe(info.title))  # Atom needs an author for entries without a provider
     fg.language("en")
-    newest = max((entry.updated for entry in entries), default=now)
-    fg.updated(newest)
-    fg.lastBuildDate(newest)
+    fg.updated(updated)
+    fg.lastBuildDate(updated)
     if entries:
         fg.pubDate(max(entry.published for entry in entries))
     for entry in entries:

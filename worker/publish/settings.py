@@ -7,7 +7,7 @@ from worker.model import FeedSettings
 __all__ = ["RENDER_VERSION", "feeds_fingerprint", "fingerprint"]
 
 # Bump when the rendered bytes change for the same entries: every feed is rendered again.
-RENDER_VERSION = 5  # 5: articles of one publication time in URL order
+RENDER_VERSION = 6  # 5: articles of one time in URL order; 6: a feed's time is its last change
 
 
 def feeds_fingerprint(settings: FeedSettings) -> str:

@@ -19,7 +19,8 @@ SCHEMA_VERSION = "schema_version"
 ALL_FEED_DIRTY = "all_feeds_dirty"
 # The fingerprint of the settings the feeds on disk were rendered with (publish.settings).
 FEED_SETTINGS = "feeds_settings"
-# Prefix: each feed's window fingerprint (its entries' ids and update times) when last written.
+# Prefix: each feed's window fingerprint (its entries' ids and update times) when last written,
+# and when that window last changed: "<fingerprint>|<ISO time>".
 FEED_WINDOW = "feed_window:"
 # Up to here (inclusive) every article change has been spread to its neighbours (store.related).
 RELATED_PROPAGATED = "related_propagated_at"

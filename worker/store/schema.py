@@ -84,6 +84,10 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         return to_text
 
 
+# 64-bit where a value may pass 2**31: BIGINT on PostgreSQL; SQLite's INTEGER is 64-bit already.
+_BIG = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
 def _time(*, nullable: bool = True, index: bool = False) -> Any:
     return Field(default=None, sa_column_kwargs={"nullable": nullable}, sa_type=UTCDateTime, index=index)
 
@@ -99,7 +103,7 @@ class SourceFile(SQLModel, table=True):
     __tablename__ = "source_file"
     id: int | None = Field(default=None, primary_key=True)
     path: str = Field(unique=True)
-    size: int
+    size: int = Field(sa_type=_BIG)  # a file past 2 GiB is recorded (quarantined), not an error
     mtime_ns: int = Field(sa_type=sa.BigInteger)
     hash: str
     state: str  # "ok" | "quarantined"
@@ -132,8 +136,8 @@ class Article(SQLModel, table=True):
     category: str | None = None
     type: str | None = None
     original_url: str | None = None
-    quality: int | None = None
-    heat: int | None = None
+    quality: int | None = Field(default=None, sa_type=_BIG)  # up to 2**62, as the parser takes them
+    heat: int | None = Field(default=None, sa_type=_BIG)
     is_published: bool = True
     removed: bool = False
     provider_name: str | None = None

@@ -3,7 +3,8 @@
 `run.replica` (who ran a run), the feeds' order index `(published_at, url)`, `run_request`
 (runs asked for on any replica), `cycle_lease` (the cycle lock's fencing token, one row),
 `parse_claim` (files every replica helps read), `fetch_claim` (related pages they help
-fetch) and `feed_document` (the rendered feeds every replica serves). On SQLite the new
+fetch) and `feed_document` (the rendered feeds every replica serves); on PostgreSQL,
+`article.quality`, `article.heat` and `source_file.size` become BIGINT. On SQLite the new
 tables stay empty but for the lease row.
 
 Revision ID: 0004_replicas
@@ -25,6 +26,9 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("run", sa.Column("replica", sa.String(), nullable=True))
+    if op.get_bind().dialect.name == "postgresql":  # SQLite's INTEGER is 64-bit already
+        for table, column in (("article", "quality"), ("article", "heat"), ("source_file", "size")):
+            op.alter_column(table, column, type_=sa.BigInteger(), existing_type=sa.Integer())
     # Feeds order articles of one time by URL, not by id (publish.settings.RENDER_VERSION 5).
     op.drop_index("ix_article_published_at", table_name="article")
     op.create_index("ix_article_published_at_url", "article", ["published_at", "url"])

@@ -156,6 +156,7 @@ class Article:
     related: tuple[RelatedItem, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    given_id: str | None = None  # the file's own `id`: its entry id (urls.given_entry_id) wins
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ __all__ = [
     "canonical_item_url",
     "canonical_url",
     "entry_id",
+    "given_entry_id",
     "is_http_url",
 ]
 
@@ -105,6 +106,12 @@ def canonical_item_url(web_url: str | None, amp_url: str | None = None, cdn_amp_
 def entry_id(canonical: str) -> str:
     """Stable feed entry id (Atom id, RSS guid) derived from a canonical URL only."""
     return "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, canonical))
+
+
+def given_entry_id(given: str) -> str:
+    """The entry id of a file's own `id` field: deterministic from it alone, always a valid IRI
+    (whatever the field holds), never one a URL gives."""
+    return "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, "feedworker:id:" + given))
 
 
 # Up to this length an ASCII URL's canonical form, each character escaped at worst (x3),

@@ -40,6 +40,7 @@ KNOWN_FIELDS = frozenset(
         "topics",
         "images",
         "related",
+        "id",
     }
 )
 # Known fields by their name in lower case (`_` and `-` dropped): `webURL`, `web_url` -> webUrl.
@@ -228,6 +229,7 @@ class _Fields:
             images=self.images(raw.get("images"), "images"),
             related=self.related(raw.get("related"), url),
             extra=extra,
+            given_id=self.given_id(raw.get("id")),
             warnings=tuple(self.warnings),
         )
 
@@ -259,6 +261,21 @@ class _Fields:
             self.warnings.append(f"{key}: longer than {cap} characters, cut")
             value = value[:cap].rstrip() + "…"
         return value
+
+    def given_id(self, value: Any) -> str | None:
+        """The optional `id`: a string (a number is taken as its digits), at most 500 characters."""
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value.strip():
+            self.warnings.append(f"id: {_shorten(value)!r} is not a string, ignored")
+            return None
+        given: str = value.strip()
+        if len(given) > 500:
+            self.warnings.append("id: longer than 500 characters, ignored")
+            return None
+        return given
 
     def integer(self, raw: dict[str, Any], key: str) -> int | None:
         value = raw.get(key)

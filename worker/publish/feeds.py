@@ -355,7 +355,7 @@ def _entry(stored: StoredEntry, graph: graph_store.Graph) -> Entry:
         web_url=article.web_url,
     )
     return Entry(
-        id=entry_id(article.url),
+        id=article.entry_id or entry_id(article.url),  # minted once (store.articles), from the URL before
         link=article.web_url,
         title=title,
         published=article.published_at,

@@ -28,6 +28,7 @@ from worker.store.schema import (
     SOURCE_FILE,
 )
 from worker.topics import topic_key
+from worker.urls import entry_id, given_entry_id
 
 __all__ = ["article_counts", "link_view", "remove_orphans", "take_view_changes", "write_batch"]
 
@@ -45,7 +46,17 @@ def write_batch(
     for item in items:  # the caller orders items oldest edit first: the newest edit of a URL wins
         if item.article is not None:
             by_url[item.article.url] = item
-    in_feeds, view_changed = _write_articles(conn, by_url, topics, now)
+    # The URL each file carried before, where it now carries another: the new article keeps
+    # the entry id (and first-seen time) of the one the file moved on from.
+    moved_from = {
+        item.article.url: previous.article_url
+        for item in items
+        if item.article is not None
+        and (previous := known.get(item.path)) is not None
+        and previous.article_url
+        and previous.article_url != item.article.url
+    }
+    in_feeds, view_changed = _write_articles(conn, by_url, topics, now, moved_from)
     file_store.write_files(conn, items, known, now)
     orphans = set()
     for item in items:
@@ -87,7 +98,11 @@ def take_view_changes(conn: Connection) -> set[int]:
 
 
 def _write_articles(
-    conn: Connection, by_url: dict[str, Ingested], topics: topic_store.TopicRegistry, now: datetime
+    conn: Connection,
+    by_url: dict[str, Ingested],
+    topics: topic_store.TopicRegistry,
+    now: datetime,
+    moved_from: dict[str, str] | None = None,
 ) -> tuple[list[int], list[int]]:
     """Insert or update the articles; returns the ids of those in a feed before or after (a
     draft that stays one is in none), and of those whose link view changed."""
@@ -95,6 +110,7 @@ def _write_articles(
     columns = (
         ARTICLE.c.id,
         ARTICLE.c.url,
+        ARTICLE.c.entry_id,
         ARTICLE.c.first_seen,
         ARTICLE.c.content_hash,
         ARTICLE.c.removed,
@@ -107,6 +123,7 @@ def _write_articles(
     for chunk in in_chunks(list(by_url)):
         query = sa.select(*columns).where(ARTICLE.c.url.in_(chunk))
         existing.update((row.url, row) for row in conn.execute(query))
+    minted = _entry_ids(conn, by_url, existing, moved_from or {})
     inserts, updates = [], []
     view_changed: list[int] = []
     was_shown: list[int] = []  # updated articles that were in feeds: their old topics change
@@ -114,7 +131,9 @@ def _write_articles(
         old = existing.get(url)
         if old is not None and old.content_hash == item.hash and not old.removed:
             continue  # the same bytes through another file: nothing to do
-        row = _article_row(item, now, first_seen=old.first_seen if old is not None else now)
+        entry, first_seen = minted[url]
+        row = _article_row(item, now, first_seen=old.first_seen if old is not None else first_seen or now)
+        row["entry_id"] = entry
         if old is None:
             inserts.append(row)
         else:
@@ -182,6 +201,45 @@ def _write_articles(
         bulk_insert(conn, table, rows)
     topic_store.mark_topics_dirty(conn, dirty_topic_ids)
     return sorted(in_feeds), view_changed
+
+
+def _entry_ids(
+    conn: Connection, by_url: dict[str, Ingested], existing: dict[str, Any], moved_from: dict[str, str]
+) -> dict[str, tuple[str, datetime | None]]:
+    """Each article's entry id, and the first-seen time a new one takes over (None: now).
+
+    Minted once: a stored article keeps its own (from its URL when stored before entry ids
+    were); a new one takes the file's own `id` (given_entry_id) when it has one, else that of
+    the article its file carried before (its URL edited: a new slug, https, tracking
+    parameters), else its URL's. An article taking over another's entry id takes its
+    first-seen time too, so its entry says "updated" and keeps its publication time."""
+    given = {
+        url: given_entry_id(item.article.given_id)
+        for url, item in by_url.items()
+        if item.article and item.article.given_id
+    }
+    wanted_urls = [old for url, old in moved_from.items() if url in by_url and url not in existing]
+    before: dict[str, tuple[str, datetime]] = {}  # entry id -> (it, first seen) of articles handing one on
+    for chunk in in_chunks(sorted(set(wanted_urls))):
+        query = sa.select(ARTICLE.c.url, ARTICLE.c.entry_id, ARTICLE.c.first_seen).where(ARTICLE.c.url.in_(chunk))
+        for row in conn.execute(query):
+            before[row.url] = (row.entry_id or entry_id(row.url), row.first_seen)
+    seen_given: dict[str, datetime] = {}
+    for chunk in in_chunks(sorted(set(given.values()))):
+        query = sa.select(ARTICLE.c.entry_id, sa.func.min(ARTICLE.c.first_seen)).where(ARTICLE.c.entry_id.in_(chunk))
+        seen_given.update((row[0], row[1]) for row in conn.execute(query.group_by(ARTICLE.c.entry_id)))
+    minted: dict[str, tuple[str, datetime | None]] = {}
+    for url in by_url:
+        old = existing.get(url)
+        if url in given:
+            minted[url] = (given[url], seen_given.get(given[url]))
+        elif old is not None:
+            minted[url] = (old.entry_id or entry_id(url), None)
+        elif moved_from.get(url) in before:
+            minted[url] = before[moved_from[url]]
+        else:
+            minted[url] = (entry_id(url), None)
+    return minted
 
 
 def _article_of(item: Ingested) -> Article:

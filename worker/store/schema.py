@@ -126,6 +126,9 @@ class Article(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     url: str = Field(unique=True)
+    # The feed entry id, minted once: from the URL first seen, kept when the file moves on to
+    # another URL, the file's own `id` when it gives one. None (before schema 4): from `url`.
+    entry_id: str | None = Field(default=None, index=True)
     web_url: str
     title: str
     excerpt: str | None = None

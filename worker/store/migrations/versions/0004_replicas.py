@@ -1,6 +1,6 @@
 """Schema version 4: what several `serve` replicas on one PostgreSQL database share.
 
-`run.replica` (who ran a run), the feeds' order index `(published_at, url)`, `run_request`
+`run.replica` (who ran a run), `article.entry_id` (entry ids minted once), the feeds' order index `(published_at, url)`, `run_request`
 (runs asked for on any replica), `cycle_lease` (the cycle lock's fencing token, one row),
 `parse_claim` (files every replica helps read), `fetch_claim` (related pages they help
 fetch) and `feed_document` (the rendered feeds every replica serves); on PostgreSQL,
@@ -26,6 +26,9 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("run", sa.Column("replica", sa.String(), nullable=True))
+    # Entry ids minted once (NULL for the articles before: their URL's, as it was).
+    op.add_column("article", sa.Column("entry_id", sa.String(), nullable=True))
+    op.create_index("ix_article_entry_id", "article", ["entry_id"])
     if op.get_bind().dialect.name == "postgresql":  # SQLite's INTEGER is 64-bit already
         for table, column in (("article", "quality"), ("article", "heat"), ("source_file", "size")):
             op.alter_column(table, column, type_=sa.BigInteger(), existing_type=sa.Integer())

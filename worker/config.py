@@ -153,6 +153,7 @@ class FeedsConfig(_Section):
     title: str = "News"
     max_entries: Annotated[int, _NUMBER, Field(ge=1, le=10_000)] = 50
     opml_format: Literal["atom", "rss"] = "atom"  # the format of the topic feeds index.opml lists
+    content: Literal["full", "summary"] = "full"  # summary: entries carry their excerpt and link only
 
     @field_validator("base_url")
     @classmethod

@@ -329,6 +329,7 @@ class FeedSettings:
     title: str
     max_entries: int
     opml_format: Literal["atom", "rss"] = "atom"  # the format of the feeds index.opml lists
+    content: Literal["full", "summary"] = "full"  # summary: no entry carries its full content
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,7 +91,7 @@ class CycleContext:
     @property
     def feed_settings(self) -> FeedSettings:
         feeds = self.config.feeds
-        return FeedSettings(feeds.dir, feeds.base_url, feeds.title, feeds.max_entries, feeds.opml_format)
+        return FeedSettings(feeds.dir, feeds.base_url, feeds.title, feeds.max_entries, feeds.opml_format, feeds.content)
 
 
 def replica_name() -> str:

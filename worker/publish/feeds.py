@@ -398,6 +398,7 @@ def _feed_info(settings: FeedSettings, stem: str, title: str, subtitle: str) -> 
         home_url=settings.base_url,
         rss_url=_url(settings, f"{stem}.rss"),
         atom_url=_url(settings, f"{stem}.atom"),
+        full_content=settings.content == "full",
     )
 
 

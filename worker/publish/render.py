@@ -26,6 +26,7 @@ __all__ = [
     "FeedLink",
     "RelatedLink",
     "body_html",
+    "image_type",
     "render_feeds",
     "render_opml",
 ]
@@ -64,6 +65,7 @@ class FeedInfo:
     home_url: str
     rss_url: str
     atom_url: str
+    full_content: bool = True  # False (feeds.content: summary): entries carry no content element
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +128,7 @@ def _generator(info: FeedInfo, entries: Sequence[Entry], updated: datetime) -> _
     if entries:
         fg.pubDate(max(entry.published for entry in entries))
     for entry in entries:
-        _add_entry(fg, entry)
+        _add_entry(fg, entry, info.full_content)
     return _Generator(fg, info)
 
 
@@ -151,7 +153,7 @@ class _Generator:
         return method(pretty=pretty)
 
 
-def _add_entry(fg: FeedGenerator, entry: Entry) -> None:
+def _add_entry(fg: FeedGenerator, entry: Entry, full_content: bool = True) -> None:
     fe = fg.add_entry(order="append")
     fe.id(entry.id)
     fe.guid(entry.id, permalink=False)
@@ -164,7 +166,7 @@ def _add_entry(fg: FeedGenerator, entry: Entry) -> None:
     fe.updated(entry.updated)
     # Summary and content are written by _EntryLinksExtension, where and only when they say something.
     content = None
-    if entry.has_body or entry.related:  # the related list has no other place in RSS
+    if full_content and (entry.has_body or entry.related):  # the related list has no other place in RSS
         content = xml_safe(body_html(entry.content_html, entry.related))
     summary = xml_safe(entry.summary).strip() or xml_safe(entry.title).strip() or entry.link
     links: _EntryLinksExtension = fe.feedworker  # registered in _generator
@@ -176,12 +178,20 @@ def _add_entry(fg: FeedGenerator, entry: Entry) -> None:
     for name in entry.categories:
         fe.category(term=xml_safe(name), label=xml_safe(name))
     if entry.image_url:
+        # The lead image where every kind of reader looks: Media RSS (content and thumbnail),
+        # an RSS enclosure and an Atom rel="enclosure" link (its length unknown: 0).
         media = {"url": entry.image_url, "medium": "image", "group": None}
         if entry.image_width:
             media["width"] = str(entry.image_width)
         if entry.image_height:
             media["height"] = str(entry.image_height)
         fe.media.content(media)
+        thumbnail = {"url": entry.image_url, "group": None}
+        for key in ("width", "height"):
+            if key in media:
+                thumbnail[key] = media[key]
+        fe.media.thumbnail(thumbnail)
+        links.enclosure = (entry.image_url, image_type(entry.image_url))
     links.related = entry.related
     links.image_url = entry.image_url
 
@@ -197,6 +207,7 @@ class _EntryLinksExtension(BaseEntryExtension):
     def __init__(self) -> None:
         self.related: tuple[RelatedLink, ...] = ()
         self.image_url: str | None = None
+        self.enclosure: tuple[str, str] | None = None  # the lead image: URL, MIME type
         self.summary: str | None = None  # escaped, as RSS description and Atom summary type="html"
         self.content: str | None = None  # HTML
 
@@ -208,6 +219,9 @@ class _EntryLinksExtension(BaseEntryExtension):
         added = []
         for item in self.related:
             added.append(etree.Element("link", rel="related", href=item.url, title=xml_safe(item.title)))
+        if self.enclosure is not None:
+            url, kind = self.enclosure
+            added.append(etree.Element("link", rel="enclosure", href=url, type=kind, length="0"))
         if self.summary is not None:
             added.append(_text_element("summary", self.summary, type="html"))
         if self.content is not None:
@@ -222,7 +236,30 @@ class _EntryLinksExtension(BaseEntryExtension):
         if self.content is not None:
             added.append(_text_element(f"{{{CONTENT_NS}}}encoded", self.content))
         _insert_after(item, item.findall("link")[-1:] or item.findall("title"), added)
+        if self.enclosure is not None:
+            url, kind = self.enclosure
+            _insert_after(item, item.findall("guid")[-1:], [etree.Element("enclosure", url=url, length="0", type=kind)])
         return item
+
+
+# By the URL's suffix, from a table of our own (the system's mime.types differ by machine, and
+# feeds must be the same bytes everywhere); most images without one are JPEG.
+_IMAGE_TYPES = {
+    ".avif": "image/avif",
+    ".gif": "image/gif",
+    ".jpeg": "image/jpeg",
+    ".jpg": "image/jpeg",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".webp": "image/webp",
+}
+
+
+def image_type(url: str) -> str:
+    """The MIME type of an image, from its URL's path."""
+    path = url.split("?", 1)[0].split("#", 1)[0].lower()
+    suffix = path[path.rfind(".") :] if "." in path.rsplit("/", 1)[-1] else ""
+    return _IMAGE_TYPES.get(suffix, "image/jpeg")
 
 
 def _text_element(tag: str, text: str, **attributes: str) -> etree._Element:

@@ -7,12 +7,12 @@ from worker.model import FeedSettings
 __all__ = ["RENDER_VERSION", "feeds_fingerprint", "fingerprint"]
 
 # Bump when the rendered bytes change for the same entries: every feed is rendered again.
-RENDER_VERSION = 6  # 5: articles of one time in URL order; 6: a feed's time is its last change
+RENDER_VERSION = 7  # 5: articles of one time by URL; 6: a feed's time is its last change; 7: enclosures
 
 
 def feeds_fingerprint(settings: FeedSettings) -> str:
     """What every feed's bytes depend on besides its entries."""
-    return f"{RENDER_VERSION}|{settings.base_url}|{settings.title}|{settings.max_entries}"
+    return f"{RENDER_VERSION}|{settings.base_url}|{settings.title}|{settings.max_entries}|{settings.content}"
 
 
 def fingerprint(settings: FeedSettings) -> str:

@@ -210,6 +210,20 @@ class EnrichConfig(_Section):
     per_host: Annotated[int, _NUMBER, Field(ge=1, le=64)] = 2
 
 
+class WebSubConfig(_Section):
+    # Hubs are the operator's own choice: loopback or private addresses are allowed, unlike
+    # the related pages feedworker fetches.
+    hubs: tuple[str, ...] = ()
+
+    @field_validator("hubs")
+    @classmethod
+    def _hubs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for hub in value:
+            if not re.match(r"^https?://[^/\s]+[^\s]*$", hub) or any(char in hub for char in "<>\"'"):
+                raise ValueError(f"each hub must be an absolute http(s) URL, not {hub!r}")
+        return tuple(dict.fromkeys(value))
+
+
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: Annotated[int, _NUMBER, Field(ge=0, le=65535)] = 8080
@@ -251,6 +265,7 @@ class Config(_Section):
     feeds: FeedsConfig = FeedsConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     enrich: EnrichConfig = EnrichConfig()
+    websub: WebSubConfig = WebSubConfig()
     server: ServerConfig = ServerConfig()
     limits: LimitsConfig = LimitsConfig()
     # SQLite keeps its busy timeout as an int of milliseconds (at most 24.8 days).

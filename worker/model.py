@@ -37,6 +37,7 @@ __all__ = [
     "StoreSnapshot",
     "StoredEntry",
     "Touched",
+    "WebSubCounts",
     "decode_read",
     "encode_read",
 ]
@@ -330,6 +331,7 @@ class FeedSettings:
     max_entries: int
     opml_format: Literal["atom", "rss"] = "atom"  # the format of the feeds index.opml lists
     content: Literal["full", "summary"] = "full"  # summary: no entry carries its full content
+    hubs: tuple[str, ...] = ()  # WebSub hubs every feed names
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +393,12 @@ class FeedCounts:
     written: int = 0
     unchanged: int = 0
     removed: int = 0
+
+
+@dataclass(slots=True)
+class WebSubCounts:
+    pinged: int = 0  # hubs told of this cycle's changed feeds
+    failed: int = 0  # hubs that refused or could not be reached, after the retries
 
 
 @dataclass(slots=True)

@@ -91,7 +91,15 @@ class CycleContext:
     @property
     def feed_settings(self) -> FeedSettings:
         feeds = self.config.feeds
-        return FeedSettings(feeds.dir, feeds.base_url, feeds.title, feeds.max_entries, feeds.opml_format, feeds.content)
+        return FeedSettings(
+            feeds.dir,
+            feeds.base_url,
+            feeds.title,
+            feeds.max_entries,
+            feeds.opml_format,
+            feeds.content,
+            self.config.websub.hubs,
+        )
 
 
 def replica_name() -> str:
@@ -464,16 +472,24 @@ def _phases(context: CycleContext, engine: Engine, snapshot: StoreSnapshot, foun
     def helper() -> Any:
         return process_pool_of_one(held_lock_descriptors)
 
+    changed: list[str] = []
     report.feeds = publish(
         engine,
         context.feed_settings,
         context.now,
+        changed=changed,
         on_disk=plan.feeds,  # as the plan saw them: the feeds it found missing are due
         helper=helper if (os.cpu_count() or 1) > 1 else None,
         to_store=_shared(context.config),
         fence=context.fence,
     )
     _count_stored(engine, report)
+    if context.config.websub.hubs and changed:
+        from worker.publish.websub import ping_hubs
+
+        report.websub = ping_hubs(
+            context.config.websub.hubs, [context.feed_settings.base_url + path for path in changed]
+        )
 
 
 def _remember_devices(engine: Engine, snapshot: StoreSnapshot, found: Scan) -> None:

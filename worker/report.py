@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from worker.model import ArticleCounts, EnrichCounts, FeedCounts, FileCounts, Scan
+from worker.model import ArticleCounts, EnrichCounts, FeedCounts, FileCounts, Scan, WebSubCounts
 
 __all__ = ["INTERRUPTED_MESSAGE", "CycleError", "RunReport", "interrupted_report", "unreadable_sources"]
 
@@ -24,6 +24,7 @@ class RunReport:
     articles: ArticleCounts = field(default_factory=ArticleCounts)
     feeds: FeedCounts = field(default_factory=FeedCounts)
     enrich: EnrichCounts = field(default_factory=EnrichCounts)
+    websub: WebSubCounts = field(default_factory=WebSubCounts)
     # Each source folder in config order: {"path", "state": "ok" | "missing" | "unreadable" | "empty", "files"}.
     sources: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)

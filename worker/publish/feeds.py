@@ -65,6 +65,7 @@ def publish(
     helper: Callable[[], AbstractContextManager[Executor]] | None = None,
     to_store: bool = False,
     fence: int | None = None,
+    changed: list[str] | None = None,
 ) -> FeedCounts:
     """Render the feeds whose entries changed (or whose files are missing); leave the rest alone.
 
@@ -72,6 +73,8 @@ def publish(
     a file missing there is due whatever the store says). `helper` makes a one-process
     executor: when many feeds are due, it renders half of them (it opens the database
     itself) while this process renders the other half.
+
+    `changed` is given the paths of the feeds whose bytes changed (for WebSub hubs).
 
     `to_store` (several replicas on PostgreSQL): the feeds are documents in the store, which
     every replica serves; `on_disk` then lists the stored ones, the counts are of documents,
@@ -141,8 +144,10 @@ def publish(
         if written is None:
             stats.unchanged += 2  # the same entries as when last written: not rendered
             continue
-        for suffix, changed in zip(("rss", "atom"), written, strict=True):
-            _count(changed, f"{stem}.{suffix}", stats)
+        for suffix, was_written in zip(("rss", "atom"), written, strict=True):
+            _count(was_written, f"{stem}.{suffix}", stats)
+            if was_written and changed is not None:
+                changed.append(f"{stem}.{suffix}")
     # Only feeds of topics it knows are feedworker's: a file someone else put there stays.
     gone = []
     # What may have to go: the folder's topic feeds, and on a shared store its documents too.
@@ -399,6 +404,7 @@ def _feed_info(settings: FeedSettings, stem: str, title: str, subtitle: str) -> 
         rss_url=_url(settings, f"{stem}.rss"),
         atom_url=_url(settings, f"{stem}.atom"),
         full_content=settings.content == "full",
+        hubs=settings.hubs,
     )
 
 

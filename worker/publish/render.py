@@ -66,6 +66,7 @@ class FeedInfo:
     rss_url: str
     atom_url: str
     full_content: bool = True  # False (feeds.content: summary): entries carry no content element
+    hubs: tuple[str, ...] = ()  # WebSub hubs the feed names (rel="hub")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +148,12 @@ class _Generator:
 
     def _render(self, self_url: str, method: Callable[..., bytes], pretty: bool) -> bytes:
         # feedgen keeps the last link() as the RSS channel <link>: self first, then home.
+        hubs = [{"href": hub, "rel": "hub"} for hub in self._info.hubs]
         self._fg.link(
-            [{"href": self_url, "rel": "self"}, {"href": self._info.home_url, "rel": "alternate"}], replace=True
+            [{"href": self_url, "rel": "self"}, *hubs, {"href": self._info.home_url, "rel": "alternate"}], replace=True
         )
+        extension: _LinksExtension = self._fg.feedworker
+        extension.hubs = self._info.hubs  # RSS: feedgen writes the self link alone as atom:link
         return method(pretty=pretty)
 
 
@@ -197,7 +201,19 @@ def _add_entry(fg: FeedGenerator, entry: Entry, full_content: bool = True) -> No
 
 
 class _LinksExtension(BaseExtension):
-    pass
+    """The RSS channel's WebSub hub links (atom:link rel="hub", after the self link)."""
+
+    def __init__(self) -> None:
+        self.hubs: tuple[str, ...] = ()
+
+    def extend_rss(self, rss_feed: etree._Element) -> etree._Element:
+        channel = rss_feed.find("channel")
+        if channel is None or not self.hubs:
+            return rss_feed
+        atom = "http://www.w3.org/2005/Atom"
+        links = [etree.Element(f"{{{atom}}}link", href=hub, rel="hub") for hub in self.hubs]
+        _insert_after(channel, channel.findall(f"{{{atom}}}link")[-1:], links)
+        return rss_feed
 
 
 class _EntryLinksExtension(BaseEntryExtension):

@@ -12,7 +12,8 @@ RENDER_VERSION = 7  # 5: articles of one time by URL; 6: a feed's time is its la
 
 def feeds_fingerprint(settings: FeedSettings) -> str:
     """What every feed's bytes depend on besides its entries."""
-    return f"{RENDER_VERSION}|{settings.base_url}|{settings.title}|{settings.max_entries}|{settings.content}"
+    hubs = " ".join(settings.hubs)
+    return f"{RENDER_VERSION}|{settings.base_url}|{settings.title}|{settings.max_entries}|{settings.content}|{hubs}"
 
 
 def fingerprint(settings: FeedSettings) -> str:

@@ -13,8 +13,9 @@ import re
 import stat
 import threading
 import time
+import urllib.parse
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
@@ -56,6 +57,7 @@ __all__ = [
     "merge_sources",
     "newest_report",
     "source_states",
+    "websub_links",
 ]
 
 log = structlog.get_logger("worker.service")
@@ -115,12 +117,16 @@ def create_app(
                 upcoming = None
         return feed_max_age(runner.config.schedule, clock(), upcoming, busy=state.running or state.queued)
 
-    files = FeedFiles(lambda: runner.config.feeds.dir, clock=clock, max_age=max_age)
+    def links(relative: str) -> str | None:
+        config = runner.config
+        return websub_links(config.websub.hubs, config.feeds.base_url + urllib.parse.quote(relative, safe="/"))
+
+    files = FeedFiles(lambda: runner.config.feeds.dir, clock=clock, max_age=max_age, links=links)
 
     def stored_document(path: str) -> Document | None:
         return reader.read(runner.config, functools.partial(_stored_document, path), strict=True)
 
-    stored = FeedDocuments(stored_document, clock=clock, max_age=max_age)
+    stored = FeedDocuments(stored_document, clock=clock, max_age=max_age, links=links)
 
     async def feed(request: Request) -> Response:
         path, method, headers = request.path_params["path"], request.method, request.headers
@@ -627,10 +633,12 @@ class FeedFiles:
         *,
         clock: Callable[[], float] = time.time,
         max_age: Callable[[], int] = lambda: 0,
+        links: Callable[[str], str | None] = lambda relative: None,
     ) -> None:
         self._root = root
         self._clock = clock
         self._max_age = max_age
+        self._links = links
         self._lock = threading.Lock()
         # (device, inode, size, mtime_ns) -> content hash: feeds are replaced atomically (a new
         # inode) whenever their bytes change, so the key changes exactly when they do.
@@ -663,7 +671,9 @@ class FeedFiles:
                 digest = hashlib.blake2b(data, digest_size=16).hexdigest()
                 self._remember_hash(key, digest)
             compressed = st.st_size >= GZIP_MIN_BYTES and _prefers_gzip(headers.get("accept-encoding"))
-            etag, meta = _validators(digest, compressed, modified if dated else None, self._max_age())
+            etag, meta = _validators(
+                digest, compressed, modified if dated else None, self._max_age(), self._links(relative)
+            )
             if _not_modified(headers, etag, modified if dated else None):
                 return Response(status_code=304, headers=meta)
             if compressed:
@@ -710,8 +720,9 @@ class FeedDocuments(FeedFiles):
         *,
         clock: Callable[[], float] = time.time,
         max_age: Callable[[], int] = lambda: 0,
+        links: Callable[[str], str | None] = lambda relative: None,
     ) -> None:
-        super().__init__(lambda: Path("."), clock=clock, max_age=max_age)
+        super().__init__(lambda: Path("."), clock=clock, max_age=max_age, links=links)
         self._document = document
 
     def respond(self, relative: str, method: str, headers: Any, *, may_wait: bool = True) -> Response | float:
@@ -735,7 +746,9 @@ class FeedDocuments(FeedFiles):
             return float(wait)
         dated = wait <= 0
         compressed = len(data) >= GZIP_MIN_BYTES and _prefers_gzip(headers.get("accept-encoding"))
-        etag, meta = _validators(digest, compressed, modified if dated else None, self._max_age())
+        etag, meta = _validators(
+            digest, compressed, modified if dated else None, self._max_age(), self._links(relative)
+        )
         if _not_modified(headers, etag, modified if dated else None):
             return Response(status_code=304, headers=meta)
         body = data
@@ -747,8 +760,11 @@ class FeedDocuments(FeedFiles):
         return Response(body, 200, meta, media_type=media_type)
 
 
-def _validators(digest: str, compressed: bool, modified: int | None, max_age: int) -> tuple[str, dict[str, str]]:
-    """The ETag of the representation chosen, and the headers every feed response carries."""
+def _validators(
+    digest: str, compressed: bool, modified: int | None, max_age: int, link: str | None = None
+) -> tuple[str, dict[str, str]]:
+    """The ETag of the representation chosen, and the headers every feed response carries
+    (`link`: the WebSub Link header, when hubs are configured)."""
     etag = f'"{digest}-gzip"' if compressed else f'"{digest}"'
     meta = {
         "ETag": etag,
@@ -758,7 +774,17 @@ def _validators(digest: str, compressed: bool, modified: int | None, max_age: in
     }
     if modified is not None:
         meta["Last-Modified"] = formatdate(modified, usegmt=True)
+    if link is not None:
+        meta["Link"] = link
     return etag, meta
+
+
+def websub_links(hubs: Sequence[str], self_url: str) -> str | None:
+    """The Link header of a feed when WebSub hubs are configured: each hub, then the feed itself
+    (RFC 8288; a URL holds no `>`, config refuses hubs with one)."""
+    if not hubs:
+        return None
+    return ", ".join([*(f'<{hub}>; rel="hub"' for hub in hubs), f'<{self_url}>; rel="self"'])
 
 
 def _head(meta: dict[str, str], media_type: str, length: int) -> Response:

@@ -86,6 +86,12 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.registry.register(_ReplicaCollector(self))
+        self.websub = Counter(
+            "feedworker_websub_pings",
+            "WebSub hub notifications after cycles that changed feeds, by result (failed: after the retries).",
+            ["result"],
+            registry=self.registry,
+        )
         self._sources_lock = threading.Lock()
         self._sources: set[str] = set()
         # Every label value present from the start, so dashboards and alerts see zeros, not gaps.
@@ -95,11 +101,17 @@ class ServiceMetrics:
             self.files.labels(state)
         for result in ("accepted", "unauthorized", "forbidden", "unavailable"):
             self.triggers.labels(result)
+        for result in ("ok", "failed"):
+            self.websub.labels(result)
 
     def observe_run(self, report: dict[str, Any], finished_at: float) -> None:
         """Record one finished cycle from its report (`status`, `files`, `articles`, `duration_s`)."""
         ok = report.get("status") == "ok"
         self.runs.labels("ok" if ok else "failed").inc()
+        websub = report.get("websub") or {}
+        if isinstance(websub, dict):
+            self.websub.labels("ok").inc(int(websub.get("pinged", 0) or 0))
+            self.websub.labels("failed").inc(int(websub.get("failed", 0) or 0))
         self.duration.observe(float(report.get("duration_s") or 0.0))
         files = report.get("files") or {}
         for state in FILE_STATES:

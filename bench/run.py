@@ -85,8 +85,9 @@ class Measurement:
         return max(self.max_process_rss_kib, self.tree_pss_kib) / 1024
 
 
-def _ppid_map() -> dict[int, list[int]]:
-    """Children of every process, from /proc/*/stat."""
+def _ppid_map(ticks: dict[int, int] | None = None) -> dict[int, list[int]]:
+    """Children of every process, from /proc/*/stat; with `ticks`, each one's own CPU so far
+    (user + system, clock ticks) goes in it too."""
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -96,18 +97,24 @@ def _ppid_map() -> dict[int, list[int]]:
                 stat = fh.read()
         except OSError:
             continue
-        ppid = int(stat.rsplit(b")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(name))
+        fields = stat.rsplit(b")", 1)[1].split()
+        children.setdefault(int(fields[1]), []).append(int(name))
+        if ticks is not None:
+            ticks[int(name)] = int(fields[11]) + int(fields[12])
     return children
 
 
-def _descendants(root: int) -> list[int]:
-    children = _ppid_map()
+def _descendants(root: int, cpu: dict[int, int] | None = None) -> list[int]:
+    """`root` and its descendants; with `cpu`, the CPU ticks each has used so far are noted in it."""
+    ticks: dict[int, int] | None = {} if cpu is not None else None
+    children = _ppid_map(ticks)
     out, stack = [], [root]
     while stack:
         pid = stack.pop()
         out.append(pid)
         stack.extend(children.get(pid, ()))
+    if cpu is not None and ticks is not None:
+        cpu.update((pid, ticks[pid]) for pid in out if pid in ticks)
     return out
 
 
@@ -130,13 +137,20 @@ class _TreeSampler(threading.Thread):
     def __init__(self, pid: int, interval: float = SAMPLE_INTERVAL_S) -> None:
         super().__init__(daemon=True)
         self.pid, self.interval, self.peak_kib = pid, interval, 0
+        self.cpu_ticks: dict[int, int] = {}  # the last CPU seen of each process of the tree
         self._done = threading.Event()
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU of the tree as sampled: every process's own, as last seen (a worker no process
+        waits for is counted too, less what it used after its last sample)."""
+        return sum(self.cpu_ticks.values()) / _clock_ticks()
 
     def run(self) -> None:
         pids, tick = [self.pid], 0
         while not self._done.is_set():
             if tick % 2 == 0:  # re-discover workers every other sample (a /proc scan costs ~1 ms)
-                pids = _descendants(self.pid)
+                pids = _descendants(self.pid, self.cpu_ticks)
             self.peak_kib = max(self.peak_kib, sum(_pss_kib(pid) for pid in pids))
             tick += 1
             self._done.wait(self.interval)
@@ -151,14 +165,16 @@ def measure(cmd: list[str], stdout: Path, stderr: Path, env: dict[str, str] | No
     os.sync()
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=snapshot_cwd())
         sampler = _TreeSampler(proc.pid)
         sampler.start()
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         sampler.stop()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    cpu = round(usage.ru_utime + usage.ru_stime, 3)
+    # wait4 counts only the descendants the process waited for; a multiprocessing forkserver is
+    # not, and its parser workers are lost with it: the sampled tree sees them.
+    cpu = round(max(usage.ru_utime + usage.ru_stime, sampler.cpu_s), 3)
     return Measurement(round(wall, 4), usage.ru_maxrss, sampler.peak_kib, proc.returncode, cpu)
 
 
@@ -253,8 +269,62 @@ def feedworker_command() -> list[str]:
 
 
 def _clean_env() -> dict[str, str]:
-    """The environment without FEEDWORKER_* overrides, so only the benchmark config applies."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("FEEDWORKER_")}
+    """The environment without FEEDWORKER_* overrides, so only the benchmark config applies;
+    with a code snapshot (--code-snapshot), its copy of `worker` comes first on the path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDWORKER_")}
+    if _SNAPSHOT is not None:
+        env["PYTHONPATH"] = _SNAPSHOT["path"]
+    return env
+
+
+# --code-snapshot: the copy of worker/ every measured process runs, and its code_state().
+_SNAPSHOT: dict[str, Any] | None = None
+
+
+def snapshot_cwd() -> str | None:
+    """Where processes start with a code snapshot: its folder, so that no `worker` package of
+    the current directory (the repository root) comes before it on a child's path."""
+    return _SNAPSHOT["path"] if _SNAPSHOT is not None else None
+
+
+def take_code_snapshot(out: Path, tries: int = 30, pause_s: float = 10.0) -> dict[str, Any]:
+    """Copy worker/ as it is now into DIR/code-<digest>, once every module of it imports (a
+    tree caught in the middle of an edit is copied again after `pause_s`); from then on every
+    process the runner starts runs that copy, whatever happens to the working tree meanwhile."""
+    global _SNAPSHOT
+    for attempt in range(1, tries + 1):
+        state = code_state()
+        dest = out / f"code-{state['worker_digest']}"
+        if not (dest / "worker").is_dir():
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(ROOT / "worker", dest / "worker", ignore=shutil.ignore_patterns("__pycache__"))
+        problem = _import_problem(dest)
+        if problem is None:
+            _SNAPSHOT = state | {"path": str(dest), "snapshot": True}
+            _log(f"code snapshot {dest} (HEAD {state['head'][:10]}, {state['dirty']} files changed)")
+            return _SNAPSHOT
+        _log(f"code snapshot {dest} does not import ({problem}); again in {pause_s:g} s [{attempt}/{tries}]")
+        shutil.rmtree(dest, ignore_errors=True)
+        time.sleep(pause_s)
+    raise RuntimeError("worker/ did not import in any snapshot taken: the tree is being edited")
+
+
+def _import_problem(root: Path) -> str | None:
+    """The last line of the error importing every module of the `worker` under `root`, or None."""
+    script = (
+        "import importlib, pkgutil, worker\n"
+        "for m in pkgutil.walk_packages(worker.__path__, 'worker.'):\n"
+        "    if not m.name.startswith('worker.store.migrations'):\n"
+        "        importlib.import_module(m.name)\n"
+        f"assert worker.__file__.startswith({str(root)!r}), worker.__file__\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDWORKER_")} | {"PYTHONPATH": str(root)}
+    cmd = [sys.executable, "-c", script]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, check=False)
+    if done.returncode == 0:
+        return None
+    lines = done.stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit {done.returncode}"
 
 
 def write_config(run_dir: Path, source: Path, database: str | None = None, extra: str = "") -> Path:
@@ -562,6 +632,39 @@ def _logged_reads(log: Path, offset: int) -> int:
     return total
 
 
+def machine_cpu_s() -> float:
+    """CPU the whole machine has been busy so far, all cores (/proc/stat: user, nice, system,
+    irq, softirq, steal), in seconds."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / _clock_ticks()
+
+
+def wait_for_idle(fraction: float, max_s: float) -> dict[str, Any]:
+    """Before a measured run (the bench itself idle): wait until the machine's CPU use over one
+    second is below `fraction` of all its cores, at most `max_s` seconds. What was seen is
+    recorded with the figure: a run measured beside other work says so."""
+    cores = os.cpu_count() or 1
+    start = time.monotonic()
+    said = False
+    while True:
+        before = machine_cpu_s()
+        time.sleep(1.0)
+        busy = (machine_cpu_s() - before) / cores
+        waited = time.monotonic() - start - 1.0
+        if busy < fraction or waited >= max_s:
+            if said:
+                _log(f"  ... waited {waited:.0f} s; machine {busy:.0%} busy now")
+            return {"busy_before": round(busy, 3), "waited_s": round(waited, 1), "gave_up": busy >= fraction}
+        if not said:
+            _log(f"  waiting for the machine to go idle: {busy:.0%} of {cores} cores busy (limit {fraction:.0%})")
+            said = True
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -721,7 +824,7 @@ class ReplicaGroup:
             log = self.logs / f"serve-{i}-{self.runs + 1:03d}.log"
             with open(log, "wb") as fh:
                 cmd = [*feedworker_command(), "serve", "--config", str(config)]
-                proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_clean_env())
+                proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_clean_env(), cwd=snapshot_cwd())
             self.replicas.append(_Replica(proc, port, log))
         deadline = time.monotonic() + READY_TIMEOUT_S
         for replica in self.replicas:
@@ -923,7 +1026,7 @@ def _bench_target(
             hugo_runs.append(hugo_build(hugo, site, target.logs, f"hugo-{i + 1}"))
             _progress(n, "Hugo build", hugo_runs[-1])
         target.reset()
-        result, report, extra = target.run(f"cold-{i + 1}")
+        result, report, extra = _measured(args, target, f"cold-{i + 1}")
         _check(checks, f"cold #{i + 1}", report, new=files, quarantined=0)
         db_sizes.append(target.database_bytes())
         feeds_files.append(target.feeds_files())
@@ -932,14 +1035,14 @@ def _bench_target(
         _progress(n, "cold run", result, report, extra)
     no_change = []
     for i in range(args.repeat):
-        result, report, extra = target.run(f"no-change-{i + 1}")
+        result, report, extra = _measured(args, target, f"no-change-{i + 1}")
         _check(checks, f"no-change #{i + 1}", report, new=0, changed=0, deleted=0)
         no_change.append((result, report, extra))
         _progress(n, "no-change rerun", result, report, extra)
     add = []
     for i in range(args.repeat):
         corpus.add_one(work, seed=1_000 + i)
-        result, report, extra = target.run(f"add-one-{i + 1}")
+        result, report, extra = _measured(args, target, f"add-one-{i + 1}")
         _check(checks, f"add-one #{i + 1}", report, new=1, changed=0)
         add.append((result, report, extra))
         _progress(n, "one new file", result, report, extra)
@@ -948,7 +1051,7 @@ def _bench_target(
         total = len(_article_files(work))
         k = max(1, round(total * 0.01))
         changed = corpus.mutate(work, k / total, seed=2_000 + i)
-        result, report, extra = target.run(f"mutate-{i + 1}")
+        result, report, extra = _measured(args, target, f"mutate-{i + 1}")
         _check(checks, f"1 % changed #{i + 1}", report, new=0, changed=len(changed))
         mutated.append((result, report, extra))
         _progress(n, f"1 % changed ({len(changed)} files)", result, report, extra)
@@ -966,6 +1069,26 @@ def _bench_target(
     }
 
 
+def _measured(
+    args: argparse.Namespace, target: Target, label: str
+) -> tuple[Measurement, dict[str, Any], dict[str, Any]]:
+    """One figure's run, after waiting for an idle machine if asked (--wait-idle), with the CPU
+    other processes used meanwhile: the machine's busy time less feedworker's and the server's."""
+    gate = wait_for_idle(args.wait_idle, args.wait_idle_max) if args.wait_idle else None
+    if target.kind == "sqlite" and gate is None:
+        return target.run(label)  # the runner's original figures, nothing added
+    load, code = _loads(), code_state()
+    machine = machine_cpu_s()
+    result, report, extra = target.run(label)
+    used = machine_cpu_s() - machine
+    own = (result.cpu_s or 0.0) + (extra.get("server_cpu_s") or 0.0)
+    extra = {"load_before": load, "code": code} | extra | {"machine_cpu_s": round(used, 3)}
+    extra["other_cpu_s"] = round(max(0.0, used - own), 3)
+    if gate is not None:
+        extra |= gate
+    return result, report, extra
+
+
 def _figure(runs: list[tuple[Measurement, dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
     summary = summarize([m for m, _, _ in runs])
     durations = [r.get("duration_s") for _, r, _ in runs if isinstance(r.get("duration_s"), (int, float))]
@@ -977,6 +1100,8 @@ def _figure(runs: list[tuple[Measurement, dict[str, Any], dict[str, Any]]]) -> d
         server = [e["server_cpu_s"] for e in extras if e.get("server_cpu_s") is not None]
         summary["cpu_median_s"] = round(statistics.median(cpu), 3) if cpu else None
         summary["server_cpu_median_s"] = round(statistics.median(server), 3) if server else None
+        other = [e["other_cpu_s"] for e in extras if e.get("other_cpu_s") is not None]
+        summary["other_cpu_median_s"] = round(statistics.median(other), 3) if other else None
         summary["runs"] = extras
     return summary
 
@@ -1099,6 +1224,8 @@ def _git_state() -> str:
 def code_state() -> dict[str, Any]:
     """The code a figure measured: `git rev-parse HEAD`, the lines of `git status --short`
     (files changed or untracked), and a digest of worker/**/*.py as they are on disk now."""
+    if _SNAPSHOT is not None:
+        return {key: _SNAPSHOT[key] for key in ("head", "dirty", "worker_digest", "snapshot")}
     head = _git("rev-parse", "HEAD")
     digest = hashlib.sha256()
     for path in sorted((ROOT / "worker").rglob("*.py")):
@@ -1147,6 +1274,19 @@ Options: `--sizes N...` (default 10000 50000), `--repeat R` (default 3), `--out 
 (default this file), `--seed S` (default 1), `--note TEXT` (a remark printed with the
 results). The JSON result is written to `DIR/results.json`; this file is rewritten.
 Run it on a quiet machine: a 50,000-file session takes several minutes.
+
+PostgreSQL (issue 13): `--database postgresql` measures the same four figures with
+`feedworker run` on a new PostgreSQL database for every cold run (created and dropped through
+`--pg-admin-url`, default `postgresql://root@127.0.0.1:5432/postgres`; `--keep-database` keeps
+the last one of each size). `--replicas N...` (1, 2 and/or 3, PostgreSQL only) starts N
+`feedworker serve` processes on one new database instead and times each figure from
+`POST /runs` to replica 1 until `GET /runs/<id>` says it finished, with the files each replica
+read. These sessions go under their own keys of `results.json` (`postgresql`, `replicas`) and
+into their own blocks below the analysis marker, which a SQLite run keeps. On a shared
+machine, `--wait-idle F` waits before each measured run until the machine's CPU use is below
+F of its cores (at most `--wait-idle-max` s, default 600) and records the CPU other processes
+used during each run; `--code-snapshot` runs a copy of `worker/` taken at the start (in
+`DIR/code-<digest>`), so that edits made meanwhile do not change the code measured.
 
 What it does, per size:
 
@@ -1337,7 +1477,8 @@ def update_block(markdown: Path, key: str, body: str) -> None:
 
 
 def _code_str(code: dict[str, Any]) -> str:
-    return f"{code['head'][:7]}+{code['dirty']} `{code['worker_digest'][:8]}`"
+    snap = " (snapshot)" if code.get("snapshot") else ""
+    return f"{code['head'][:7]}+{code['dirty']} `{code['worker_digest'][:8]}`{snap}"
 
 
 def _codes(figure: dict[str, Any]) -> str:
@@ -1351,6 +1492,10 @@ def _codes(figure: dict[str, Any]) -> str:
 
 def _load_str(figure: dict[str, Any]) -> str:
     return ", ".join(f"{run['load_before'][0]:.1f}" for run in figure.get("runs", ())) or "—"
+
+
+def _opt_mib(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f}"
 
 
 def _opt_s(value: float | None) -> str:
@@ -1390,9 +1535,9 @@ def render_postgres_block(results: dict[str, Any]) -> str:
         (
             "| files | run | SQLite (s) | PostgreSQL (s) | PostgreSQL min–max (s) | PG ÷ SQLite "
             "| in-process SQLite / PG (s) | CPU feedworker SQLite / PG (s) | CPU PostgreSQL server (s) "
-            "| peak RSS SQLite / PG (MiB) | load before | code |"
+            "| other processes' CPU SQLite / PG (s) | peak RSS SQLite / PG (MiB) | load before SQLite / PG | code PG |"
         ),
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for size in session["sizes"]:
         n, lite = size["files"], sqlite.get(size["files"])
@@ -1406,7 +1551,9 @@ def render_postgres_block(results: dict[str, Any]) -> str:
                 f"| {_s(f['min_s'])}–{_s(f['max_s'])} | {ratio} "
                 f"| {_opt_s(s['in_process_median_s'] if s else None)} / {_opt_s(f['in_process_median_s'])} "
                 f"| {_opt_s(lite_cpu)} / {_opt_s(f.get('cpu_median_s'))} | {_opt_s(f.get('server_cpu_median_s'))} "
-                f"| {s['peak_rss_mib'] if s else '—'} / {f['peak_rss_mib']:.0f} | {_load_str(f)} | {_codes(f)} |"
+                f"| {_opt_s(s.get('other_cpu_median_s') if s else None)} / {_opt_s(f.get('other_cpu_median_s'))} "
+                f"| {_opt_mib(s['peak_rss_mib'] if s else None)} / {f['peak_rss_mib']:.0f} "
+                f"| {_load_str(s) if s else '—'} / {_load_str(f)} | {_codes(f)} |"
             )
     lines += [
         "",
@@ -1459,10 +1606,10 @@ def render_replicas_block(results: dict[str, Any]) -> str:
             " until it finished; wall time from the POST to the answer that says so. Replicas are"
             " `feedworker serve` processes on 127.0.0.1, one database, one source folder, a feeds folder each;"
             " files read per replica: the rise of `feedworker_replica_files_read_total` on each during the"
-            " figure (n/a: no such series), and in brackets the files its `reads.helped` log events name"
-            " (claims of the shared read, the cycle holder's own included; a run with fewer than 64 files"
-            " to read reads them in the holder without claims); peak PSS: each replica's process tree,"
-            " sampled every 50 ms."
+            " figure (n/a: no such series; in brackets, where they differ, the files its `reads.helped`"
+            " log events name); peak PSS: each replica's process tree, sampled every 50 ms; CPU: user +"
+            " system of the replicas' process trees, of the PostgreSQL server (all its processes) and of"
+            " everything else on the machine (from /proc/stat) during the figure."
         ),
         "",
     ]
@@ -1476,7 +1623,8 @@ def render_replicas_block(results: dict[str, Any]) -> str:
         "",
         (
             "| files | replicas | run | median (s) | min–max (s) | ÷ 1 replica | in-process (s) "
-            "| files read per replica | peak PSS per replica (MiB) | CPU replicas / server (s) | load before | code |"
+            "| files read per replica | peak PSS per replica (MiB) | CPU replicas / server / other processes (s) "
+            "| load before | code |"
         ),
         "|---:|---:|---|---:|---:|---:|---:|---|---|---:|---:|---|",
     ]
@@ -1492,7 +1640,11 @@ def render_replicas_block(results: dict[str, Any]) -> str:
             ratio = f"{f['median_s'] / base['figures'][key]['median_s']:.2f}" if base else "—"
             reads = "; ".join(
                 _per_replica(run["files_read"])
-                + (f" (log: {_per_replica(run['files_read_logged'])})" if "files_read_logged" in run else "")
+                + (
+                    f" (log: {_per_replica(run['files_read_logged'])})"
+                    if run.get("files_read_logged", run["files_read"]) != run["files_read"]
+                    else ""
+                )
                 for run in f.get("runs", ())
             )
             pss = "; ".join(_per_replica(run["replica_peak_pss_mib"], "{:.0f}") for run in f.get("runs", ()))
@@ -1500,7 +1652,7 @@ def render_replicas_block(results: dict[str, Any]) -> str:
                 f"| {n:,} | {count} | {label} | {_s(f['median_s'])} | {_s(f['min_s'])}–{_s(f['max_s'])} | {ratio} "
                 f"| {_opt_s(f['in_process_median_s'])} | {reads} | {pss} "
                 f"| {_opt_s(f.get('cpu_median_s'))} / {_opt_s(f.get('server_cpu_median_s'))} "
-                f"| {_load_str(f)} | {_codes(f)} |"
+                f"/ {_opt_s(f.get('other_cpu_median_s'))} | {_load_str(f)} | {_codes(f)} |"
             )
     hwm = [
         f"{count} replica(s) at {size['files']:,} files: {_per_replica(size.get('serve_vmhwm_mib') or [], '{:.0f}')}"
@@ -1531,7 +1683,11 @@ def _progress(
     inproc = f", in-process {report['duration_s']} s" if report and "duration_s" in report else ""
     _log(f"[{n}] {label}: {m.wall_s:.3f} s{inproc}, peak RSS {m.peak_rss_mib:.0f} MiB")
     if extra:
-        more = [f"CPU {m.cpu_s} s", f"PostgreSQL server CPU {extra.get('server_cpu_s')} s"]
+        more = [f"CPU {m.cpu_s} s"]
+        if "server_cpu_s" in extra:
+            more.append(f"PostgreSQL server CPU {extra['server_cpu_s']} s")
+        if "other_cpu_s" in extra:
+            more.append(f"other processes' CPU {extra['other_cpu_s']} s")
         if "files_read" in extra:
             more.append(f"files read per replica {_per_replica(extra['files_read'])}")
             more.append(f"by their logs {_per_replica(extra['files_read_logged'])}")
@@ -1583,6 +1739,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--pg-admin-url", default=PG_ADMIN_URL, help="libpq URL of a database to create and drop others from"
     )
     ap.add_argument("--keep-database", action="store_true", help="keep the last PostgreSQL database of each size")
+    ap.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="before each measured run, wait until the machine's CPU use is below FRACTION of its cores (0: do not)",
+    )
+    ap.add_argument(
+        "--code-snapshot",
+        action="store_true",
+        help="run a copy of worker/ taken at the start (DIR/code-<digest>), not the working tree, which may change meanwhile",
+    )
+    ap.add_argument(
+        "--wait-idle-max", type=float, default=600.0, metavar="S", help="wait for an idle machine at most S s"
+    )
     args = ap.parse_args(argv)
     if args.repeat < 1 or any(n < 1 for n in args.sizes):
         ap.error("--repeat and --sizes must be at least 1")
@@ -1704,6 +1875,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(raw)
     args.out.mkdir(parents=True, exist_ok=True)
     corpus = _load_corpus()
+    if args.code_snapshot:
+        take_code_snapshot(args.out)
     if args.database == "postgresql":
         return main_postgres(args, raw, corpus)
     hugo = hugo_binary(args.hugo)

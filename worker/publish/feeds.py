@@ -166,8 +166,11 @@ def publish(
         for path in gone:
             log.info("feed.removed", feed=path)
     # Rendered at every working cycle and compared (a few topics' lines): a cycle killed between a
-    # new topic's feeds and the index would otherwise leave that topic out of it for good.
-    _write_index(engine, settings, visible, stats, to_store, now)
+    # new topic's feeds and the index would otherwise leave that topic out of it for good. Counted
+    # as unchanged only where something could have changed it (the report of a cycle that
+    # changed nothing stays the idle cycle's).
+    due = bool(stats.written or stats.removed or settings_changed or "index.opml" not in on_disk.index)
+    _write_index(engine, settings, visible, stats, to_store, now, count_unchanged=due)
     if to_store:
         _copy_to_folder(engine, settings.dir)
     with transaction(engine) as conn:
@@ -296,6 +299,8 @@ def _write_index(
     stats: FeedCounts,
     to_store: bool,
     now: datetime,
+    *,
+    count_unchanged: bool = True,
 ) -> None:
     """index.opml: each topic feed once, in the format of `opml_format`. Not the all feed: a
     reader importing both would get every article twice (it is subscribed to on its own),
@@ -313,7 +318,8 @@ def _write_index(
         (written,) = _put(engine, settings.dir, [("index.opml", body)], now)
     else:
         written = write_if_changed(settings.dir / "index.opml", body)
-    _count(written, "index.opml", stats)
+    if written or count_unchanged:
+        _count(written, "index.opml", stats)
 
 
 def _count(written: bool, name: str, stats: FeedCounts) -> None:

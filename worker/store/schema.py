@@ -274,8 +274,18 @@ class ParseClaim(SQLModel, table=True):
     with FOR UPDATE SKIP LOCKED; the result is stored here until the holder stores the article."""
 
     __tablename__ = "parse_claim"
+    # Claims walk the unread rows in order: an index of those alone, or each claim would step
+    # over every row read already (quadratic in a large ingest).
+    __table_args__ = (
+        sa.Index(
+            "ix_parse_claim_unread",
+            "seq",
+            postgresql_where=sa.text("result IS NULL"),
+            sqlite_where=sa.text("result IS NULL"),
+        ),
+    )
     path: str = Field(primary_key=True)
-    seq: int = Field(index=True)  # the order the holder stores results in
+    seq: int  # the order the holder stores results in (indexed where unread: __table_args__)
     version: str  # "<size>:<mtime_ns>" of the file as scanned: another version is another claim
     max_bytes: int = Field(sa_type=sa.BigInteger)
     known_hash: str | None = None

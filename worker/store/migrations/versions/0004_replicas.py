@@ -68,7 +68,13 @@ def upgrade() -> None:
         sa.Column("result", sa.String(), nullable=True),
         sa.PrimaryKeyConstraint("path"),
     )
-    op.create_index("ix_parse_claim_seq", "parse_claim", ["seq"])
+    op.create_index(
+        "ix_parse_claim_unread",
+        "parse_claim",
+        ["seq"],
+        postgresql_where=sa.text("result IS NULL"),
+        sqlite_where=sa.text("result IS NULL"),
+    )
     op.create_table(
         "fetch_claim",
         sa.Column("url", sa.String(), nullable=False),

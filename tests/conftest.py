@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,14 +42,102 @@ def fresh_postgres_database() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# --------------------------------------------------------------------------- both dialects
+#
+# A store, cycle or service test runs on both dialects without being rewritten: decorate it
+# with @both_dialects() and take its store from the `dialect`: the `project` fixture, or
+# `make_project(..., database=new_database())`, or `store_database(dialect)` for a fixture of
+# a wider scope. On PostgreSQL each such store is a new database, dropped after the test;
+# `Project.query` reads (and writes) either. Tests that stay SQLite-only say why in a comment.
+
+
+def both_dialects(*, postgresql_xfail: str | None = None) -> pytest.MarkDecorator:
+    """Run the test once on SQLite and once on PostgreSQL (ids `sqlite`, `postgresql`).
+
+    `postgresql_xfail`: what differs on PostgreSQL (a finding, not a test to fix): that
+    param is a strict xfail, so it fails the suite once the difference is gone.
+    """
+    marks = (
+        [pytest.mark.xfail(strict=True, raises=AssertionError, reason=f"PostgreSQL only: {postgresql_xfail}")]
+        if postgresql_xfail
+        else []
+    )
+    return pytest.mark.parametrize("dialect", ["sqlite", pytest.param("postgresql", marks=marks)], indirect=True)
+
+
+@pytest.fixture(scope="module")  # a module-scoped fixture (a running service) may depend on it
+def dialect(request: pytest.FixtureRequest) -> str:
+    """The store's dialect for this test: `sqlite` unless @both_dialects() parametrises it."""
+    return getattr(request, "param", "sqlite")
+
+
+@contextmanager
+def store_database(dialect: str) -> Iterator[str | None]:
+    """The database URL of a new, empty store of `dialect`: None for SQLite (the project's
+    own file, as the config has it), a new PostgreSQL database (dropped afterwards) else."""
+    if dialect == "sqlite":
+        yield None
+        return
+    assert dialect == "postgresql", dialect
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def new_database(dialect: str) -> Iterator[Callable[[], str | None]]:
+    """Each call: the URL of one more new store of this test's dialect (see store_database)."""
+    with ExitStack() as stack:
+        yield lambda: stack.enter_context(store_database(dialect))
+
+
+def store_rows(url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """One statement (`:name` parameters) on the store at `url`, committed; its rows as tuples.
+
+    sqlite3 on an SQLite file (as the tests always read it), SQLAlchemy with psycopg on
+    PostgreSQL. Values are the driver's: SQLite gives booleans as 0/1 (equal to True/False)
+    and times as text, PostgreSQL datetimes.
+    """
+    if url.startswith("sqlite:///"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=30)
+        try:
+            with conn:
+                return [tuple(row) for row in conn.execute(sql, params).fetchall()]
+        finally:
+            conn.close()
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    engine = sa.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(sa.text(sql), params)
+            return [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
 @dataclass
 class Project:
     root: Path
     config: Path
     inbox: Path
     feeds: Path
-    database: Path
+    database: Path  # the SQLite file, when `database_url` is None
     base_url: str = "http://feeds.example.test/feeds/"
+    database_url: str | None = None  # the store the config names instead (PostgreSQL)
+
+    @property
+    def url(self) -> str:
+        """The store's SQLAlchemy URL, whichever the dialect."""
+        return self.database_url or f"sqlite:///{self.database}"
+
+    @property
+    def dialect(self) -> str:
+        return self.url.split(":", 1)[0].split("+", 1)[0]
+
+    def query(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+        """`sql` on the store, on either dialect (see store_rows)."""
+        return store_rows(self.url, sql, **params)
 
     def write(self, name: str, text: str | bytes) -> Path:
         path = self.inbox / name
@@ -121,18 +210,20 @@ def run_cli(*args: str, check: bool = True, env: dict[str, str] | None = None, t
     return result
 
 
-def make_project(root: Path, **overrides: Any) -> Project:
+def make_project(root: Path, *, database: str | None = None, **overrides: Any) -> Project:
+    """A project under `root`; its store is `database` (a URL) if given, else data/feedworker.db."""
     project = Project(
         root=root,
         config=root / "config" / "feedworker.yaml",
         inbox=root / "inbox",
         feeds=root / "out" / "feeds",
         database=root / "data" / "feedworker.db",
+        database_url=database,
     )
     project.inbox.mkdir(parents=True, exist_ok=True)
     config = {
         "sources": [{"path": "../inbox"}],
-        "database": "../data/feedworker.db",
+        "database": database or "../data/feedworker.db",
         "feeds": {"dir": "../out/feeds", "base_url": project.base_url, "title": "Test News", "max_entries": 50},
         "enrich": {"fetch": False},
     }
@@ -147,5 +238,6 @@ def make_project(root: Path, **overrides: Any) -> Project:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Project:
-    return make_project(tmp_path)
+def project(tmp_path: Path, new_database: Callable[[], str | None]) -> Project:
+    """A project over a new store of the test's dialect (SQLite unless @both_dialects())."""
+    return make_project(tmp_path, database=new_database())

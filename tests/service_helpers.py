@@ -113,11 +113,12 @@ def make_corpus(inbox: Path, count: int) -> set[str]:
     return urls
 
 
-def write_config(root: Path, *, port: int, **sections: Any) -> Path:
-    """A config under `root` (inbox, db, feeds beside it); `sections` override whole keys."""
+def write_config(root: Path, *, port: int, database: str | None = None, **sections: Any) -> Path:
+    """A config under `root` (inbox, db, feeds beside it); `database` a store's URL (or path)
+    instead of db/feedworker.db (see conftest.store_database); `sections` override whole keys."""
     config: dict[str, Any] = {
         "sources": [{"path": "inbox"}],
-        "database": "db/feedworker.db",
+        "database": database or "db/feedworker.db",
         "feeds": {"dir": "feeds", "base_url": "http://feeds.example.test/feeds/", "title": "Test News"},
         "schedule": {"every": "1h"},
         "enrich": {"fetch": False},

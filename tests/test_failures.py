@@ -1,5 +1,9 @@
 """Nothing lost, nothing corrupted: kills at any moment, full and read-only disks, files that
-move under our feet, another process holding the database."""
+move under our feet, another process holding the database.
+
+The @both_dialects() tests run on a new PostgreSQL database too; the others are about the
+SQLite file (its disk, its busy lock, its deferred indexes and DDL) or about no store at all.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from tests.conftest import ROOT, Project, article_text, make_project
+from tests.conftest import ROOT, Project, article_text, both_dialects, make_project
 
 CLOCK = {"FEEDWORKER_CLOCK": "2024-06-01T12:00:00+00:00"}
 
@@ -92,6 +96,8 @@ class FeedWatcher(threading.Thread):
                     self.broken.append(f"{path.name}: {exc}")
 
 
+# SQLite-only for time (30 s more on PostgreSQL): kill -9s at random on PostgreSQL, ending as one
+# uninterrupted SQLite process, are tests/test_replicas_chaos.py's.
 @pytest.mark.slow
 def test_killed_anywhere_then_finished_equals_an_uninterrupted_run(tmp_path: Path):
     inbox = tmp_path / "inbox"
@@ -156,9 +162,10 @@ def fill(folder: Path) -> Path:
     return filler
 
 
-def test_a_full_feeds_disk_fails_cleanly_and_recovers(tmp_path: Path):
+@both_dialects()
+def test_a_full_feeds_disk_fails_cleanly_and_recovers(tmp_path: Path, new_database):
     with tmpfs(tmp_path / "out", "2m"):
-        project = make_project(tmp_path)
+        project = make_project(tmp_path, database=new_database())
         for n in range(5):
             project.article(f"{n}.txt", title=f"A{n}", web_url=f"https://a.example/{n}")
         project.run()
@@ -177,6 +184,7 @@ def test_a_full_feeds_disk_fails_cleanly_and_recovers(tmp_path: Path):
         assert report["status"] == "ok" and report["articles"]["total"] == 60
 
 
+# SQLite-only: the database file's own disk fills.
 def test_a_full_database_disk_fails_cleanly_and_recovers(tmp_path: Path):
     with tmpfs(tmp_path / "data", "3m"):
         project = make_project(tmp_path)
@@ -196,9 +204,10 @@ def test_a_full_database_disk_fails_cleanly_and_recovers(tmp_path: Path):
         assert report["status"] == "ok" and report["articles"]["total"] == 301
 
 
-def test_a_read_only_feeds_folder_fails_cleanly_and_recovers(tmp_path: Path):
+@both_dialects()
+def test_a_read_only_feeds_folder_fails_cleanly_and_recovers(tmp_path: Path, new_database):
     with tmpfs(tmp_path / "out", "4m") as out:
-        project = make_project(tmp_path)
+        project = make_project(tmp_path, database=new_database())
         project.article("a.txt", title="A", web_url="https://a.example/a")
         project.run()
         before = feed_bytes(project.feeds)
@@ -262,6 +271,7 @@ def test_an_unreadable_file_is_quarantined_and_retried_once_readable(tmp_path: P
     assert report["files"]["quarantined"] == 0 and report["articles"]["total"] == 2
 
 
+# SQLite-only: another connection's write lock on the whole file, and busy_timeout_s (SQLite's settings).
 def test_a_database_held_by_another_process_waits_then_reports_clearly(tmp_path: Path):
     project = make_project(tmp_path, busy_timeout_s=1)
     project.article("a.txt", title="A", web_url="https://a.example/a")
@@ -305,13 +315,13 @@ def test_a_read_error_records_no_stat_so_the_file_is_tried_again(tmp_path: Path)
     assert read_article(str(tmp_path / "vanished.txt"), 1000, None) is None
 
 
-def test_files_rewritten_renamed_and_deleted_during_runs_settle_correctly(tmp_path: Path):
+@both_dialects()
+def test_files_rewritten_renamed_and_deleted_during_runs_settle_correctly(project: Project):
     """A writer thread truncates, rewrites, renames and deletes files while cycles run;
     every cycle completes, and once the writer stops the next cycle stores what is on disk."""
     from worker.config import load_config
     from worker.pipeline import run_cycle
 
-    project = make_project(tmp_path)
     for n in range(150):
         project.article(f"f{n}.txt", title=f"T{n}", web_url=f"https://a.example/{n}", body="x " * 200)
     stop = threading.Event()
@@ -348,12 +358,9 @@ def test_files_rewritten_renamed_and_deleted_during_runs_settle_correctly(tmp_pa
         writer.join()
     report = run_cycle(config)
     on_disk = sorted(p.name for p in project.inbox.iterdir())
-    with sqlite3.connect(project.database) as conn:
-        stored = sorted(Path(row[0]).name for row in conn.execute("select path from source_file"))
-        texts = {
-            Path(path).name: (state, url)
-            for path, state, url in conn.execute("select path, state, article_url from source_file")
-        }
+    files = project.query("select path, state, article_url from source_file")
+    stored = sorted(Path(path).name for path, _, _ in files)
+    texts = {Path(path).name: (state, url) for path, state, url in files}
     assert stored == on_disk  # every file present is known, nothing gone is
     for name in on_disk:
         data = (project.inbox / name).read_bytes()
@@ -364,6 +371,7 @@ def test_files_rewritten_renamed_and_deleted_during_runs_settle_correctly(tmp_pa
     assert report.articles.total == len({url for _state, url in texts.values() if url})
 
 
+# SQLite-only: the indexes a first run defers, and the DDL SQLite's driver runs outside the transaction.
 def _secondary_indexes(database: Path) -> set[str]:
     with sqlite3.connect(database) as conn:
         rows = conn.execute("select name from sqlite_master where type = 'index' and name like 'ix_%'").fetchall()

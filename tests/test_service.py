@@ -1,4 +1,9 @@
-"""`feedworker serve` and `trigger` as real processes: schedule, HTTP endpoints, races, signals."""
+"""`feedworker serve` and `trigger` as real processes: schedule, HTTP endpoints, races, signals.
+
+The service over the examples (`served`: runs, feeds, /healthz, /metrics, /runs) and the race
+of runs and triggers run on both dialects (@both_dialects()); the tests of signals, sockets
+and the cycle's lock file are about the process and SQLite's flock, and stay on SQLite.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import both_dialects, store_database, store_rows
 from tests.service_helpers import (
     EXAMPLES,
     ROOT,
@@ -57,6 +63,7 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 90) -> s
 
 
 def db_rows(database: Path, query: str) -> list[tuple]:
+    """The SQLite file itself (the SQLite-only tests)."""
     with sqlite3.connect(database, timeout=30) as conn:
         return conn.execute(query).fetchall()
 
@@ -67,20 +74,24 @@ class Served:
     root: Path
     config: Path
     feeds: Path
-    database: Path
+    url: str  # the store's
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """One service over the example articles, scheduled every 2s, triggers enabled."""
+def served(tmp_path_factory: pytest.TempPathFactory, dialect: str) -> Iterator[Served]:
+    """One service over the example articles, scheduled every 2s, triggers enabled; its tests
+    are @both_dialects() (all of them, or the SQLite one would be started twice)."""
     root = tmp_path_factory.mktemp("served")
     copy_examples(root / "inbox")
     (root / "secret.txt").write_text(SECRET, encoding="utf-8")
     port = free_port()
-    config = write_config(root, port=port, schedule={"every": "2s"}, server={"token": TOKEN})
-    with Service(config, port) as service:
-        service.wait_healthy(60)
-        yield Served(service, root, config, root / "feeds", root / "db" / "feedworker.db")
+    with store_database(dialect) as database:
+        config = write_config(root, port=port, database=database, schedule={"every": "2s"}, server={"token": TOKEN})
+        with Service(config, port) as service:
+            service.wait_healthy(60)
+            yield Served(
+                service, root, config, root / "feeds", database or f"sqlite:///{root / 'db' / 'feedworker.db'}"
+            )
 
 
 # --- units -------------------------------------------------------------------------------
@@ -226,6 +237,7 @@ def test_runner_records_failures_and_stops_at_a_safe_point(tmp_path: Path) -> No
 # --- the running service -----------------------------------------------------------------
 
 
+@both_dialects()
 def test_schedule_publishes_feeds_on_its_own(served: Served) -> None:
     for name in ("all.rss", "all.atom", "index.opml"):
         assert (served.feeds / name).exists()
@@ -244,6 +256,7 @@ def test_schedule_publishes_feeds_on_its_own(served: Served) -> None:
     assert served.service.get("/feeds/topics/scheduling.rss").status_code == 200
 
 
+@both_dialects()
 def test_feeds_have_the_right_content_types(served: Served) -> None:
     expected = {
         "all.rss": "application/rss+xml; charset=utf-8",
@@ -268,6 +281,7 @@ def test_feeds_have_the_right_content_types(served: Served) -> None:
     assert served.service.get("/feeds/topics").status_code == 404
 
 
+@both_dialects()
 def test_conditional_gets_and_etags_that_follow_the_bytes(served: Served) -> None:
     service = served.service
     first = service.get("/feeds/all.atom")
@@ -304,6 +318,7 @@ def test_conditional_gets_and_etags_that_follow_the_bytes(served: Served) -> Non
     assert service.get("/feeds/all.atom", headers={"If-None-Match": changed.headers["etag"]}).status_code == 304
 
 
+@both_dialects()
 def test_gzip(served: Served) -> None:
     with served.service.client() as client:
         response = client.get("/feeds/all.rss", headers={"Accept-Encoding": "gzip"})
@@ -320,6 +335,7 @@ def test_gzip(served: Served) -> None:
     assert "content-encoding" not in identity.headers
 
 
+@both_dialects()
 @pytest.mark.parametrize(
     "target",
     [
@@ -360,6 +376,7 @@ def test_no_path_outside_the_feeds_folder(served: Served, target: str) -> None:
     assert b"root:" not in body
 
 
+@both_dialects()
 def test_healthz_and_metrics(served: Served) -> None:
     healthz = served.service.get("/healthz")
     assert healthz.status_code == 200 and healthz.json()["status"] == "ok"
@@ -381,6 +398,7 @@ def test_healthz_and_metrics(served: Served) -> None:
     assert abs(samples[("feedworker_last_success_timestamp_seconds", ())] - time.time()) < 600
 
 
+@both_dialects()
 def test_post_runs_needs_the_bearer_token(served: Served) -> None:
     service = served.service
     missing = service.post("/runs")
@@ -407,6 +425,7 @@ def test_post_runs_needs_the_bearer_token(served: Served) -> None:
     assert service.get("/runs/999999").status_code == 404
 
 
+@both_dialects()
 def test_runs_latest(served: Served) -> None:
     latest = served.service.get("/runs/latest")
     assert latest.status_code == 200
@@ -416,6 +435,7 @@ def test_runs_latest(served: Served) -> None:
     assert report["files"]["seen"] >= len(EXAMPLES)
 
 
+@both_dialects()
 def test_trigger_command(served: Served, tmp_path: Path) -> None:
     config = str(served.config)
     waited = cli("trigger", "--wait", "--config", config)
@@ -447,6 +467,7 @@ def test_trigger_command(served: Served, tmp_path: Path) -> None:
     assert len(elsewhere.stderr.strip().splitlines()) == 1
 
 
+@both_dialects()
 def test_the_token_is_never_logged(served: Served) -> None:
     served.service.post("/runs", headers={"Authorization": "Bearer wrong-guess"})
     served.service.post("/runs", headers={"Authorization": f"Bearer {TOKEN}"})
@@ -458,6 +479,7 @@ def test_the_token_is_never_logged(served: Served) -> None:
 # --- separate services -------------------------------------------------------------------
 
 
+# SQLite-only: holds the flock beside the database file.
 def test_health_before_the_first_run_and_triggers_refused_without_token(tmp_path: Path) -> None:
     copy_examples(tmp_path / "inbox")
     port = free_port()
@@ -495,6 +517,7 @@ def test_health_before_the_first_run_and_triggers_refused_without_token(tmp_path
             os.close(fd)
 
 
+# SQLite-only: the run fails on the SQLite file's folder.
 def test_a_failed_run_makes_healthz_503(tmp_path: Path) -> None:
     copy_examples(tmp_path / "inbox")
     (tmp_path / "blocker").write_text("a file where the feeds folder's parent should be")
@@ -514,11 +537,13 @@ def test_a_failed_run_makes_healthz_503(tmp_path: Path) -> None:
         assert 'feedworker_runs_total{outcome="failed"} 1.0' in metrics
 
 
-def test_a_trigger_races_two_manual_runs_and_the_scheduler(tmp_path: Path) -> None:
+@both_dialects()
+def test_a_trigger_races_two_manual_runs_and_the_scheduler(tmp_path: Path, new_database) -> None:
     urls = make_corpus(tmp_path / "inbox", 300)
     port = free_port()
-    config = write_config(tmp_path, port=port, schedule={"every": "1s"}, server={"token": TOKEN})
-    database = tmp_path / "db" / "feedworker.db"
+    url = new_database()
+    config = write_config(tmp_path, port=port, database=url, schedule={"every": "1s"}, server={"token": TOKEN})
+    url = url or f"sqlite:///{tmp_path / 'db' / 'feedworker.db'}"
     with Service(config, port) as service:
         service.wait_listening()
         env = clean_env()
@@ -552,10 +577,10 @@ def test_a_trigger_races_two_manual_runs_and_the_scheduler(tmp_path: Path) -> No
         service.signal(signal.SIGTERM)
         assert service.wait_exit(60) == 0
 
-    assert db_rows(database, "SELECT url, COUNT(*) FROM article GROUP BY url HAVING COUNT(*) > 1") == []
-    assert {row[0] for row in db_rows(database, "SELECT url FROM article WHERE removed = 0")} == urls
-    assert db_rows(database, "SELECT COUNT(*) FROM source_file")[0][0] == 300
-    runs = db_rows(database, "SELECT started_at, finished_at, status FROM run ORDER BY started_at")
+    assert store_rows(url, "SELECT url, COUNT(*) FROM article GROUP BY url HAVING COUNT(*) > 1") == []
+    assert {row[0] for row in store_rows(url, "SELECT url FROM article WHERE NOT removed")} == urls
+    assert store_rows(url, "SELECT COUNT(*) FROM source_file") == [(300,)]
+    runs = store_rows(url, "SELECT started_at, finished_at, status FROM run ORDER BY started_at")
     assert len(runs) >= 4 and all(status == "ok" for _, _, status in runs)
     for (_, finished, _), (started, _, _) in itertools.pairwise(runs):
         assert finished <= started, "two cycles overlapped"

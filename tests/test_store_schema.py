@@ -1,5 +1,9 @@
 """The store's schema: Alembic's history arrives at exactly the declared tables, only the cycle
-and `feedworker migrate` write it, and readers (status, the HTTP server) never write at all."""
+and `feedworker migrate` write it, and readers (status, the HTTP server) never write at all.
+
+The @both_dialects() tests run on a new PostgreSQL database too; the others are about the
+SQLite file (its bytes, WAL, its flock, a store of feedworker 0.1, which only stored SQLite).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Project, make_project
+from tests.conftest import ROOT, Project, both_dialects, make_project, store_rows
 from tests.test_run import version_1_store
 
 
@@ -20,15 +24,15 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def schema_differences(database: Path) -> list:
-    """What Alembic's autogenerate finds between the database and the declared tables."""
+def schema_differences(url: str) -> list:
+    """What Alembic's autogenerate finds between the database at `url` and the declared tables."""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
     from worker.store.db import connect
     from worker.store.schema import metadata
 
-    engine = connect(sqlite_url(database), readonly=True)
+    engine = connect(url, readonly=True)
     try:
         with engine.connect() as conn:
             return compare_metadata(MigrationContext.configure(conn), metadata)
@@ -46,24 +50,32 @@ def tables(database: Path) -> set[str]:
         return {name for (name,) in conn.execute("select name from sqlite_master where type = 'table'")}
 
 
+def store_tables(project: Project) -> set[str]:
+    """The tables of the project's store, on either dialect."""
+    if project.dialect == "sqlite":
+        return tables(project.database)
+    return {name for (name,) in project.query("select tablename from pg_tables where schemaname = current_schema()")}
+
+
 # --------------------------------------------------------------------------- the history
 
 
-def test_a_new_database_migrated_to_head_has_exactly_the_declared_schema(tmp_path: Path):
+@both_dialects()
+def test_a_new_database_migrated_to_head_has_exactly_the_declared_schema(tmp_path: Path, new_database):
     from worker.store.db import check_schema, connect, migrate
 
-    database = tmp_path / "new" / "store.db"
-    engine = connect(sqlite_url(database))
+    url = new_database() or sqlite_url(tmp_path / "new" / "store.db")
+    engine = connect(url)
     try:
         migrate(engine)
         assert check_schema(engine) is True
     finally:
         engine.dispose()
-    assert schema_differences(database) == []
-    with sqlite3.connect(database) as conn:
-        assert conn.execute("pragma journal_mode").fetchone() == ("wal",)
-        conn.execute("drop index ix_page_next_fetch_at")  # the comparison does see a difference
-    assert [difference[0] for difference in schema_differences(database)] == ["add_index"]
+    assert schema_differences(url) == []
+    if url.startswith("sqlite"):
+        assert store_rows(url, "pragma journal_mode") == [("wal",)]
+    store_rows(url, "drop index ix_page_next_fetch_at")  # the comparison does see a difference
+    assert [difference[0] for difference in schema_differences(url)] == ["add_index"]
 
 
 def test_the_schema_revision_is_alembics_head_and_the_history_numbers_the_versions():
@@ -93,7 +105,7 @@ def test_a_version_1_store_is_upgraded_by_migrate_to_exactly_the_declared_schema
     assert "alembic_version" not in tables(project.database)
     result = project.cli("migrate")
     assert result.stdout == "schema upgraded from version 1 (0001_initial) to version 4 (0004_replicas)\n"
-    assert schema_differences(project.database) == []
+    assert schema_differences(project.url) == []
     with sqlite3.connect(project.database) as conn:
         assert conn.execute("select version_num from alembic_version").fetchall() == [("0004_replicas",)]
         assert conn.execute("select value from meta where key = 'schema_version'").fetchall() == [("4",)]
@@ -103,20 +115,18 @@ def test_a_version_1_store_is_upgraded_by_migrate_to_exactly_the_declared_schema
     assert report["status"] == "ok" and report["files"]["new"] == 0 and report["files"]["changed"] == 0
 
 
-def test_a_store_of_schema_3_from_before_alembic_is_stamped_without_a_change(tmp_path: Path):
-    project = make_project(tmp_path)
+@both_dialects()
+def test_a_store_of_schema_3_from_before_alembic_is_stamped_without_a_change(project: Project):
     project.article("a.txt", title="A", web_url="https://a.example/a")
     project.run()
-    with sqlite3.connect(project.database) as conn:
-        conn.execute("drop table alembic_version")  # as feedworker stored it before Alembic
-    conn.close()
+    project.query("drop table alembic_version")  # as feedworker stored it before Alembic
     assert project.cli("status").returncode == 0  # the same schema: readable as it is
-    assert "alembic_version" not in tables(project.database)
+    assert "alembic_version" not in store_tables(project)
     assert project.cli("migrate").stdout == "schema already at version 4 (0004_replicas): nothing to do\n"
-    with sqlite3.connect(project.database) as conn:
-        assert conn.execute("select version_num from alembic_version").fetchall() == [("0004_replicas",)]
+    assert project.query("select version_num from alembic_version") == [("0004_replicas",)]
 
 
+# SQLite-only, as every test of a feedworker 0.1 store (version_1_store).
 def test_an_upgrade_that_fails_part_way_leaves_the_store_as_it_was(tmp_path: Path):
     project = version_1_store(tmp_path)
     with sqlite3.connect(project.database) as conn:
@@ -148,21 +158,23 @@ def test_the_ddl_transaction_takes_its_create_table_back_on_failure(tmp_path: Pa
     assert "made_then_undone" not in tables(tmp_path / "store.db")
 
 
-def test_migrate_at_head_reads_only_and_does_not_load_alembic(tmp_path: Path):
-    project = make_project(tmp_path)
+@both_dialects()
+def test_migrate_at_head_reads_only_and_does_not_load_alembic(project: Project):
     project.article("a.txt", title="A", web_url="https://a.example/a")
     project.run()
     code = (
         "import sys\n"
         "from worker.store.db import connect, migrate\n"
-        f"engine = connect({sqlite_url(project.database)!r})\n"
+        f"engine = connect({project.url!r})\n"
         "migrate(engine)\n"
         "engine.dispose()\n"
         "assert not [m for m in sys.modules if m.startswith('alembic')]\n"
     )
-    before = project.database.stat().st_mtime_ns, project.database.read_bytes()
+    if project.dialect == "sqlite":  # reads only: the file's bytes and time stay
+        before = project.database.stat().st_mtime_ns, project.database.read_bytes()
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
-    assert (project.database.stat().st_mtime_ns, project.database.read_bytes()) == before
+    if project.dialect == "sqlite":
+        assert (project.database.stat().st_mtime_ns, project.database.read_bytes()) == before
 
 
 # --------------------------------------------------------------------------- readers never write
@@ -185,6 +197,7 @@ def test_status_on_an_older_store_writes_nothing_and_says_how_to_upgrade(tmp_pat
     assert project.cli("status").returncode == 0
 
 
+# SQLite-only: "nothing written" is seen as the same files, bytes and times, in the database's folder.
 def test_status_and_the_http_reader_write_nothing_to_a_current_store(tmp_path: Path):
     from worker.config import load_config
     from worker.service.http import StoreReader
@@ -235,6 +248,7 @@ def test_the_http_reader_keeps_one_read_only_engine_and_refuses_an_older_store(t
     assert made == [True]  # one engine for every request, read-only
 
 
+# SQLite-only: a PostgreSQL database exists before feedworker (it creates tables, not databases).
 def test_readers_never_create_the_database(tmp_path: Path):
     from worker.store.db import check_schema, connect
     from worker.store.errors import StoreError
@@ -255,15 +269,14 @@ def test_readers_never_create_the_database(tmp_path: Path):
     assert not project.database.parent.exists()
 
 
-def test_a_newer_store_is_refused_with_one_line_by_status_migrate_and_run(tmp_path: Path):
-    project = make_project(tmp_path)
+@both_dialects()
+def test_a_newer_store_is_refused_with_one_line_by_status_migrate_and_run(project: Project):
     project.article("a.txt", title="A", web_url="https://a.example/a")
     project.run()
-    with sqlite3.connect(project.database) as conn:
-        conn.execute("update alembic_version set version_num = '0005_from_the_future'")
-        conn.execute("update meta set value = '5' where key = 'schema_version'")
-    conn.close()
-    before = files_of(project.database.parent)
+    project.query("update alembic_version set version_num = '0005_from_the_future'")
+    project.query("update meta set value = '5' where key = 'schema_version'")
+    if project.dialect == "sqlite":
+        before = files_of(project.database.parent)
     for command in ("status", "migrate", "run"):
         result = project.cli(command, check=False)
         assert result.returncode == 1, command
@@ -271,17 +284,20 @@ def test_a_newer_store_is_refused_with_one_line_by_status_migrate_and_run(tmp_pa
             result.stderr.strip().splitlines()[-1]
             == "Error: the database has schema version 5; this feedworker knows 4"
         )
-    assert files_of(project.database.parent)["feedworker.db"] == before["feedworker.db"]
+    if project.dialect == "sqlite":
+        assert files_of(project.database.parent)["feedworker.db"] == before["feedworker.db"]
+    assert project.query("select version_num from alembic_version") == [("0005_from_the_future",)]
+    assert project.query("select count(*) from run") == [(1,)]  # the refused run stored nothing
 
 
 # --------------------------------------------------------------------------- feedworker migrate
 
 
-def test_migrate_creates_a_new_store_and_refuses_to(tmp_path: Path):
-    project = make_project(tmp_path)
+@both_dialects()
+def test_migrate_creates_a_new_store_and_refuses_to(project: Project):
     result = project.cli("migrate")
     assert result.stdout == "schema created: version 4 (0004_replicas)\n"
-    assert schema_differences(project.database) == []
+    assert schema_differences(project.url) == []
     refused = project.cli("migrate", "--to", "sqlite:///x.db", check=False)
     assert refused.returncode == 1
     assert refused.stderr.startswith("Error: migrate --to copies into a PostgreSQL database")
@@ -310,6 +326,7 @@ def test_migrate_waits_for_a_running_cycle(tmp_path: Path):
     assert stdout == "schema upgraded from version 1 (0001_initial) to version 4 (0004_replicas)\n"
 
 
+# SQLite-only: the state its driver's CREATE TABLE outside the transaction left (not PostgreSQL's DDL).
 def test_a_first_run_killed_with_tables_but_no_version_row_is_completed_by_migrate(tmp_path: Path):
     project: Project = make_project(tmp_path)
     project.database.parent.mkdir(parents=True, exist_ok=True)
@@ -322,4 +339,4 @@ def test_a_first_run_killed_with_tables_but_no_version_row_is_completed_by_migra
     conn.close()
     assert "last run: never" in project.cli("status").stdout  # no schema yet: as before any run
     assert project.cli("migrate").stdout == "schema created: version 4 (0004_replicas)\n"
-    assert schema_differences(project.database) == []
+    assert schema_differences(project.url) == []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -42,12 +44,15 @@ def test_a_holder_that_lost_its_lock_session_writes_nothing_after_the_takeover(t
                     return False
 
             wait_for(storing, 60, "the first cycle to store articles", interval=0.02)
+            # The holder stalls (a paused container, a long GC) while its lock's session ends (a
+            # network cut, a restarted pooler), and another holder takes the lock over.
+            os.kill(first.pid, signal.SIGSTOP)
             holder = admin.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted").fetchone()
             assert holder is not None
-            # The lock's session ends (a network cut, a restarted pooler): the process goes on.
             admin.execute("SELECT pg_terminate_backend(%s)", (holder[0],))
-            # Another holder takes the lock over at once, as a replica's next tick would.
             admin.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+            os.kill(first.pid, signal.SIGCONT)  # it goes on, with a lock it no longer holds
+            # Raising the token waits for the transaction it may be in, then fences it out.
             admin.execute("UPDATE cycle_lease SET token = token + 1, holder = 'test' WHERE id = 1")
             stored_at_takeover = admin.execute("SELECT count(*), max(updated_at) FROM article").fetchone()
             out, err = first.communicate(timeout=300)

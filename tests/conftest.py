@@ -167,11 +167,12 @@ class Project:
         return (self.feeds / name).read_bytes()
 
     def feed_files(self) -> dict[str, tuple[bytes, int]]:
-        """Every feed file -> (bytes, mtime_ns)."""
+        """Every feed file -> (bytes, mtime_ns); not the feeds page (index.html), which is no feed
+        (tests/test_index_page.py checks it)."""
         return {
             str(path.relative_to(self.feeds)): (path.read_bytes(), path.stat().st_mtime_ns)
             for path in sorted(self.feeds.rglob("*"))
-            if path.is_file()
+            if path.is_file() and path != self.feeds / "index.html"
         }
 
 

@@ -1,4 +1,4 @@
-"""Strict checks every generated feed must pass: XML, feedparser, and the RSS 2.0 / Atom 1.0 rules we promise.
+"""Strict checks every generated feed must pass: XML, feedparser, the JSON Feed 1.1 schema, and the rules we promise.
 
 Among them the W3C Feed Validation Service's rules a generator can break with sparse
 articles: no blank summary, content or description ("content should not be blank"); an Atom
@@ -9,14 +9,18 @@ and (what feedparser-based readers need) an Atom entry's summary comes before it
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import feedparser
+import jsonschema
 import lxml.html
 from lxml import etree
+
+JSON_FEED_SCHEMA = json.loads((Path(__file__).parent / "data" / "jsonfeed-1.1.schema.json").read_text())
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 CONTENT = "{http://purl.org/rss/1.0/modules/content/}"
@@ -42,6 +46,8 @@ def assert_valid_feeds(feeds_dir: Path, base_url: str) -> None:
             assert_valid_rss(path.read_bytes(), base_url + relative)
         elif path.suffix == ".atom":
             assert_valid_atom(path.read_bytes(), base_url + relative)
+        elif path.suffix == ".json":
+            assert_valid_json_feed(path.read_bytes(), base_url + relative)
         elif path.suffix == ".opml":
             root = strict_parse(path.read_bytes())
             assert root.tag == "opml"
@@ -127,6 +133,33 @@ def assert_valid_atom(data: bytes, self_url: str) -> list[etree._Element]:
     assert not parsed.bozo, parsed.get("bozo_exception")
     assert len(parsed.entries) == len(entries)
     return entries
+
+
+def assert_valid_json_feed(data: bytes, self_url: str) -> list[dict]:
+    """JSON Feed 1.1: the schema (tests/data), and what the spec says in words: absolute URLs,
+    RFC 3339 dates, unique ids, no blank text, newest first, safe content_html."""
+    feed = json.loads(data)
+    jsonschema.Draft202012Validator(JSON_FEED_SCHEMA).validate(feed)
+    assert feed["feed_url"] == self_url
+    assert ABSOLUTE.match(feed["home_page_url"])
+    for hub in feed.get("hubs", []):
+        assert hub["type"] == "WebSub" and ABSOLUTE.match(hub["url"])
+    items = feed["items"]
+    ids = [item["id"] for item in items]
+    assert len(ids) == len(set(ids)), "duplicate item id"
+    dates = []
+    for item in items:
+        assert item["title"].strip() and item["summary"].strip()
+        assert ABSOLUTE.match(item["url"]), item["url"]
+        assert item.get("content_html", "x").strip() and item.get("content_text", "x").strip()
+        for name in ("date_published", "date_modified"):
+            assert RFC3339.match(item[name]), item[name]
+        dates.append(datetime.fromisoformat(item["date_published"]))
+        if "image" in item:
+            assert ABSOLUTE.match(item["image"])
+        _assert_safe_html(item.get("content_html", ""))
+    assert dates == sorted(dates, reverse=True), "items not newest first"
+    return items
 
 
 def _assert_safe_html(fragment: str) -> None:

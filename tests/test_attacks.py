@@ -215,7 +215,7 @@ def test_a_topic_name_without_visible_text_is_dropped_never_shown_raw(project: P
     assert "topics[0]: dropped, no visible text" in check.stdout
     report = project.run()
     assert report["status"] == "ok" and report["articles"]["published"] == 1
-    assert sorted(p.name for p in (project.feeds / "topics").iterdir()) == ["ai.atom", "ai.rss"]
+    assert sorted(p.name for p in (project.feeds / "topics").iterdir()) == ["ai.atom", "ai.json", "ai.rss"]
     text = _all_feed_text(project)
     assert "onerror" not in text and "<img" not in text and "&lt;img" not in text
 
@@ -391,8 +391,14 @@ def test_files_feedworker_did_not_write_are_never_removed(project: Project):
     assert (topics / "gone.rss").exists()
     (project.inbox / "a.txt").unlink()
     report = _run(project)
-    assert report["feeds"]["removed"] == 2  # its own feeds of a topic with no article left
-    assert sorted(p.name for p in topics.iterdir()) == ["hand-made.rss", "kept.atom", "kept.rss", "notes.atom"]
+    assert report["feeds"]["removed"] == 3  # its own feeds of a topic with no article left
+    assert sorted(p.name for p in topics.iterdir()) == [
+        "hand-made.rss",
+        "kept.atom",
+        "kept.json",
+        "kept.rss",
+        "notes.atom",
+    ]
 
 
 # --------------------------------------------------------------------------- 15. runs killed with SIGKILL

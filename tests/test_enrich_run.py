@@ -204,7 +204,7 @@ def test_a_new_article_updates_the_entries_it_relates_to(project: Project):
     assert "Article C" in rss_content(project, "topics/space.rss", "Article A")
     assert atom_updated(project, "topics/space.atom", "Article A") > updated_before  # readers see it changed
     assert after["topics/sport.rss"] == before["topics/sport.rss"]  # B is unrelated: untouched
-    assert report["feeds"]["written"] == 7  # space, ai, all (rss + atom) and the index
+    assert report["feeds"]["written"] == 10  # space, ai, all (rss + atom + json) and the index
 
     project.run()
     assert project.feed_files() == after  # nothing changed: nothing written

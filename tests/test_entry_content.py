@@ -42,6 +42,9 @@ def test_the_lead_image_is_an_enclosure_a_thumbnail_and_media_content(tmp_path: 
         assert entry.media_thumbnail[0]["url"] == IMAGE and entry.media_thumbnail[0]["width"] == "1200"
         assert entry.media_content[0]["url"] == IMAGE
         assert {tag.term for tag in entry.tags} == {"Energy", "Oceans"}
+    for feed in ("all.json", "topics/oceans.json"):
+        (item,) = json.loads(project.feed(feed))["items"]
+        assert item["image"] == IMAGE and item["tags"] == ["Energy", "Oceans"]
 
 
 def test_summary_mode_links_and_excerpts_without_content(tmp_path: Path) -> None:
@@ -55,7 +58,7 @@ def test_summary_mode_links_and_excerpts_without_content(tmp_path: Path) -> None
     config["feeds"]["content"] = "summary"
     project.config.write_text(yaml.safe_dump(config))
     report = json.loads(project.cli("run", "--json").stdout)
-    assert report["feeds"]["written"] == 6  # every feed rendered again (index.opml stays)
+    assert report["feeds"]["written"] == 9  # every feed rendered again, in 3 formats (index.opml stays)
     for feed in ("all.atom", "all.rss", "topics/energy.rss"):
         entry = parsed(project, feed)
         assert "content" not in entry, feed
@@ -63,3 +66,6 @@ def test_summary_mode_links_and_excerpts_without_content(tmp_path: Path) -> None
         assert entry.summary == "Turbines under the strait."
         assert {tag.term for tag in entry.tags} == {"Energy", "Oceans"}
     assert b"paragraph one" not in project.feed("all.rss")
+    (item,) = json.loads(project.feed("topics/energy.json"))["items"]
+    assert "content_html" not in item and item["content_text"] == item["summary"] == "Turbines under the strait."
+    assert item["url"] == "https://news.example.com/tidal" and item["tags"] == ["Energy", "Oceans"]

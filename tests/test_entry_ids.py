@@ -23,9 +23,15 @@ def run_at(project, moment: str) -> dict:
 
 
 def the_entry(project) -> tuple[str, str, str, str]:
-    """(Atom id, RSS guid, Atom published, Atom updated) of the one entry of the all feeds."""
+    """(Atom id, RSS guid, Atom published, Atom updated) of the one entry of the all feeds,
+    once the JSON Feed's item is checked to say the same."""
+    import json
+
     atom, rss = entries(project, "all.atom"), entries(project, "all.rss")
-    assert len(atom) == 1 and len(rss) == 1, [entry.link for entry in atom]
+    items = json.loads(project.feed("all.json"))["items"]
+    assert len(atom) == 1 and len(rss) == 1 and len(items) == 1, [entry.link for entry in atom]
+    assert items[0]["id"] == atom[0].id
+    assert (items[0]["date_published"], items[0]["date_modified"]) == (atom[0].published, atom[0].updated)
     return atom[0].id, rss[0].id, atom[0].published, atom[0].updated
 
 
@@ -51,7 +57,7 @@ def test_an_entry_keeps_its_id_when_its_url_is_edited(tmp_path: Path) -> None:
         report = run_at(project, f"2026-11-01T{hour}:00:00+00:00")
         assert report["status"] == "ok"
         entry_id, guid, now_published, now_updated = the_entry(project)
-        assert entry_id == guid == first_id  # the same id in RSS and Atom, after every edit
+        assert entry_id == guid == first_id  # the same id in RSS, Atom and JSON Feed, after every edit
         assert now_published == published  # published unchanged
         assert datetime.fromisoformat(now_updated) > datetime.fromisoformat(now_published)
     assert report["articles"] == {"total": 1, "published": 1}

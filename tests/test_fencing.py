@@ -47,7 +47,12 @@ def test_a_holder_that_lost_its_lock_session_writes_nothing_after_the_takeover(t
             # The holder stalls (a paused container, a long GC) while its lock's session ends (a
             # network cut, a restarted pooler), and another holder takes the lock over.
             os.kill(first.pid, signal.SIGSTOP)
-            holder = admin.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted").fetchone()
+            # This database's holder: pg_locks lists the whole server's, and tests running beside
+            # this one (replicas on their own databases) hold advisory locks of the same key.
+            holder = admin.execute(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ).fetchone()
             assert holder is not None
             admin.execute("SELECT pg_terminate_backend(%s)", (holder[0],))
             admin.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))

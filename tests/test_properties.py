@@ -9,6 +9,7 @@ file in a fresh temporary folder per example); one fixed, nasty corpus goes thro
 from __future__ import annotations
 
 import html
+import json
 import re
 import sqlite3
 import tempfile
@@ -97,7 +98,7 @@ def assert_each_file_taken_or_quarantined(files: dict[str, bytes], outcome: Outc
     assert report.articles.total == len(urls)
 
 
-SLUG_FILE = re.compile(r"^[a-z0-9][a-z0-9._-]*\.(rss|atom)$")
+SLUG_FILE = re.compile(r"^[a-z0-9][a-z0-9._-]*\.(rss|atom|json)$")
 
 
 def assert_output_layout(outcome: Outcome) -> None:
@@ -105,7 +106,7 @@ def assert_output_layout(outcome: Outcome) -> None:
     assert sorted(p.name for p in outcome.root.iterdir()) == ["config", "data", "inbox", "out"]
     assert sorted(p.name for p in (outcome.root / "out").iterdir()) == ["feeds"]
     top = {p.name for p in outcome.feeds.iterdir()}
-    assert top <= {"all.rss", "all.atom", "index.opml", "topics"}, top
+    assert top <= {"all.rss", "all.atom", "all.json", "index.opml", "index.html", "topics", "archive"}, top
     topics_dir = outcome.feeds / "topics"
     if topics_dir.exists():
         for path in topics_dir.iterdir():
@@ -115,8 +116,8 @@ def assert_output_layout(outcome: Outcome) -> None:
             assert "/" not in path.name and "\\" not in path.name
             assert SLUG_FILE.match(path.name) and path.name.isascii(), path.name
         stems = [p.name.rsplit(".", 1)[0] for p in topics_dir.iterdir()]
-        for stem in set(stems):  # always a pair
-            assert sorted(p for p in stems if p == stem) == [stem, stem], stem
+        for stem in set(stems):  # always in every format
+            assert sorted(p for p in stems if p == stem) == [stem, stem, stem], stem
 
 
 # --------------------------------------------------------------------------- 1. no input crashes a run
@@ -627,7 +628,33 @@ def assert_plain(text: str, where: str) -> None:
     assert "<script" not in text.lower(), where
 
 
+def assert_sanitised_json_feed(path: Path, max_title: int, links: set[str]) -> None:
+    """JSON Feed text is plain text (nothing to unescape); its content_html as sanitised as Atom's."""
+    for item in json.loads(path.read_bytes())["items"]:
+        title = item["title"]
+        assert title.strip()
+        assert len(title) <= max_title + 1 or title in links, f"{path.name}: title of {len(title)} characters"
+        for url in (item["url"], item.get("image", "https://x.example/")):
+            assert HTTP_URL.match(url), url
+        assert_sanitised_html(item.get("content_html", ""))
+
+
+def assert_sanitised_html(content: str) -> None:
+    if content.strip():
+        assert "<script" not in content.lower()
+        fragment = lxml.html.fragment_fromstring(content, create_parent="div")
+        for element in fragment.iter():
+            assert element.tag not in ("script", "style", "iframe", "object", "embed", "svg"), element.tag
+            for attribute, value in element.attrib.items():
+                assert not attribute.lower().startswith("on"), attribute
+                if attribute in ("href", "src"):
+                    assert HTML_URL.match(value), value
+
+
 def assert_sanitised_feed(path: Path, max_title: int, links: set[str]) -> None:
+    if path.suffix == ".json":
+        assert_sanitised_json_feed(path, max_title, links)
+        return
     root = strict_parse(path.read_bytes())
     if path.suffix == ".rss":
         entries = root.find("channel").findall("item")
@@ -650,16 +677,7 @@ def assert_sanitised_feed(path: Path, max_title: int, links: set[str]) -> None:
             assert HTTP_URL.match(href), href
         for media in entry.iter(f"{MEDIA}content"):
             assert HTTP_URL.match(media.get("url")), media.get("url")
-        content = entry.findtext(content_tag) or ""
-        if content.strip():
-            assert "<script" not in content.lower()
-            fragment = lxml.html.fragment_fromstring(content, create_parent="div")
-            for element in fragment.iter():
-                assert element.tag not in ("script", "style", "iframe", "object", "embed", "svg"), element.tag
-                for attribute, value in element.attrib.items():
-                    assert not attribute.lower().startswith("on"), attribute
-                    if attribute in ("href", "src"):
-                        assert HTML_URL.match(value), value
+        assert_sanitised_html(entry.findtext(content_tag) or "")
 
 
 @HEAVY
@@ -684,9 +702,9 @@ def test_hostile_text_in_every_field_renders_valid_sanitised_feeds(articles):
         topic_keys = {topic_key(name) for article in published for name in article.topics}
         topics_dir = outcome.feeds / "topics"
         topic_files = sorted(topics_dir.iterdir()) if topics_dir.exists() else []
-        assert len(topic_files) == 2 * len(topic_keys), (topic_keys, [p.name for p in topic_files])
+        assert len(topic_files) == 3 * len(topic_keys), (topic_keys, [p.name for p in topic_files])
         links = {article.web_url for article in published}
-        for path in [outcome.feeds / "all.rss", outcome.feeds / "all.atom", *topic_files]:
+        for path in [outcome.feeds / "all.rss", outcome.feeds / "all.atom", outcome.feeds / "all.json", *topic_files]:
             assert_sanitised_feed(path, LIMITS.max_title_chars, links)
         for feed in ("all.rss", "all.atom"):
             root = strict_parse((outcome.feeds / feed).read_bytes())
@@ -802,7 +820,7 @@ def test_nasty_corpus_through_the_cli(tmp_path: Path):
     assert_output_layout(outcome)
     topic_files = sorted((project.feeds / "topics").iterdir())
     links = {"https://n.example/0", "https://n.example/1", "https://n.example/2", "https://n.example/4"}
-    for path in [project.feeds / "all.rss", project.feeds / "all.atom", *topic_files]:
+    for path in [project.feeds / "all.rss", project.feeds / "all.atom", project.feeds / "all.json", *topic_files]:
         assert_sanitised_feed(path, LIMITS.max_title_chars, links)
     # `..`, `.`, `/` and `\` are topics too: they get digest slugs, never a path
     names = {p.name.rsplit(".", 1)[0] for p in topic_files}

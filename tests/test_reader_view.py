@@ -76,7 +76,7 @@ def test_a_draft_listing_a_published_article_leaves_every_feed_byte_identical(pr
     published_pair(project)
     run_at(project, T1)
     before = project.feed_files()
-    assert len(before) == 9  # ai, space, sport (rss + atom), all (rss + atom), index.opml
+    assert len(before) == 13  # ai, space, sport, all (rss + atom + json), index.opml
 
     draft = project.article(
         "draft.txt",

@@ -68,11 +68,14 @@ def test_cold_run_builds_every_feed_and_the_report(project: Project):
     assert files == {
         "all.rss",
         "all.atom",
+        "all.json",
         "index.opml",
         "topics/ai.rss",
         "topics/ai.atom",
+        "topics/ai.json",
         "topics/space.rss",
         "topics/space.atom",
+        "topics/space.json",
     }
     assert report["feeds"]["written"] == len(files)
     assert titles(project, "topics/ai.rss") == ["Two", "One"]  # newest first; the draft in no feed
@@ -305,7 +308,8 @@ def test_topics_group_by_normalised_name_and_look_alikes_stay_apart(project: Pro
     assert {"ai", "c", "c-plus-plus", "c-sharp", "cafe", "etc-passwd"} <= set(slugs)
     assert len(rss_items(project, "topics/ai.rss")) == 3
     assert len(rss_items(project, "topics/cafe.rss")) == 2
-    assert sorted(p.name for p in project.feeds.iterdir()) == ["all.atom", "all.rss", "index.opml", "topics"]
+    top = sorted(p.name for p in project.feeds.iterdir())
+    assert top == ["all.atom", "all.json", "all.rss", "index.html", "index.opml", "topics"]
     assert not (project.root / "etc").exists()
 
 
@@ -586,8 +590,12 @@ def test_many_feeds_rendered_by_two_processes_equal_those_rendered_by_one(projec
         stats = publish(engine, settings, datetime(2026, 1, 1, tzinfo=UTC))  # no helper: one process
     finally:
         engine.dispose()
-    assert stats.written == 2 * (PARALLEL_FROM + 4 + 2) + 1  # topics, the shared one, all; and the index
-    serial = {path.relative_to(settings.dir).as_posix(): path.read_bytes() for path in settings.dir.rglob("*.*")}
+    assert stats.written == 3 * (PARALLEL_FROM + 4 + 2) + 1  # topics, the shared one, all; and the index
+    serial = {
+        path.relative_to(settings.dir).as_posix(): path.read_bytes()
+        for path in settings.dir.rglob("*.*")
+        if path.name != "index.html"  # the page, which feed_files leaves out
+    }
     assert serial == {name: data for name, (data, _) in project.feed_files().items()}
 
 

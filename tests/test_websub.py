@@ -69,11 +69,16 @@ def test_a_dropped_file_reaches_the_hub_naming_exactly_the_changed_feeds(tmp_pat
     assert report["websub"] == {"pinged": 1, "failed": 0}
     assert len(hub.pings) == 1 and hub.pings[0]["hub.mode"] == ["publish"]
     assert sorted(hub.pings[0]["hub.url"]) == [
-        BASE + name for name in ("all.atom", "all.rss", "topics/energy.atom", "topics/energy.rss")
+        BASE + name
+        for name in ("all.atom", "all.json", "all.rss", "topics/energy.atom", "topics/energy.json", "topics/energy.rss")
     ]
     for feed in ("all.rss", "all.atom", "topics/energy.rss"):
         links = feedparser.parse(project.feed(feed)).feed.links
         assert {(link.rel, link.href) for link in links} >= {("hub", hub.url("/hub")), ("self", BASE + feed)}
+    for feed in ("all.json", "topics/energy.json"):
+        document = json.loads(project.feed(feed))
+        assert document["hubs"] == [{"type": "WebSub", "url": hub.url("/hub")}]
+        assert document["feed_url"] == BASE + feed
 
     project.run()  # nothing changed: no notification
     assert len(hub.pings) == 1
@@ -82,7 +87,8 @@ def test_a_dropped_file_reaches_the_hub_naming_exactly_the_changed_feeds(tmp_pat
     project.run()
     assert len(hub.pings) == 2
     assert sorted(hub.pings[1]["hub.url"]) == [
-        BASE + name for name in ("all.atom", "all.rss", "topics/oceans.atom", "topics/oceans.rss")
+        BASE + name
+        for name in ("all.atom", "all.json", "all.rss", "topics/oceans.atom", "topics/oceans.json", "topics/oceans.rss")
     ]  # not Energy's feeds: they did not change
 
 
@@ -111,6 +117,9 @@ def test_served_feeds_carry_hub_and_self_link_headers(tmp_path: Path, hub: Hub) 
         service.wait_healthy()
         answer = service.get("/feeds/all.atom")
         assert answer.headers["link"] == f'<{hub.url("/hub")}>; rel="hub", <{BASE}all.atom>; rel="self"'
+        answer = service.get("/feeds/topics/ai.json")
+        assert answer.headers["content-type"] == "application/feed+json; charset=utf-8"
+        assert answer.headers["link"] == f'<{hub.url("/hub")}>; rel="hub", <{BASE}topics/ai.json>; rel="self"'
         metrics = service.get("/metrics").text
         assert 'feedworker_websub_pings_total{result="ok"} 1.0' in metrics
     assert json.loads(json.dumps(hub.pings))[0]["hub.mode"] == ["publish"]

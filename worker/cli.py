@@ -212,13 +212,11 @@ _COPIED = (("article", "article"), ("source_file", "file"), ("topic", "topic"), 
 
 def _written_feeds(folder: Path) -> Iterator[tuple[str, bytes, datetime]]:
     """The feed files in the feeds folder (path below it, bytes, mtime), read one at a time:
-    regular files only (a symlink is not followed), well-formed XML only. Which of them are
+    regular files only (a symlink is not followed), well-formed ones only. Which of them are
     feedworker's own (its topics' slugs) the copy decides."""
     import stat
 
-    from lxml import etree
-
-    from worker.publish.writer import feed_files
+    from worker.publish.writer import MalformedDocument, check_document, feed_files
 
     listed = feed_files(folder)
     for path in [*sorted(listed.index), *(f"topics/{name}" for name in sorted(listed.topics))]:
@@ -232,8 +230,8 @@ def _written_feeds(folder: Path) -> Iterator[tuple[str, bytes, datetime]]:
                 continue
             body = handle.read()
         try:
-            etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
-        except etree.XMLSyntaxError:
+            check_document(path, body)
+        except MalformedDocument:
             continue
         yield path, body, datetime.fromtimestamp(st.st_mtime, UTC)
 

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import orjson
 
 __all__ = [
+    "FEED_FORMATS",
+    "INDEX_FILES",
     "Article",
     "ArticleCounts",
     "EnrichCounts",
@@ -334,20 +336,29 @@ class FeedSettings:
     hubs: tuple[str, ...] = ()  # WebSub hubs every feed names
 
 
+# Every feed is written in each of these formats, as `<stem>.<format>`.
+FEED_FORMATS: tuple[str, ...] = ("rss", "atom", "json")
+# The feeds folder's own files besides topics/ (the all feed in every format, the index, the
+# feeds page): a cycle puts back any that is missing.
+INDEX_FILES: tuple[str, ...] = (*(f"all.{suffix}" for suffix in FEED_FORMATS), "index.opml", "index.html")
+
+
 @dataclass(frozen=True, slots=True)
 class FeedFiles:
     """What the feeds folder holds of feedworker's files, as a cycle starts."""
 
-    index: frozenset[str]  # which of all.rss, all.atom, index.opml are there
+    index: frozenset[str]  # which of INDEX_FILES are there
     topics: frozenset[str]  # the file names in topics/ (no hidden ones)
     temp_left: bool  # a temporary file a killed write left behind
+    archives: frozenset[str] = frozenset()  # "archive/<slug>/<n>.atom" paths there (RFC 5005 pages)
 
     @classmethod
     def of_paths(cls, paths: Iterable[str]) -> FeedFiles:
         """Feed paths relative to the feeds folder (the documents a PostgreSQL store keeps) as a listing."""
         paths = set(paths)
         topics = frozenset(path.removeprefix("topics/") for path in paths if path.startswith("topics/"))
-        return cls(frozenset(name for name in ("all.rss", "all.atom", "index.opml") if name in paths), topics, False)
+        archives = frozenset(path for path in paths if path.startswith("archive/") and path.count("/") == 2)
+        return cls(frozenset(name for name in INDEX_FILES if name in paths), topics, False, archives)
 
 
 # --- the store as a cycle plans from it --------------------------------------------------------

@@ -12,13 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from worker.model import FeedFiles, FeedSettings, FileCounts, Scan, StoreSnapshot
+from worker.model import FEED_FORMATS, INDEX_FILES, FeedFiles, FeedSettings, FileCounts, Scan, StoreSnapshot
 from worker.publish.settings import fingerprint
 from worker.store import keys
 
 __all__ = ["CyclePlan", "FetchSettings", "FilePlan", "guard_emptied_sources", "plan_cycle", "plan_reads"]
-
-_FEED_INDEX = ("all.rss", "all.atom", "index.opml")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,25 +173,44 @@ def _pending(
         pending.append("related changes are to be spread")
     if snapshot.orphan_candidates:
         pending.append("an article may have lost its last file")
-    if not _feeds_in_place(feeds, snapshot.visible_slugs, snapshot.known_slugs):
+    if not _feeds_in_place(feeds, snapshot.visible_slugs, snapshot.known_slugs, _archive_pages(meta)):
         pending.append("feed files are missing or left over")
     if fetch.on and _pages_due(meta, fetch.ttl_s, now):
         pending.append("related pages are due for fetching")
     return pending
 
 
-def _feeds_in_place(feeds: FeedFiles, visible: frozenset[str], known: frozenset[str]) -> bool:
+def _archive_pages(meta: Mapping[str, str]) -> frozenset[str]:
+    """The archive pages (RFC 5005) the last cycles wrote: each has its window in the meta."""
+    prefix = keys.FEED_WINDOW + "archive/"
+    return frozenset(key.removeprefix(keys.FEED_WINDOW) + ".atom" for key in meta if key.startswith(prefix))
+
+
+def _feeds_in_place(
+    feeds: FeedFiles, visible: frozenset[str], known: frozenset[str], archives: frozenset[str] = frozenset()
+) -> bool:
     """Every feed file a cycle would write is there, and nothing it would remove (a feed of a
     known topic not shown; files of other names are not feedworker's)."""
-    if feeds.temp_left or not all(name in feeds.index for name in _FEED_INDEX):
+    if feeds.temp_left or not all(name in feeds.index for name in INDEX_FILES):
         return False
-    if any(f"{slug}.rss" not in feeds.topics or f"{slug}.atom" not in feeds.topics for slug in visible):
+    if any(f"{slug}.{suffix}" not in feeds.topics for slug in visible for suffix in FEED_FORMATS):
         return False
     for name in feeds.topics:
         slug, _, suffix = name.rpartition(".")
-        if suffix in ("rss", "atom") and slug in known and slug not in visible:
+        if suffix in FEED_FORMATS and slug in known and slug not in visible:
             return False
-    return True
+    # Every archive page written is there, and none of a known topic that no cycle wrote (left
+    # over from a page count or a topic that is gone).
+    if not archives <= feeds.archives:
+        return False
+    return all(path in archives or not _ours(path, known) for path in feeds.archives)
+
+
+def _ours(path: str, known: frozenset[str]) -> bool:
+    """An archive page path (archive/<slug>/<n>.atom) of a topic feedworker knows."""
+    _, slug, name = path.split("/")
+    number = name.removesuffix(".atom")
+    return slug in known and name.endswith(".atom") and number.isascii() and number.isdigit() and number[0] != "0"
 
 
 def _pages_due(meta: Mapping[str, str], ttl_s: float, now: datetime) -> bool:

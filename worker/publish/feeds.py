@@ -15,10 +15,11 @@ from uuid import NAMESPACE_URL, uuid5
 import structlog
 from sqlalchemy.engine import Connection, Engine, Row
 
-from worker.model import FeedCounts, FeedFiles, FeedSettings, StoredEntry
+from worker.model import FEED_FORMATS, FeedCounts, FeedFiles, FeedSettings, StoredEntry
+from worker.publish.history import FeedHistory, archive_page_count, archive_path, page_bounds
 from worker.publish.links import related_links
 from worker.publish.settings import feeds_fingerprint, fingerprint
-from worker.publish.writer import feed_files, remove_feed, remove_temp_files, write_if_changed
+from worker.publish.writer import check_document, feed_files, remove_feed, remove_temp_files, write_if_changed
 from worker.store import documents as document_store
 from worker.store import feeds as feed_store
 from worker.store import keys
@@ -32,7 +33,7 @@ from worker.urls import entry_id
 if TYPE_CHECKING:  # the renderer (feedgen, lxml, nh3) is imported only when a feed is rendered
     from worker.publish.render import Entry, FeedInfo
 
-__all__ = ["publish"]
+__all__ = ["feed_entries", "publish", "stored_window", "topic_feed_name"]
 
 log = structlog.get_logger("worker.publish")
 
@@ -46,6 +47,10 @@ class _FeedJob:
     window: str | None  # the fingerprint of its entries when last written; None: render regardless
     stored: str | None = None  # that fingerprint as stored, also when rendered regardless
     changed_at: datetime | None = None  # when its entries last changed, as stored
+    # A topic feed's archive pages (publish.history): each stored page's window by number, and
+    # which page files are there; rendered regardless when `window` is None.
+    pages: tuple[tuple[int, str], ...] = ()
+    pages_present: frozenset[int] = frozenset()
 
 
 # An entry's rendering changes only with its article's updated_at (related links and fetched
@@ -104,11 +109,16 @@ def publish(
         dirty |= {row.id for row in visible}
         all_dirty = True
     visible_slugs = {row.slug for row in visible}
-    missing = {
-        row.id for row in visible if f"{row.slug}.rss" not in on_disk.topics or f"{row.slug}.atom" not in on_disk.topics
+    missing = {row.id for row in visible if any(f"{row.slug}.{kind}" not in on_disk.topics for kind in FEED_FORMATS)}
+    pages = _archive_pages(stored, on_disk)
+    # A page missing, or one there that no cycle wrote: the topic is rendered (and tidied) again.
+    missing |= {
+        row.id
+        for row in visible
+        if any(not (present and window) for window, present in pages.get(row.slug, {}).values())
     }
     dirty |= missing
-    all_missing = "all.rss" not in on_disk.index or "all.atom" not in on_disk.index
+    all_missing = any(f"all.{kind}" not in on_disk.index for kind in FEED_FORMATS)
     all_dirty = all_dirty or all_missing
 
     jobs = []
@@ -117,6 +127,7 @@ def publish(
             name = _topic_name(row.name, row.slug)
             stem = f"topics/{row.slug}"
             window, changed_at = stored.get(stem, (None, None))
+            topic_pages = pages.get(row.slug, {})
             jobs.append(
                 _FeedJob(
                     stem,
@@ -126,6 +137,8 @@ def publish(
                     window if row.id not in missing and not feeds_changed else None,
                     window,
                     changed_at,
+                    tuple(sorted((number, page_window) for number, (page_window, _) in topic_pages.items())),
+                    frozenset(number for number, (_, present) in topic_pages.items() if present),
                 )
             )
     if all_dirty:
@@ -141,25 +154,35 @@ def publish(
     else:
         outcomes = _render_jobs(engine, settings, now, jobs, to_store)
     for stem, window, written in sorted(outcomes):
-        if written is None:
-            stats.unchanged += 2  # the same entries as when last written: not rendered
+        if stem.startswith("pages:"):
             continue
-        for suffix, was_written in zip(("rss", "atom"), written, strict=True):
-            _count(was_written, f"{stem}.{suffix}", stats)
+        if written is None:
+            # The same entries as when last written: not rendered (an archive page is one document).
+            stats.unchanged += 1 if stem.startswith("archive/") else len(FEED_FORMATS)
+            continue
+        for path, was_written in written:
+            _count(was_written, path, stats)
             if was_written and changed is not None:
-                changed.append(f"{stem}.{suffix}")
+                changed.append(path)
+    page_counts = {stem: int(window) for stem, window, written in outcomes if stem.startswith("pages:")}
+    stale_pages = _stale_pages(pages, page_counts, visible_slugs, known_slugs)
     # Only feeds of topics it knows are feedworker's: a file someone else put there stays.
     gone = []
     # What may have to go: the folder's topic feeds, and on a shared store its documents too.
     listed = on_disk.topics | (_stored_feeds(engine).topics if to_store else frozenset())
     for name in sorted(listed):
         slug, _, suffix = name.rpartition(".")
-        ours = slug in known_slugs and suffix in ("rss", "atom")
+        ours = slug in known_slugs and suffix in FEED_FORMATS
         if ours and slug not in visible_slugs:
             gone.append(f"topics/{name}")
             if remove_feed(topics_dir / name) and not to_store:
                 stats.removed += 1
                 log.info("feed.removed", feed=f"topics/{name}")
+    for path in stale_pages:
+        gone.append(path)
+        if remove_feed(settings.dir / path) and not to_store:
+            stats.removed += 1
+            log.info("feed.removed", feed=path)
     if to_store and gone:
         with transaction(engine) as conn:
             stats.removed += document_store.remove_documents(conn, gone)
@@ -171,6 +194,15 @@ def publish(
     # changed nothing stays the idle cycle's).
     due = bool(stats.written or stats.removed or settings_changed or "index.opml" not in on_disk.index)
     _write_index(engine, settings, visible, stats, to_store, now, count_unchanged=due)
+    from worker.publish.site import write_page
+
+    # The feeds page (index.html): its counts and headlines change only with a feed's entries, so
+    # it is rendered when a feed was due (a topic left dirty by a cycle killed before the page is
+    # due again), one went, the settings changed or the page is missing. A page, not counted
+    # among the feeds.
+    if jobs or gone or settings_changed or "index.html" not in on_disk.index:
+        put = (lambda docs: _put(engine, settings.dir, docs, now)) if to_store else None
+        write_page(engine, settings, visible, put=put)
     if to_store:
         _copy_to_folder(engine, settings.dir)
     with transaction(engine) as conn:
@@ -178,9 +210,57 @@ def publish(
         for stem, window, written in outcomes:
             if written is not None:
                 meta_store.set_meta_value(conn, keys.FEED_WINDOW + stem, window)
+        meta_store.delete_meta_values(conn, [keys.FEED_WINDOW + path.removesuffix(".atom") for path in stale_pages])
         if settings_changed:
             meta_store.set_meta_value(conn, keys.FEED_SETTINGS, fingerprint(settings))
     return stats
+
+
+def _archive_pages(
+    stored: dict[str, tuple[str, datetime | None]], on_disk: FeedFiles
+) -> dict[str, dict[int, tuple[str, bool]]]:
+    """Every archive page the store has a window for, or the folder a file of: by topic slug,
+    by number, (its stored window, "" when none; whether its document is there)."""
+    pages: dict[str, dict[int, tuple[str, bool]]] = {}
+    for stem, (window, _) in stored.items():
+        place = _page_of(stem + ".atom")
+        if place is not None:
+            pages.setdefault(place[0], {})[place[1]] = (window, stem + ".atom" in on_disk.archives)
+    for path in on_disk.archives:
+        place = _page_of(path)
+        if place is not None and place[1] not in pages.get(place[0], {}):
+            pages.setdefault(place[0], {})[place[1]] = ("", True)
+    return pages
+
+
+def _page_of(path: str) -> tuple[str, int] | None:
+    """(slug, number) of an archive page's path (history.archive_path); None for anything else."""
+    parts = path.split("/")
+    if len(parts) != 3 or parts[0] != "archive" or not parts[2].endswith(".atom"):
+        return None
+    number = parts[2].removesuffix(".atom")
+    if not number.isascii() or not number.isdigit() or number.startswith("0"):
+        return None
+    return parts[1], int(number)
+
+
+def _stale_pages(
+    pages: dict[str, dict[int, tuple[str, bool]]],
+    page_counts: dict[str, int],
+    visible: set[str],
+    known: set[str],
+) -> list[str]:
+    """The archive pages to remove: past a rendered topic's last page, or of a known topic no
+    longer shown (a folder someone else made under archive/ is left alone)."""
+    stale = []
+    for slug, numbers in sorted(pages.items()):
+        if slug not in known:
+            continue
+        keep = 0 if slug not in visible else page_counts.get(f"pages:{slug}")
+        if keep is None:
+            continue  # not rendered this cycle: its pages stand
+        stale += [archive_path(slug, number) for number in sorted(numbers) if number > keep]
+    return stale
 
 
 def _stored_window(value: str) -> tuple[str, datetime | None]:
@@ -222,10 +302,8 @@ def _stored_feeds(engine: Engine) -> FeedFiles:
 def _put(engine: Engine, folder: Path, documents: list[tuple[str, bytes]], now: datetime) -> list[bool]:
     """Store feed documents (checked first, as files are), then write their copies in the feeds
     folder; whether each document changed."""
-    from lxml import etree
-
-    for _, body in documents:
-        etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))  # raises if malformed
+    for path, body in documents:
+        check_document(path, body)
     with transaction(engine) as conn:
         # Stamped when stored, not with the cycle's time: Last-Modified names one version (a
         # second cycle within the same second gets a later stamp, as a rewritten file would).
@@ -254,7 +332,9 @@ def _older(path: Path, modified_at: datetime) -> bool:
         return True
 
 
-_Outcome = tuple[str, str, tuple[bool, bool] | None]  # stem, window, (rss, atom) written; None: not rendered
+# stem, window, (path, written) of each document; None: not rendered. ("pages:<slug>", its number
+# of archive pages, None) tells how many pages a rendered topic has now.
+_Outcome = tuple[str, str, tuple[tuple[str, bool], ...] | None]
 
 
 def _render_jobs(
@@ -265,30 +345,95 @@ def _render_jobs(
     cache: dict[int, Entry] = {}
     with engine.connect() as conn:
         for job in jobs:
-            entries = feed_store.feed_window(conn, job.topic_id, settings.max_entries)
-            window = hashlib.blake2b(repr(entries).encode(), digest_size=16).hexdigest()
+            size = settings.max_entries
+            entries = feed_store.feed_window(conn, job.topic_id, size + 1)
+            complete, entries = len(entries) <= size, entries[:size]
+            pages, slug = 0, ""
+            if job.topic_id is not None:
+                pages = 0 if complete else archive_page_count(feed_store.topic_size(conn, job.topic_id), size)
+                slug = job.stem.removeprefix("topics/")
+                outcomes.append((f"pages:{slug}", str(pages), None))
+                outcomes += _render_archive(engine, conn, settings, job, slug, pages, cache, to_store, now)
+            window = hashlib.blake2b(repr((entries, complete, pages)).encode(), digest_size=16).hexdigest()
             if window == job.window:
                 outcomes.append((job.stem, window, None))
                 continue
             from worker.publish.render import render_feeds
 
-            info = _feed_info(settings, job.stem, job.title, job.subtitle)
+            history = FeedHistory(
+                complete=complete,
+                prev_archive_url=_url(settings, archive_path(slug, pages)) if pages else None,
+            )
+            info = _feed_info(settings, job.stem, job.title, job.subtitle, history)
             # A feed's own time is when its entries last changed (one added, changed, removed or
             # reordered), never when it was built: rendered again for other reasons, it keeps it.
             changed_at = job.changed_at if job.stored == window and job.changed_at is not None else now
-            rss, atom = render_feeds(info, _entries(conn, [id_ for id_, _ in entries], cache), changed_at)
+            bodies = render_feeds(info, _entries(conn, [id_ for id_, _ in entries], cache), changed_at)
             window = f"{window}|{changed_at.isoformat()}"
-            if to_store:
-                rss_put, atom_put = _put(
-                    engine, settings.dir, [(f"{job.stem}.rss", rss), (f"{job.stem}.atom", atom)], now
-                )
-                written = (rss_put, atom_put)
-            else:
-                written = (
-                    write_if_changed(settings.dir / f"{job.stem}.rss", rss),
-                    write_if_changed(settings.dir / f"{job.stem}.atom", atom),
-                )
-            outcomes.append((job.stem, window, written))
+            documents = [(f"{job.stem}.{kind}", body) for kind, body in zip(FEED_FORMATS, bodies, strict=True)]
+            outcomes.append((job.stem, window, _write(engine, settings.dir, documents, to_store, now)))
+    return outcomes
+
+
+def _write(
+    engine: Engine, folder: Path, documents: list[tuple[str, bytes]], to_store: bool, now: datetime
+) -> tuple[tuple[str, bool], ...]:
+    if to_store:
+        written = _put(engine, folder, documents, now)
+    else:
+        written = [write_if_changed(folder / path, body) for path, body in documents]
+    return tuple((path, was_written) for (path, _), was_written in zip(documents, written, strict=True))
+
+
+def _render_archive(
+    engine: Engine,
+    conn: Connection,
+    settings: FeedSettings,
+    job: _FeedJob,
+    slug: str,
+    pages: int,
+    cache: dict[int, Entry],
+    to_store: bool,
+    now: datetime,
+) -> list[_Outcome]:
+    """The topic's archive pages (publish.history), each rendered only when its entries changed,
+    its document is missing, or the feeds are rendered regardless."""
+    if not pages:
+        return []
+    from worker.publish.render import render_archive
+
+    size = settings.max_entries
+    history = feed_store.topic_history(conn, job.topic_id or 0, pages * size)
+    stored = dict(job.pages)
+    outcomes: list[_Outcome] = []
+    for number in range(1, pages + 1):
+        start, stop = page_bounds(number, size)
+        rows = history[start:stop]
+        window = hashlib.blake2b(repr(rows).encode(), digest_size=16).hexdigest()
+        path = archive_path(slug, number)
+        stem = path.removesuffix(".atom")
+        if job.window is not None and stored.get(number) == window and number in job.pages_present:
+            outcomes.append((stem, window, None))
+            continue
+        entries = _entries(conn, [article_id for article_id, _ in reversed(rows)], cache)
+        info = _feed_info(
+            settings,
+            stem,
+            f"{job.title} (archive {number})",
+            job.subtitle,
+            FeedHistory(
+                archive=True,
+                current_url=_url(settings, f"{job.stem}.atom"),
+                prev_archive_url=_url(settings, archive_path(slug, number - 1)) if number > 1 else None,
+                # Named before it exists: a page's bytes never depend on how many pages follow it.
+                next_archive_url=_url(settings, archive_path(slug, number + 1)),
+            ),
+            self_url=_url(settings, path),
+        )
+        # Its own time is its newest entry's: the same entries, the same bytes, in any store.
+        updated = max(entry.updated for entry in entries)
+        document = [(path, render_archive(info, entries, updated))]
+        outcomes.append((stem, window, _write(engine, settings.dir, document, to_store, now)))
     return outcomes
 
 
@@ -342,6 +487,22 @@ def _entries(conn: Connection, ids: list[int], cache: dict[int, Entry]) -> list[
     for article_id, stored in loaded.items():
         cache[article_id] = _entry(stored, graph)
     return [cache[article_id] for article_id in ids if article_id in cache]
+
+
+# For publish.query (feeds of a query over topics, rendered by `serve`): what renders the stored feeds.
+def feed_entries(conn: Connection, ids: list[int]) -> list[Entry]:
+    """These articles' entries, in this order, exactly as every stored feed renders them."""
+    return _entries(conn, ids, {})
+
+
+def stored_window(value: str) -> tuple[str, datetime | None]:
+    """A keys.FEED_WINDOW value: the window's fingerprint, and when the feed's entries last changed."""
+    return _stored_window(value)
+
+
+def topic_feed_name(name: str, slug: str) -> str:
+    """A topic as its feed's title names it."""
+    return _topic_name(name, slug)
 
 
 def _entry(stored: StoredEntry, graph: graph_store.Graph) -> Entry:
@@ -399,7 +560,15 @@ def _entry_updated(article: Any) -> datetime:
     return max(updated, published)
 
 
-def _feed_info(settings: FeedSettings, stem: str, title: str, subtitle: str) -> FeedInfo:
+def _feed_info(
+    settings: FeedSettings,
+    stem: str,
+    title: str,
+    subtitle: str,
+    history: FeedHistory | None = None,
+    *,
+    self_url: str | None = None,
+) -> FeedInfo:
     from worker.publish.render import FeedInfo
 
     return FeedInfo(
@@ -407,8 +576,10 @@ def _feed_info(settings: FeedSettings, stem: str, title: str, subtitle: str) -> 
         title=title,
         subtitle=subtitle,
         home_url=settings.base_url,
-        rss_url=_url(settings, f"{stem}.rss"),
-        atom_url=_url(settings, f"{stem}.atom"),
+        rss_url=self_url or _url(settings, f"{stem}.rss"),
+        atom_url=self_url or _url(settings, f"{stem}.atom"),
+        json_url=self_url or _url(settings, f"{stem}.json"),
+        history=history or FeedHistory(),
         full_content=settings.content == "full",
         hubs=settings.hubs,
     )

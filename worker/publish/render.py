@@ -1,4 +1,4 @@
-"""Pure: feed entries -> RSS 2.0, Atom 1.0 and OPML bytes (feedgen), byte-identical for equal input.
+"""Pure: feed entries -> RSS 2.0, Atom 1.0 (feedgen), JSON Feed 1.1 and OPML bytes, byte-identical for equal input.
 
 No element is ever blank. An entry's summary (Atom `summary`, RSS `description`, always
 plain text) is its excerpt, or its title when it has none; it has content (Atom `content`,
@@ -18,6 +18,7 @@ from feedgen.feed import FeedGenerator
 from lxml import etree
 
 from worker.model import RelatedLink
+from worker.publish.history import NO_HISTORY, FeedHistory
 from worker.text import xml_safe
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "RelatedLink",
     "body_html",
     "image_type",
+    "render_archive",
     "render_feeds",
     "render_opml",
 ]
@@ -57,7 +59,7 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class FeedInfo:
-    """What a feed says of itself; `rss_url` and `atom_url` are the public URLs of its files."""
+    """What a feed says of itself; `rss_url`, `atom_url` and `json_url` are the public URLs of its files."""
 
     id: str
     title: str
@@ -65,8 +67,10 @@ class FeedInfo:
     home_url: str
     rss_url: str
     atom_url: str
+    json_url: str
     full_content: bool = True  # False (feeds.content: summary): entries carry no content element
     hubs: tuple[str, ...] = ()  # WebSub hubs the feed names (rel="hub")
+    history: FeedHistory = NO_HISTORY  # RFC 5005: complete, or its archive links
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +94,19 @@ def body_html(entry_html: str, related: Sequence[RelatedLink]) -> str:
     return f"{entry_html}<h3>Related coverage</h3><ul>{items}</ul>"
 
 
-def render_feeds(info: FeedInfo, entries: Sequence[Entry], updated: datetime) -> tuple[bytes, bytes]:
-    """RSS 2.0 and Atom 1.0 of one feed (entries built once for both), newest entry first as
-    given. `updated` (Atom `updated`, RSS `lastBuildDate`) is when the feed's entries last
-    changed; every date comes from the arguments, so equal in, equal out."""
+def render_feeds(info: FeedInfo, entries: Sequence[Entry], updated: datetime) -> tuple[bytes, bytes, bytes]:
+    """RSS 2.0, Atom 1.0 and JSON Feed 1.1 of one feed (model.FEED_FORMATS' order), newest
+    entry first as given. `updated` (Atom `updated`, RSS `lastBuildDate`) is when the feed's
+    entries last changed; every date comes from the arguments, so equal in, equal out."""
+    from worker.publish.jsonfeed import render_json_feed
+
     generator = _generator(info, entries, updated)
-    return generator.rss_str(pretty=True), generator.atom_str(pretty=True)
+    return generator.rss_str(pretty=True), generator.atom_str(pretty=True), render_json_feed(info, entries)
+
+
+def render_archive(info: FeedInfo, entries: Sequence[Entry], updated: datetime) -> bytes:
+    """An RFC 5005 archive document (Atom 1.0) of these entries, newest first as given."""
+    return _generator(info, entries, updated).atom_str(pretty=True)
 
 
 def render_opml(title: str, feeds: Sequence[FeedLink]) -> bytes:
@@ -149,12 +160,24 @@ class _Generator:
     def _render(self, self_url: str, method: Callable[..., bytes], pretty: bool) -> bytes:
         # feedgen keeps the last link() as the RSS channel <link>: self first, then home.
         hubs = [{"href": hub, "rel": "hub"} for hub in self._info.hubs]
+        history = _history_links(self._info.history)
         self._fg.link(
-            [{"href": self_url, "rel": "self"}, *hubs, {"href": self._info.home_url, "rel": "alternate"}], replace=True
+            [{"href": self_url, "rel": "self"}, *hubs, *history, {"href": self._info.home_url, "rel": "alternate"}],
+            replace=True,
         )
         extension: _LinksExtension = self._fg.feedworker
         extension.hubs = self._info.hubs  # RSS: feedgen writes the self link alone as atom:link
+        extension.history = self._info.history
         return method(pretty=pretty)
+
+
+def _history_links(history: FeedHistory) -> list[dict[str, str]]:
+    links = [
+        (history.current_url, "current"),
+        (history.prev_archive_url, "prev-archive"),
+        (history.next_archive_url, "next-archive"),
+    ]
+    return [{"href": url, "rel": rel} for url, rel in links if url]
 
 
 def _add_entry(fg: FeedGenerator, entry: Entry, full_content: bool = True) -> None:
@@ -201,19 +224,42 @@ def _add_entry(fg: FeedGenerator, entry: Entry, full_content: bool = True) -> No
 
 
 class _LinksExtension(BaseExtension):
-    """The RSS channel's WebSub hub links (atom:link rel="hub", after the self link)."""
+    """The RSS channel's WebSub hub and RFC 5005 links (atom:link, after the self link), and
+    the RFC 5005 markers (fh:complete, fh:archive) of both formats."""
 
     def __init__(self) -> None:
         self.hubs: tuple[str, ...] = ()
+        self.history = FeedHistory()
+
+    def extend_atom(self, atom_feed: etree._Element) -> etree._Element:
+        marker = _history_marker(self.history)
+        if marker is not None:
+            _insert_after(atom_feed, atom_feed.findall("link")[-1:], [marker])
+        return atom_feed
 
     def extend_rss(self, rss_feed: etree._Element) -> etree._Element:
         channel = rss_feed.find("channel")
-        if channel is None or not self.hubs:
+        if channel is None:
             return rss_feed
         atom = "http://www.w3.org/2005/Atom"
         links = [etree.Element(f"{{{atom}}}link", href=hub, rel="hub") for hub in self.hubs]
+        links += [etree.Element(f"{{{atom}}}link", link) for link in _history_links(self.history)]
+        marker = _history_marker(self.history)
+        if marker is not None:
+            links.append(marker)
         _insert_after(channel, channel.findall(f"{{{atom}}}link")[-1:], links)
         return rss_feed
+
+
+FH_NS = "http://purl.org/syndication/history/1.0"
+
+
+def _history_marker(history: FeedHistory) -> etree._Element | None:
+    if history.archive:
+        return etree.Element(f"{{{FH_NS}}}archive", nsmap={"fh": FH_NS})
+    if history.complete:
+        return etree.Element(f"{{{FH_NS}}}complete", nsmap={"fh": FH_NS})
+    return None
 
 
 class _EntryLinksExtension(BaseEntryExtension):

@@ -6,8 +6,9 @@ from worker.model import FeedSettings
 
 __all__ = ["RENDER_VERSION", "feeds_fingerprint", "fingerprint"]
 
-# Bump when the rendered bytes change for the same entries: every feed is rendered again.
-RENDER_VERSION = 7  # 5: articles of one time by URL; 6: a feed's time is its last change; 7: enclosures
+# Bump when the rendered bytes change for the same entries (feeds, archive pages, the feeds page
+# template): every feed and the page are rendered again.
+RENDER_VERSION = 8  # 5: articles of one time by URL; 6: a feed's time is its last change; 7: enclosures; 8: JSON Feed
 
 
 def feeds_fingerprint(settings: FeedSettings) -> str:

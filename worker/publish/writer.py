@@ -6,9 +6,18 @@ import os
 import tempfile
 from pathlib import Path
 
-from worker.model import FeedFiles
+from worker.model import INDEX_FILES, FeedFiles
 
-__all__ = ["TEMP_PREFIX", "FeedWriteError", "feed_files", "remove_feed", "remove_temp_files", "write_if_changed"]
+__all__ = [
+    "TEMP_PREFIX",
+    "FeedWriteError",
+    "MalformedDocument",
+    "check_document",
+    "feed_files",
+    "remove_feed",
+    "remove_temp_files",
+    "write_if_changed",
+]
 
 TEMP_PREFIX = ".feedworker-"
 
@@ -17,8 +26,27 @@ def feed_files(directory: Path) -> FeedFiles:
     """What the feeds folder holds of feedworker's files now (reads directories only)."""
     root, temp_in_root = _listing(directory)
     topics, temp_in_topics = _listing(directory / "topics")
-    index = frozenset(name for name in ("all.rss", "all.atom", "index.opml") if name in root)
-    return FeedFiles(index, frozenset(topics), temp_in_root or temp_in_topics)
+    index = frozenset(name for name in INDEX_FILES if name in root)
+    archives, temp_in_archives = set(), False
+    for folder in _archive_folders(directory):
+        names, temp_left = _listing(folder)
+        archives |= {f"archive/{folder.name}/{name}" for name in names}
+        temp_in_archives = temp_in_archives or temp_left
+    temp_left = temp_in_root or temp_in_topics or temp_in_archives
+    return FeedFiles(index, frozenset(topics), temp_left, frozenset(archives))
+
+
+def _archive_folders(directory: Path) -> list[Path]:
+    """The folders of archive/ (one per topic with archive pages), symlinks not followed."""
+    try:
+        with os.scandir(directory / "archive") as entries:
+            return [
+                Path(entry.path)
+                for entry in entries
+                if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False)
+            ]
+    except OSError:
+        return []
 
 
 def _listing(folder: Path) -> tuple[set[str], bool]:
@@ -42,6 +70,31 @@ class FeedWriteError(Exception):
     """The feeds folder cannot be written (read-only, full, missing permissions)."""
 
 
+class MalformedDocument(ValueError):
+    """Bytes that are not a well-formed document of the kind their name says."""
+
+
+def check_document(name: str, data: bytes) -> None:
+    """Raise MalformedDocument unless `data` parses as what `name` is: JSON for `.json`, HTML
+    as is for `.html` (it has no well-formedness to check), XML for every other feed."""
+    if name.endswith(".html"):
+        return
+    if name.endswith(".json"):
+        import orjson
+
+        try:
+            orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise MalformedDocument(f"{name}: {exc}") from None
+        return
+    from lxml import etree  # only when something is written: a no-change run never loads it
+
+    try:
+        etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))
+    except etree.XMLSyntaxError as exc:
+        raise MalformedDocument(f"{name}: {exc}") from None
+
+
 def write_if_changed(path: Path, data: bytes) -> bool:
     """Replace `path` with `data` unless it already holds exactly those bytes; True if written.
 
@@ -55,9 +108,7 @@ def write_if_changed(path: Path, data: bytes) -> bool:
         pass
     except OSError as exc:
         raise FeedWriteError(f"cannot read {path}: {exc.strerror}") from None
-    from lxml import etree  # only when something is written: a no-change run never loads it
-
-    etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))  # raises if malformed
+    check_document(path.name, data)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=".tmp")
@@ -93,7 +144,7 @@ def remove_feed(path: Path) -> bool:
 def remove_temp_files(directory: Path) -> int:
     """Temporary files left by a process killed mid-write."""
     removed = 0
-    for folder in (directory, directory / "topics"):
+    for folder in (directory, directory / "topics", *_archive_folders(directory)):
         try:
             names = [entry for entry in os.scandir(folder) if entry.name.startswith(TEMP_PREFIX)]
         except FileNotFoundError:

@@ -74,6 +74,13 @@ CONTENT_TYPES = {
     ".opml": "text/x-opml; charset=utf-8",
     ".html": "text/html; charset=utf-8",
 }
+PAGE = "index.html"  # the feeds page, also answered at / and /feeds/
+# The page is static HTML with inline CSS: a browser may run, load or frame nothing of it.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
 MAX_FEED_BYTES = 64 * 1024 * 1024  # far above any feed; a guard against serving something huge
 MAX_RUN_ID = 2**63 - 1  # the largest SQLite integer: a larger id cannot be stored, so it is no run
 # ASCII digits only: str.isdigit() also takes '²' and other digits int() refuses, and 19 digits
@@ -129,7 +136,8 @@ def create_app(
     stored = FeedDocuments(stored_document, clock=clock, max_age=max_age, links=links)
 
     async def feed(request: Request) -> Response:
-        path, method, headers = request.path_params["path"], request.method, request.headers
+        # `/` and `/feeds/` (no path) answer the feeds page, feeds/index.html.
+        path, method, headers = request.path_params.get("path") or PAGE, request.method, request.headers
         # Replicas on PostgreSQL serve the feeds the store keeps; one process, its folder's files.
         server = stored if is_postgres(runner.config.database_url) else files
         answer = await run_in_threadpool(server.respond, path, method, headers)
@@ -138,6 +146,8 @@ def create_app(
             await asyncio.sleep(answer)
             answer = await run_in_threadpool(server.respond, path, method, headers, may_wait=False)
         assert isinstance(answer, Response)
+        if path.lower().endswith(".html"):
+            answer.headers.update(PAGE_HEADERS)
         return answer
 
     async def healthz(request: Request) -> Response:
@@ -203,7 +213,12 @@ def create_app(
         # The id is not echoed: it is whatever the client sent, up to the request line's size.
         return _json({"error": "no such run"}, 404)
 
+    from worker.service.query import query_routes  # it imports this module's helpers: imported here
+
     routes = [
+        # /feeds/query.{rss,atom,json}?topics=...: feeds of a query over the topics, rendered on request.
+        *query_routes(lambda: runner.config, reader, clock=clock, max_age=max_age),
+        Route("/", _guard(feed), methods=["GET", "HEAD"]),
         Route("/feeds/{path:path}", _guard(feed), methods=["GET", "HEAD"]),
         Route("/healthz", _guard(healthz), methods=["GET", "HEAD"]),
         Route("/livez", _guard(livez), methods=["GET", "HEAD"]),
@@ -727,7 +742,10 @@ class FeedDocuments(FeedFiles):
 
     def respond(self, relative: str, method: str, headers: Any, *, may_wait: bool = True) -> Response | float:
         parts = relative.split("/")
-        named = (len(parts) == 1 or (len(parts) == 2 and parts[0] == "topics")) and _is_feed_name(parts[-1])
+        shapes = (
+            len(parts) == 1 or (len(parts) == 2 and parts[0] == "topics") or (len(parts) == 3 and parts[0] == "archive")
+        )
+        named = shapes and _is_feed_name(parts[-1])
         if not named or any(part.startswith(".") for part in parts):
             return _not_found()
         try:

@@ -14,7 +14,7 @@ from worker.model import StoredEntry
 from worker.store.db import in_chunks
 from worker.store.schema import ARTICLE, ARTICLE_CONTENT, ARTICLE_IMAGE, ARTICLE_TOPIC, TOPIC
 
-__all__ = ["articles_by_ids", "feed_window"]
+__all__ = ["articles_by_ids", "feed_window", "query_window", "topic_history", "topic_size"]
 
 
 def _stored_items(related_json: str | None) -> tuple[model.RelatedItem, ...]:
@@ -32,6 +32,51 @@ def feed_window(conn: Connection, topic_id: int | None, limit: int) -> list[tupl
             ARTICLE_TOPIC.c.topic_id == topic_id
         )
     query = query.order_by(ARTICLE.c.published_at.desc(), ARTICLE.c.url.desc()).limit(limit)
+    return [(row.id, row.updated_at) for row in conn.execute(query)]
+
+
+def query_window(
+    conn: Connection, topic_ids: Sequence[int], *, match_all: bool, provider: str | None, limit: int
+) -> list[tuple[int, datetime]]:
+    """(id, updated_at) of the entries of a query's feed (publish.query), filtered and ordered as
+    feed_window's: the published articles in any of the topics, in every one with `match_all`,
+    of `provider` (lowercase; an article's provider name or domain, case-insensitively) when given."""
+    wanted = sorted(set(topic_ids))
+    tagged = sa.select(ARTICLE_TOPIC.c.article_id).where(ARTICLE_TOPIC.c.topic_id.in_(wanted))
+    if match_all:  # (article_id, topic_id) is the key: a count of rows is a count of topics
+        tagged = tagged.group_by(ARTICLE_TOPIC.c.article_id).having(sa.func.count() == len(wanted))
+    query = sa.select(ARTICLE.c.id, ARTICLE.c.updated_at).where(
+        ARTICLE.c.is_published.is_(True), ARTICLE.c.removed.is_(False), ARTICLE.c.id.in_(tagged)
+    )
+    if provider is not None:
+        query = query.where(
+            sa.or_(
+                sa.func.lower(sa.func.trim(ARTICLE.c.provider_name)) == provider,
+                sa.func.lower(sa.func.trim(ARTICLE.c.provider_domain)) == provider,
+            )
+        )
+    query = query.order_by(ARTICLE.c.published_at.desc(), ARTICLE.c.url.desc()).limit(limit)
+    return [(row.id, row.updated_at) for row in conn.execute(query)]
+
+
+def _topic_entries(topic_id: int) -> sa.Select[tuple[int, datetime]]:
+    return (
+        sa.select(ARTICLE.c.id, ARTICLE.c.updated_at)
+        .select_from(ARTICLE.join(ARTICLE_TOPIC, ARTICLE_TOPIC.c.article_id == ARTICLE.c.id))
+        .where(ARTICLE.c.is_published.is_(True), ARTICLE.c.removed.is_(False), ARTICLE_TOPIC.c.topic_id == topic_id)
+    )
+
+
+def topic_size(conn: Connection, topic_id: int) -> int:
+    """How many entries the topic's feed and its archives hold in all."""
+    count = conn.execute(sa.select(sa.func.count()).select_from(_topic_entries(topic_id).subquery())).scalar_one()
+    return int(count)
+
+
+def topic_history(conn: Connection, topic_id: int, limit: int) -> list[tuple[int, datetime]]:
+    """(id, updated_at) of the topic's `limit` oldest entries, oldest first: feed_window's order
+    reversed, so that archive pages (publish.history) cut the one sequence every feed shows."""
+    query = _topic_entries(topic_id).order_by(ARTICLE.c.published_at.asc(), ARTICLE.c.url.asc()).limit(limit)
     return [(row.id, row.updated_at) for row in conn.execute(query)]
 
 

@@ -7,7 +7,7 @@ from sqlalchemy.engine import Connection
 
 from worker.store.schema import META
 
-__all__ = ["meta_value", "meta_values", "set_meta_value"]
+__all__ = ["delete_meta_values", "meta_value", "meta_values", "set_meta_value"]
 
 
 def meta_value(conn: Connection, key: str) -> str | None:
@@ -27,3 +27,8 @@ def meta_values(conn: Connection, prefix: str) -> dict[str, str]:
             sa.select(META.c.key, META.c.value).where(META.c.key.startswith(prefix, autoescape=True))
         )
     }
+
+
+def delete_meta_values(conn: Connection, keys: list[str]) -> None:
+    if keys:
+        conn.execute(sa.delete(META).where(META.c.key.in_(keys)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -16,6 +17,7 @@ from worker.topics import topic_key, unique_slug
 
 __all__ = [
     "TopicRegistry",
+    "TopicSummary",
     "all_feed_dirty",
     "clear_dirty",
     "dirty_topics",
@@ -23,6 +25,7 @@ __all__ = [
     "mark_topics_dirty",
     "published_topics",
     "topic_slugs",
+    "topic_summaries",
 ]
 
 
@@ -95,3 +98,51 @@ def published_topics(conn: Connection) -> Sequence[Row[int, str, str]]:
 def topic_slugs(conn: Connection) -> set[str]:
     """The slug of every topic ever given one: the only topic feed files feedworker writes."""
     return set(conn.execute(sa.select(TOPIC.c.slug)).scalars())
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSummary:
+    """A feed as the feeds page shows it: how many articles it has, and the newest of them."""
+
+    count: int
+    newest: tuple[tuple[str, str, datetime], ...]  # (title, web_url, published_at), in the feed's order
+
+
+def topic_summaries(conn: Connection, newest: int) -> dict[int | None, TopicSummary]:
+    """Topic id -> the count of its published articles and the `newest` first of them, for every
+    topic with one; None -> the same for the all feed. Two queries whatever the number of topics,
+    over what feeds show (published, not removed) in their order (feeds.feed_window's)."""
+    shown = (ARTICLE.c.is_published.is_(True), ARTICLE.c.removed.is_(False))
+    order = (ARTICLE.c.published_at.desc(), ARTICLE.c.url.desc())
+    # Only ids go through the window's sort; the few rows kept are joined for their text.
+    ranked = (
+        sa.select(
+            ARTICLE_TOPIC.c.topic_id,
+            ARTICLE.c.id,
+            sa.func.row_number().over(partition_by=ARTICLE_TOPIC.c.topic_id, order_by=order).label("position"),
+            sa.func.count().over(partition_by=ARTICLE_TOPIC.c.topic_id).label("total"),
+        )
+        .select_from(ARTICLE_TOPIC.join(ARTICLE, ARTICLE.c.id == ARTICLE_TOPIC.c.article_id))
+        .where(*shown)
+        .subquery()
+    )
+    per_topic = (
+        sa.select(ranked.c.topic_id, ranked.c.total, ARTICLE.c.title, ARTICLE.c.web_url, ARTICLE.c.published_at)
+        .select_from(ranked.join(ARTICLE, ARTICLE.c.id == ranked.c.id))
+        .where(ranked.c.position <= newest)
+        .order_by(ranked.c.topic_id, ranked.c.position)
+    )
+    # A window counts every row WHERE keeps; LIMIT applies after it.
+    everything = (
+        sa.select(ARTICLE.c.title, ARTICLE.c.web_url, ARTICLE.c.published_at, sa.func.count().over().label("total"))
+        .where(*shown)
+        .order_by(*order)
+        .limit(newest)
+    )
+    counts: dict[int | None, int] = {}
+    heads: dict[int | None, list[tuple[str, str, datetime]]] = {}
+    rows = [(row.topic_id, row) for row in conn.execute(per_topic)] + [(None, row) for row in conn.execute(everything)]
+    for topic_id, row in rows:
+        counts[topic_id] = row.total
+        heads.setdefault(topic_id, []).append((row.title, row.web_url, row.published_at))
+    return {topic_id: TopicSummary(count, tuple(heads[topic_id])) for topic_id, count in counts.items()}

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from worker.model import FEED_FORMATS, INDEX_FILES
 from worker.store import postgres, sqlite
 from worker.store.db import alembic_config, bulk_insert, check_schema, connect
 from worker.store.documents import document_etag
@@ -129,12 +130,7 @@ def _copy(
 def _feed_paths(conn: Connection) -> set[str]:
     """The feed paths of the copied store: the index files and its topics' feeds."""
     slugs = conn.execute(sa.select(TOPIC.c.slug)).scalars()
-    return {
-        "all.rss",
-        "all.atom",
-        "index.opml",
-        *(f"topics/{slug}.{kind}" for slug in slugs for kind in ("rss", "atom")),
-    }
+    return {*INDEX_FILES, *(f"topics/{slug}.{kind}" for slug in slugs for kind in FEED_FORMATS)}
 
 
 def _check_empty(conn: Connection, shown: str) -> None:

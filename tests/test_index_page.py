@@ -1,4 +1,4 @@
-"""The page people find their feeds on: feeds/index.html, written by every working cycle and
+"""The page people find their feeds on: feeds/index.html, written by the cycles that render feeds and
 served at `/`, `/feeds/` and `/feeds/index.html`; checked as a reader's browser loads it."""
 
 from __future__ import annotations

@@ -339,3 +339,19 @@ def test_only_feedworker_s_own_feed_files_become_served_documents(tmp_path: Path
     report, _ = run(project, LATER)
     assert report["status"] == "ok" and report["feeds"]["written"] == 1  # topics/privacy.rss, rendered again
     assert "topics/leak.rss" not in {path for (path,) in postgres_rows(database, "SELECT path FROM feed_document")}
+
+
+def test_archive_pages_are_copied_and_the_next_cycle_on_postgresql_is_idle(tmp_path: Path, database: str):
+    project = make_project(tmp_path, feeds={"max_entries": 3})
+    shutil.copytree(ROOT / "examples" / "inbox", project.inbox, dirs_exist_ok=True)
+    run(project)
+    pages = {name: data for name, (data, _) in project.feed_files().items() if name.startswith("archive/")}
+    assert "archive/ai/1.atom" in pages and len(pages) > 5  # AI has 11 articles: 3 pages
+
+    project.cli("migrate", "--to", database)
+    stored = dict(postgres_rows(database, "SELECT path, body FROM feed_document WHERE path LIKE 'archive/%'"))
+    assert {path: bytes(body) for path, body in stored.items()} == pages
+    use_database(project, database)
+    for _ in range(2):  # the copy, and then the store PostgreSQL runs left: nothing to do
+        report, idle = run(project, LATER)
+        assert idle and report["feeds"]["written"] == 0

@@ -219,7 +219,8 @@ def _written_feeds(folder: Path) -> Iterator[tuple[str, bytes, datetime]]:
     from worker.publish.writer import MalformedDocument, check_document, feed_files
 
     listed = feed_files(folder)
-    for path in [*sorted(listed.index), *(f"topics/{name}" for name in sorted(listed.topics))]:
+    topics = (f"topics/{name}" for name in sorted(listed.topics))
+    for path in [*sorted(listed.index), *topics, *sorted(listed.archives)]:
         try:
             fd = os.open(folder / path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:

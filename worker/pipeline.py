@@ -385,7 +385,12 @@ def _feeds_now(config: Config, snapshot: StoreSnapshot | None) -> FeedFiles:
     if not _shared(config):
         return on_disk
     stored = FeedFiles.of_paths(snapshot.documents if snapshot is not None else ())
-    return FeedFiles(stored.index & on_disk.index, stored.topics & on_disk.topics, on_disk.temp_left)
+    return FeedFiles(
+        stored.index & on_disk.index,
+        stored.topics & on_disk.topics,
+        on_disk.temp_left,
+        stored.archives & on_disk.archives,
+    )
 
 
 def _finish(context: CycleContext, engine: Engine) -> None:

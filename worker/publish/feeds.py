@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,8 @@ class _FeedJob:
 
 # From this many feeds to render (a first run, new settings) a second process renders half.
 PARALLEL_FROM = 16
+# Rendered entries a cycle keeps for the next feed that shows them (each holds its HTML).
+ENTRY_CACHE = 2_000
 
 
 def publish(
@@ -110,7 +113,9 @@ def publish(
         all_dirty = True
     visible_slugs = {row.slug for row in visible}
     missing = {row.id for row in visible if any(f"{row.slug}.{kind}" not in on_disk.topics for kind in FEED_FORMATS)}
-    pages = _archive_pages(stored, on_disk)
+    # On a shared store, also the pages it keeps that the folder lacks (a cycle killed after
+    # storing a page and before noting it): they are tidied as the folder's are.
+    pages = _archive_pages(stored, on_disk, _stored_feeds(engine).archives if to_store else frozenset())
     # A page missing, or one there that no cycle wrote: the topic is rendered (and tidied) again.
     missing |= {
         row.id
@@ -217,7 +222,7 @@ def publish(
 
 
 def _archive_pages(
-    stored: dict[str, tuple[str, datetime | None]], on_disk: FeedFiles
+    stored: dict[str, tuple[str, datetime | None]], on_disk: FeedFiles, kept: frozenset[str] = frozenset()
 ) -> dict[str, dict[int, tuple[str, bool]]]:
     """Every archive page the store has a window for, or the folder a file of: by topic slug,
     by number, (its stored window, "" when none; whether its document is there)."""
@@ -226,7 +231,7 @@ def _archive_pages(
         place = _page_of(stem + ".atom")
         if place is not None:
             pages.setdefault(place[0], {})[place[1]] = (window, stem + ".atom" in on_disk.archives)
-    for path in on_disk.archives:
+    for path in on_disk.archives | kept:
         place = _page_of(path)
         if place is not None and place[1] not in pages.get(place[0], {}):
             pages.setdefault(place[0], {})[place[1]] = ("", True)
@@ -342,7 +347,8 @@ def _render_jobs(
 ) -> list[_Outcome]:
     """Render each job's feed pair, unless its window is unchanged, and write what changed."""
     outcomes: list[_Outcome] = []
-    cache: dict[int, Entry] = {}
+    cache: OrderedDict[int, Entry] = OrderedDict()
+    pages_due: list[_PageTask] = []
     with engine.connect() as conn:
         for job in jobs:
             size = settings.max_entries
@@ -353,7 +359,7 @@ def _render_jobs(
                 pages = 0 if complete else archive_page_count(feed_store.topic_size(conn, job.topic_id), size)
                 slug = job.stem.removeprefix("topics/")
                 outcomes.append((f"pages:{slug}", str(pages), None))
-                outcomes += _render_archive(engine, conn, settings, job, slug, pages, cache, to_store, now)
+                outcomes += _archive_pages_due(conn, settings, job, slug, pages, pages_due)
             window = hashlib.blake2b(repr((entries, complete, pages)).encode(), digest_size=16).hexdigest()
             if window == job.window:
                 outcomes.append((job.stem, window, None))
@@ -372,6 +378,10 @@ def _render_jobs(
             window = f"{window}|{changed_at.isoformat()}"
             documents = [(f"{job.stem}.{kind}", body) for kind, body in zip(FEED_FORMATS, bodies, strict=True)]
             outcomes.append((job.stem, window, _write(engine, settings.dir, documents, to_store, now)))
+        # The pages of every topic in the order of the weeks they cover: a page shares its
+        # articles with other topics' pages of the same weeks, which then find them cached.
+        for task in sorted(pages_due):
+            outcomes.append(_render_page(engine, conn, settings, task, cache, to_store, now))
     return outcomes
 
 
@@ -385,23 +395,25 @@ def _write(
     return tuple((path, was_written) for (path, _), was_written in zip(documents, written, strict=True))
 
 
-def _render_archive(
-    engine: Engine,
-    conn: Connection,
-    settings: FeedSettings,
-    job: _FeedJob,
-    slug: str,
-    pages: int,
-    cache: dict[int, Entry],
-    to_store: bool,
-    now: datetime,
+@dataclass(frozen=True, order=True)
+class _PageTask:
+    """An archive page to render: ordered by the newest publication time it covers."""
+
+    newest: datetime
+    slug: str
+    number: int
+    window: str = field(compare=False)
+    ids: tuple[int, ...] = field(compare=False)  # newest first
+    job: _FeedJob = field(compare=False)
+
+
+def _archive_pages_due(
+    conn: Connection, settings: FeedSettings, job: _FeedJob, slug: str, pages: int, due: list[_PageTask]
 ) -> list[_Outcome]:
-    """The topic's archive pages (publish.history), each rendered only when its entries changed,
-    its document is missing, or the feeds are rendered regardless."""
+    """The topic's archive pages (publish.history): each one whose entries changed, whose
+    document is missing, or that is rendered regardless goes to `due`; the others' outcomes."""
     if not pages:
         return []
-    from worker.publish.render import render_archive
-
     size = settings.max_entries
     history = feed_store.topic_history(conn, job.topic_id or 0, pages * size)
     stored = dict(job.pages)
@@ -409,32 +421,49 @@ def _render_archive(
     for number in range(1, pages + 1):
         start, stop = page_bounds(number, size)
         rows = history[start:stop]
-        window = hashlib.blake2b(repr(rows).encode(), digest_size=16).hexdigest()
-        path = archive_path(slug, number)
-        stem = path.removesuffix(".atom")
+        window = hashlib.blake2b(repr([row[:2] for row in rows]).encode(), digest_size=16).hexdigest()
         if job.window is not None and stored.get(number) == window and number in job.pages_present:
-            outcomes.append((stem, window, None))
+            outcomes.append((archive_path(slug, number).removesuffix(".atom"), window, None))
             continue
-        entries = _entries(conn, [article_id for article_id, _ in reversed(rows)], cache)
-        info = _feed_info(
-            settings,
-            stem,
-            f"{job.title} (archive {number})",
-            job.subtitle,
-            FeedHistory(
-                archive=True,
-                current_url=_url(settings, f"{job.stem}.atom"),
-                prev_archive_url=_url(settings, archive_path(slug, number - 1)) if number > 1 else None,
-                # Named before it exists: a page's bytes never depend on how many pages follow it.
-                next_archive_url=_url(settings, archive_path(slug, number + 1)),
-            ),
-            self_url=_url(settings, path),
-        )
-        # Its own time is its newest entry's: the same entries, the same bytes, in any store.
-        updated = max(entry.updated for entry in entries)
-        document = [(path, render_archive(info, entries, updated))]
-        outcomes.append((stem, window, _write(engine, settings.dir, document, to_store, now)))
+        ids = tuple(article_id for article_id, _, _ in reversed(rows))
+        due.append(_PageTask(rows[-1][2], slug, number, window, ids, job))
     return outcomes
+
+
+def _render_page(
+    engine: Engine,
+    conn: Connection,
+    settings: FeedSettings,
+    task: _PageTask,
+    cache: dict[int, Entry],
+    to_store: bool,
+    now: datetime,
+) -> _Outcome:
+    """Render and write one archive page (fh:archive, linked to its neighbours and the current feed)."""
+    from worker.publish.render import render_archive
+
+    job, slug, number = task.job, task.slug, task.number
+    path = archive_path(slug, number)
+    stem = path.removesuffix(".atom")
+    entries = _entries(conn, list(task.ids), cache)
+    info = _feed_info(
+        settings,
+        stem,
+        f"{job.title} (archive {number})",
+        job.subtitle,
+        FeedHistory(
+            archive=True,
+            current_url=_url(settings, f"{job.stem}.atom"),
+            prev_archive_url=_url(settings, archive_path(slug, number - 1)) if number > 1 else None,
+            # Named before it exists: a page's bytes never depend on how many pages follow it.
+            next_archive_url=_url(settings, archive_path(slug, number + 1)),
+        ),
+        self_url=_url(settings, path),
+    )
+    # Its own time is its newest entry's: the same entries, the same bytes, in any store.
+    updated = max(entry.updated for entry in entries)
+    document = [(path, render_archive(info, entries, updated))]
+    return stem, task.window, _write(engine, settings.dir, document, to_store, now)
 
 
 def _write_index(
@@ -486,7 +515,16 @@ def _entries(conn: Connection, ids: list[int], cache: dict[int, Entry]) -> list[
     )
     for article_id, stored in loaded.items():
         cache[article_id] = _entry(stored, graph)
-    return [cache[article_id] for article_id in ids if article_id in cache]
+    found = [cache[article_id] for article_id in ids if article_id in cache]
+    if isinstance(cache, OrderedDict):
+        # Bounded: archive pages reach every article of a topic, and a cycle's memory must not
+        # grow with the corpus. The entries used last stay (topics share their newest articles).
+        for article_id in ids:
+            if article_id in cache:
+                cache.move_to_end(article_id)
+        while len(cache) > ENTRY_CACHE:
+            cache.popitem(last=False)
+    return found
 
 
 # For publish.query (feeds of a query over topics, rendered by `serve`): what renders the stored feeds.

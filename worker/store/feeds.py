@@ -73,11 +73,17 @@ def topic_size(conn: Connection, topic_id: int) -> int:
     return int(count)
 
 
-def topic_history(conn: Connection, topic_id: int, limit: int) -> list[tuple[int, datetime]]:
-    """(id, updated_at) of the topic's `limit` oldest entries, oldest first: feed_window's order
-    reversed, so that archive pages (publish.history) cut the one sequence every feed shows."""
-    query = _topic_entries(topic_id).order_by(ARTICLE.c.published_at.asc(), ARTICLE.c.url.asc()).limit(limit)
-    return [(row.id, row.updated_at) for row in conn.execute(query)]
+def topic_history(conn: Connection, topic_id: int, limit: int) -> list[tuple[int, datetime, datetime]]:
+    """(id, updated_at, published_at) of the topic's `limit` oldest entries, oldest first:
+    feed_window's order reversed, so that archive pages (publish.history) cut the one sequence
+    every feed shows."""
+    query = (
+        _topic_entries(topic_id)
+        .add_columns(ARTICLE.c.published_at)
+        .order_by(ARTICLE.c.published_at.asc(), ARTICLE.c.url.asc())
+        .limit(limit)
+    )
+    return [(row.id, row.updated_at, row.published_at) for row in conn.execute(query)]
 
 
 def articles_by_ids(conn: Connection, ids: Sequence[int]) -> dict[int, StoredEntry]:

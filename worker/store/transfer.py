@@ -16,8 +16,11 @@ from worker.store import postgres, sqlite
 from worker.store.db import alembic_config, bulk_insert, check_schema, connect
 from worker.store.documents import document_etag
 from worker.store.errors import StoreError, describe
+from worker.store.keys import FEED_WINDOW as _WINDOW
 from worker.store.lock import cycle_lock
-from worker.store.schema import FEED_DOCUMENT, TOPIC, metadata
+from worker.store.schema import FEED_DOCUMENT, META, TOPIC, metadata
+
+_PAGE_WINDOW = _WINDOW + "archive/"
 
 __all__ = ["CHUNK_BYTES", "CHUNK_ROWS", "copy_store", "shown_url"]
 
@@ -128,9 +131,17 @@ def _copy(
 
 
 def _feed_paths(conn: Connection) -> set[str]:
-    """The feed paths of the copied store: the index files and its topics' feeds."""
-    slugs = conn.execute(sa.select(TOPIC.c.slug)).scalars()
-    return {*INDEX_FILES, *(f"topics/{slug}.{kind}" for slug in slugs for kind in FEED_FORMATS)}
+    """The feed paths of the copied store: the index files, its topics' feeds and archive pages."""
+    slugs = list(conn.execute(sa.select(TOPIC.c.slug)).scalars())
+    # Archive pages (RFC 5005): those the store has a window for, of its own topics.
+    windows = conn.execute(sa.select(META.c.key).where(META.c.key.startswith(_PAGE_WINDOW, autoescape=True))).scalars()
+    pages = {key.removeprefix(_WINDOW) + ".atom" for key in windows}
+    known = set(slugs)
+    return {
+        *INDEX_FILES,
+        *(f"topics/{slug}.{kind}" for slug in slugs for kind in FEED_FORMATS),
+        *(page for page in pages if page.count("/") == 2 and page.split("/")[1] in known),
+    }
 
 
 def _check_empty(conn: Connection, shown: str) -> None:

@@ -282,3 +282,22 @@ def test_a_cycle_renews_the_cached_feed(served: ServedExamples) -> None:
     assert next(item for item in items if item["url"] == target)["title"] == "Edited in the store"
     assert len(items) == min(MAX, len(old) + 1)
     assert httpx.codes.is_success(service.get(path.replace(".json", ".atom")).status_code)
+
+
+def test_a_provider_beyond_ascii_is_matched_as_its_canonical_spelling(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for name, provider in (("uber.txt", "Über Nachrichten"), ("plain.txt", "Plain News")):
+        fields = {
+            "title": f"From {provider}",
+            "webUrl": f"https://{name.removesuffix('.txt')}.example/story",
+            "topics": ["AI"],
+            "provider": {"name": provider},
+            "publishedDateTime": "2030-01-01T00:00:00Z",
+        }
+        (inbox / name).write_text("---\n" + yaml.safe_dump(fields, allow_unicode=True) + "---\n", encoding="utf-8")
+    with serve_examples(tmp_path) as served:
+        for spelled in ("provider=%C3%BCber+nachrichten", "provider=%C3%9CBER+Nachrichten"):
+            response = served.service.get(f"/feeds/query.json?topics=ai&match=any&{spelled}", follow_redirects=True)
+            assert response.status_code == 200
+            assert links(json.loads(response.content)) == ["https://uber.example/story"]

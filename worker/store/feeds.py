@@ -48,6 +48,17 @@ def query_window(
     query = sa.select(ARTICLE.c.id, ARTICLE.c.updated_at).where(
         ARTICLE.c.is_published.is_(True), ARTICLE.c.removed.is_(False), ARTICLE.c.id.in_(tagged)
     )
+    order = (ARTICLE.c.published_at.desc(), ARTICLE.c.url.desc())
+    if provider is not None and not provider.isascii():
+        # SQLite's lower() folds ASCII alone, and PostgreSQL's folds some letters unlike
+        # Python's: a provider beyond ASCII is compared here, as the canonical URL spelled it.
+        named = query.add_columns(ARTICLE.c.provider_name, ARTICLE.c.provider_domain).order_by(*order)
+        rows = [
+            (row.id, row.updated_at)
+            for row in conn.execute(named)
+            if provider in ((row.provider_name or "").strip().lower(), (row.provider_domain or "").strip().lower())
+        ]
+        return rows[:limit]
     if provider is not None:
         query = query.where(
             sa.or_(
@@ -55,7 +66,7 @@ def query_window(
                 sa.func.lower(sa.func.trim(ARTICLE.c.provider_domain)) == provider,
             )
         )
-    query = query.order_by(ARTICLE.c.published_at.desc(), ARTICLE.c.url.desc()).limit(limit)
+    query = query.order_by(*order).limit(limit)
     return [(row.id, row.updated_at) for row in conn.execute(query)]
 
 

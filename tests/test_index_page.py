@@ -230,12 +230,12 @@ CHROMIUM_FLAGS = (
 
 @pytest.fixture
 def chromium(tmp_path: Path):
-    """Runs headless Chromium with a fresh profile; skips (or fails, with FEEDWORKER_REQUIRE_BROWSER=1)
+    """Runs headless Chromium with a fresh profile; skips (or fails, with REQUIRE_BROWSER_TESTS=1)
     when Debian's `chromium` is not installed."""
     if CHROMIUM is None:
         reason = "headless Chromium is not installed (Debian package `chromium`)"
-        if os.environ.get("FEEDWORKER_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{reason}, and FEEDWORKER_REQUIRE_BROWSER=1 requires it")
+        if os.environ.get("REQUIRE_BROWSER_TESTS") == "1":
+            pytest.fail(f"{reason}, and REQUIRE_BROWSER_TESTS=1 requires it")
         pytest.skip(reason)
 
     def run(*args: str) -> subprocess.CompletedProcess[bytes]:

@@ -64,8 +64,10 @@ def cli() -> None:
 @cli.command()
 @_config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON on stdout.")
-def run(config_path: Path | None, as_json: bool) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar on a terminal (the summary line stays).")
+def run(config_path: Path | None, as_json: bool, quiet: bool) -> None:
     """Run one full cycle (scan, ingest, enrich, render) and exit."""
+    from worker._progress import terminal_progress
     from worker.pipeline import CycleError, run_cycle
     from worker.report import unreadable_sources
 
@@ -74,12 +76,16 @@ def run(config_path: Path | None, as_json: bool) -> None:
     def waiting() -> None:
         click.echo("feedworker: another cycle is running on this database; waiting for it to finish", err=True)
 
+    bar = None if as_json or quiet else terminal_progress()
     try:
-        report = run_cycle(config, on_wait=waiting, clock=_clock())
+        report = run_cycle(config, on_wait=waiting, clock=_clock(), on_progress=bar.update if bar else None)
     except CycleError as exc:
         if as_json:
             _print_json(exc.report.to_dict())
         raise click.ClickException(str(exc)) from None
+    finally:
+        if bar is not None:
+            bar.close()
     if report.waited_s > 0.5:
         click.echo(f"feedworker: waited {report.waited_s:.1f}s for the other cycle, then ran", err=True)
     if as_json:

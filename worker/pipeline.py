@@ -81,6 +81,7 @@ class CycleContext:
     fence: int | None = None  # the cycle lock's fencing token (PostgreSQL), checked by every write
     locked_at: datetime | None = None  # wall-clock time the lock was taken: run requests made before are served
     on_read: Callable[[int], None] | None = None  # told how many files this process read for a shared ingest
+    on_progress: Callable[[int, int], None] | None = None  # told files read so far, of those to read
 
     def finish_report(self) -> datetime:
         self.report.duration_s = round(time.monotonic() - self.started, 3)
@@ -117,6 +118,7 @@ def run_cycle(
     request_id: str | None = None,
     on_locked: Callable[[], None] | None = None,
     on_read: Callable[[int], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> RunReport:
     """Run one whole cycle. Waits for a cycle already running against the same database.
 
@@ -136,7 +138,7 @@ def run_cycle(
                 on_locked()
             context = CycleContext(config, clock, should_stop or _never, time.monotonic(), report, clock())
             context.replica, context.fence, context.locked_at = replica, fence, datetime.now(UTC)
-            context.on_read = on_read
+            context.on_read, context.on_progress = on_read, on_progress
             report.waited_s = round(context.started - asked, 3)
             if request_id is None or not _served_already(context, request_id):
                 _cycle(context)
@@ -557,8 +559,11 @@ def _ingest(context: CycleContext, engine: Engine, snapshot: StoreSnapshot, foun
     first_run = not snapshot.files
     with indexes_deferred(engine, defer=first_run and len(to_read) >= DEFER_INDEXES_FROM):
         results = _reader(context, engine, to_read, found)
+        progress, total = context.on_progress, len(to_read)
         try:
-            for result in results:
+            for done, result in enumerate(results, start=1):
+                if progress is not None:
+                    progress(done, total)
                 if isinstance(result, tuple):  # same bytes as stored, only the stat changed
                     touched.append(result)
                     counts.unchanged += 1

@@ -152,24 +152,3 @@ def test_pages_follow_the_topic_when_articles_go_and_come_back_when_deleted(tmp_
     project.run()
     assert sorted(path.name for path in (project.feeds / "archive" / "energy").iterdir()) == ["notes.txt"]
     assert project.run()["feeds"] == {"written": 0, "unchanged": 0, "removed": 0}  # nothing left to tidy
-
-
-def test_a_backdated_article_changes_the_one_page_its_time_falls_in(tmp_path: Path) -> None:
-    project = make_project(tmp_path, feeds={"max_entries": SIZE})
-    for number in range(2, 22, 2):  # ten articles, every other hour
-        add(project, number, ["Energy"])
-    project.run()
-    before = {path: data for path, data in project.feed_files().items() if path.startswith("archive/")}
-    assert sorted(before) == [f"archive/energy/{n}.atom" for n in (1, 2, 3)]
-
-    add(project, 7, ["Energy"])  # published between page 2's first and last entries
-    report = project.run()
-    after = {path: data for path, data in project.feed_files().items() if path.startswith("archive/")}
-    changed = sorted(path for path in after if after[path] != before.get(path))
-    assert changed == ["archive/energy/2.atom"]  # not the pages after it: their ends stay
-    assert report["feeds"]["written"] == 1  # the page alone: the current feeds did not change
-    assert "https://news.example.com/7" in [entry.link for entry in feedparser.parse(after[changed[0]][0]).entries]
-    walked = walk(project, "energy")
-    assert {url for document in walked for url in document} == {
-        f"https://news.example.com/{n}" for n in [*range(2, 22, 2), 7]
-    }

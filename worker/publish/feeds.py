@@ -17,7 +17,7 @@ import structlog
 from sqlalchemy.engine import Connection, Engine, Row
 
 from worker.model import FEED_FORMATS, FeedCounts, FeedFiles, FeedSettings, StoredEntry
-from worker.publish.history import FeedHistory, archive_path, paginate
+from worker.publish.history import FeedHistory, archive_page_count, archive_path, page_bounds
 from worker.publish.links import related_links
 from worker.publish.settings import feeds_fingerprint, fingerprint
 from worker.publish.writer import check_document, feed_files, remove_feed, remove_temp_files, write_if_changed
@@ -52,7 +52,6 @@ class _FeedJob:
     # which page files are there; rendered regardless when `window` is None.
     pages: tuple[tuple[int, str], ...] = ()
     pages_present: frozenset[int] = frozenset()
-    bounds: tuple[datetime, ...] = ()  # where its pages end (keys.ARCHIVE_BOUNDS); () cuts them anew
 
 
 # An entry's rendering changes only with its article's updated_at (related links and fetched
@@ -109,10 +108,6 @@ def publish(
             key.removeprefix(keys.FEED_WINDOW): _stored_window(value)
             for key, value in meta_store.meta_values(conn, keys.FEED_WINDOW).items()
         }
-        bounds = {
-            key.removeprefix(keys.ARCHIVE_BOUNDS): _bounds(value)
-            for key, value in meta_store.meta_values(conn, keys.ARCHIVE_BOUNDS).items()
-        }
     if feeds_changed:  # a new base URL, title, entry count or renderer: every feed again
         dirty |= {row.id for row in visible}
         all_dirty = True
@@ -149,7 +144,6 @@ def publish(
                     changed_at,
                     tuple(sorted((number, page_window) for number, (page_window, _) in topic_pages.items())),
                     frozenset(number for number, (_, present) in topic_pages.items() if present),
-                    () if feeds_changed else bounds.get(row.slug, ()),  # a new max_entries: new pages
                 )
             )
     if all_dirty:
@@ -175,8 +169,7 @@ def publish(
             _count(was_written, path, stats)
             if was_written and changed is not None:
                 changed.append(path)
-    cut = {stem.removeprefix("pages:"): window for stem, window, _ in outcomes if stem.startswith("pages:")}
-    page_counts = {f"pages:{slug}": len(ends.split()) for slug, ends in cut.items()}
+    page_counts = {stem: int(window) for stem, window, written in outcomes if stem.startswith("pages:")}
     stale_pages = _stale_pages(pages, page_counts, visible_slugs, known_slugs)
     # Only feeds of topics it knows are feedworker's: a file someone else put there stays.
     gone = []
@@ -223,10 +216,6 @@ def publish(
             if written is not None:
                 meta_store.set_meta_value(conn, keys.FEED_WINDOW + stem, window)
         meta_store.delete_meta_values(conn, [keys.FEED_WINDOW + path.removesuffix(".atom") for path in stale_pages])
-        for slug, ends in cut.items():
-            meta_store.set_meta_value(conn, keys.ARCHIVE_BOUNDS + slug, ends)
-        gone_topics = [slug for slug in bounds if slug in known_slugs and slug not in visible_slugs]
-        meta_store.delete_meta_values(conn, [keys.ARCHIVE_BOUNDS + slug for slug in gone_topics])
         if settings_changed:
             meta_store.set_meta_value(conn, keys.FEED_SETTINGS, fingerprint(settings))
     return stats
@@ -277,18 +266,6 @@ def _stale_pages(
             continue  # not rendered this cycle: its pages stand
         stale += [archive_path(slug, number) for number in sorted(numbers) if number > keep]
     return stale
-
-
-def _bounds(value: str) -> tuple[datetime, ...]:
-    """keys.ARCHIVE_BOUNDS' value: the ends of a topic's pages (none if unreadable: cut anew)."""
-    try:
-        return tuple(_aware(datetime.fromisoformat(end)) for end in value.split())
-    except ValueError:
-        return ()
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _stored_window(value: str) -> tuple[str, datetime | None]:
@@ -379,13 +356,10 @@ def _render_jobs(
             complete, entries = len(entries) <= size, entries[:size]
             pages, slug = 0, ""
             if job.topic_id is not None:
+                pages = 0 if complete else archive_page_count(feed_store.topic_size(conn, job.topic_id), size)
                 slug = job.stem.removeprefix("topics/")
-                ends: list[datetime] = []
-                if not complete:
-                    ends, due = _archive_pages_due(conn, settings, job, slug, len(entries), pages_due)
-                    outcomes += due
-                pages = len(ends)
-                outcomes.append((f"pages:{slug}", " ".join(end.isoformat() for end in ends), None))
+                outcomes.append((f"pages:{slug}", str(pages), None))
+                outcomes += _archive_pages_due(conn, settings, job, slug, pages, pages_due)
             window = hashlib.blake2b(repr((entries, complete, pages)).encode(), digest_size=16).hexdigest()
             if window == job.window:
                 outcomes.append((job.stem, window, None))
@@ -434,25 +408,26 @@ class _PageTask:
 
 
 def _archive_pages_due(
-    conn: Connection, settings: FeedSettings, job: _FeedJob, slug: str, current: int, due: list[_PageTask]
-) -> tuple[list[datetime], list[_Outcome]]:
-    """The topic's archive pages (publish.history.paginate): their ends; each page whose
-    entries changed, whose document is missing, or that is rendered regardless goes to `due`,
-    and the others' outcomes are returned."""
-    history = feed_store.topic_history(conn, job.topic_id or 0)
-    published = [_aware(row[2]) for row in history]
-    ends, spans = paginate(published, current, settings.max_entries, list(job.bounds))
+    conn: Connection, settings: FeedSettings, job: _FeedJob, slug: str, pages: int, due: list[_PageTask]
+) -> list[_Outcome]:
+    """The topic's archive pages (publish.history): each one whose entries changed, whose
+    document is missing, or that is rendered regardless goes to `due`; the others' outcomes."""
+    if not pages:
+        return []
+    size = settings.max_entries
+    history = feed_store.topic_history(conn, job.topic_id or 0, pages * size)
     stored = dict(job.pages)
     outcomes: list[_Outcome] = []
-    for number, (start, stop) in enumerate(spans, start=1):
+    for number in range(1, pages + 1):
+        start, stop = page_bounds(number, size)
         rows = history[start:stop]
         window = hashlib.blake2b(repr([row[:2] for row in rows]).encode(), digest_size=16).hexdigest()
         if job.window is not None and stored.get(number) == window and number in job.pages_present:
             outcomes.append((archive_path(slug, number).removesuffix(".atom"), window, None))
             continue
         ids = tuple(article_id for article_id, _, _ in reversed(rows))
-        due.append(_PageTask(ends[number - 1], slug, number, window, ids, job))
-    return ends, outcomes
+        due.append(_PageTask(rows[-1][2], slug, number, window, ids, job))
+    return outcomes
 
 
 def _render_page(
@@ -486,7 +461,7 @@ def _render_page(
         self_url=_url(settings, path),
     )
     # Its own time is its newest entry's: the same entries, the same bytes, in any store.
-    updated = max((entry.updated for entry in entries), default=task.newest)
+    updated = max(entry.updated for entry in entries)
     document = [(path, render_archive(info, entries, updated))]
     return stem, task.window, _write(engine, settings.dir, document, to_store, now)
 

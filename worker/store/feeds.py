@@ -14,7 +14,7 @@ from worker.model import StoredEntry
 from worker.store.db import in_chunks
 from worker.store.schema import ARTICLE, ARTICLE_CONTENT, ARTICLE_IMAGE, ARTICLE_TOPIC, TOPIC
 
-__all__ = ["articles_by_ids", "feed_window", "query_window", "topic_history"]
+__all__ = ["articles_by_ids", "feed_window", "query_window", "topic_history", "topic_size"]
 
 
 def _stored_items(related_json: str | None) -> tuple[model.RelatedItem, ...]:
@@ -78,14 +78,21 @@ def _topic_entries(topic_id: int) -> sa.Select[tuple[int, datetime]]:
     )
 
 
-def topic_history(conn: Connection, topic_id: int) -> list[tuple[int, datetime, datetime]]:
-    """(id, updated_at, published_at) of the topic's entries, oldest first: feed_window's
-    order reversed, so that archive pages (publish.history) cut the one sequence every feed
-    shows."""
+def topic_size(conn: Connection, topic_id: int) -> int:
+    """How many entries the topic's feed and its archives hold in all."""
+    count = conn.execute(sa.select(sa.func.count()).select_from(_topic_entries(topic_id).subquery())).scalar_one()
+    return int(count)
+
+
+def topic_history(conn: Connection, topic_id: int, limit: int) -> list[tuple[int, datetime, datetime]]:
+    """(id, updated_at, published_at) of the topic's `limit` oldest entries, oldest first:
+    feed_window's order reversed, so that archive pages (publish.history) cut the one sequence
+    every feed shows."""
     query = (
         _topic_entries(topic_id)
         .add_columns(ARTICLE.c.published_at)
         .order_by(ARTICLE.c.published_at.asc(), ARTICLE.c.url.asc())
+        .limit(limit)
     )
     return [(row.id, row.updated_at, row.published_at) for row in conn.execute(query)]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 __all__ = [
     "ALL_FEED_DIRTY",
-    "ARCHIVE_BOUNDS",
     "FEED_SETTINGS",
     "FEED_WINDOW",
     "PAGES_NEXT_DUE",
@@ -23,10 +22,6 @@ FEED_SETTINGS = "feeds_settings"
 # Prefix: each feed's window fingerprint (its entries' ids and update times) when last written,
 # and when that window last changed: "<fingerprint>|<ISO time>".
 FEED_WINDOW = "feed_window:"
-# Prefix + topic slug: where the topic's archive pages (publish.history) end, page by page:
-# the publication times of their newest entries, ISO, space-separated. A page holds the
-# topic's entries published after the page before it ends, up to and at its own end.
-ARCHIVE_BOUNDS = "archive_bounds:"
 # Up to here (inclusive) every article change has been spread to its neighbours (store.related).
 RELATED_PROPAGATED = "related_propagated_at"
 # Prefix: the articles whose link view changed since changes were last spread (JSON lists of ids).

@@ -50,6 +50,7 @@ __all__ = [
     "CycleContext",
     "CycleError",
     "RunReport",
+    "feed_settings",
     "parse_limits",
     "replica_name",
     "run_cycle",
@@ -91,16 +92,21 @@ class CycleContext:
 
     @property
     def feed_settings(self) -> FeedSettings:
-        feeds = self.config.feeds
-        return FeedSettings(
-            feeds.dir,
-            feeds.base_url,
-            feeds.title,
-            feeds.max_entries,
-            feeds.opml_format,
-            feeds.content,
-            self.config.websub.hubs,
-        )
+        return feed_settings(self.config)
+
+
+def feed_settings(config: Config) -> FeedSettings:
+    """What the feeds are rendered with, from the config's `feeds` and `websub` sections."""
+    feeds = config.feeds
+    return FeedSettings(
+        feeds.dir,
+        feeds.base_url,
+        feeds.title,
+        feeds.max_entries,
+        feeds.opml_format,
+        feeds.content,
+        config.websub.hubs,
+    )
 
 
 def replica_name() -> str:

@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from worker.config import Config
 from worker.model import FEED_FORMATS, FeedSettings
+from worker.pipeline import feed_settings
 from worker.publish.query import FeedQuery, QueryError, QueryFeed, parse_query, render_query
 from worker.service.http import (
     CONTENT_TYPES,
@@ -42,27 +43,13 @@ from worker.service.http import (
 from worker.store import runs
 from worker.store.documents import document_etag
 
-__all__ = ["CACHE_BYTES", "CACHE_ENTRIES", "QueryFeeds", "feed_settings", "query_routes"]
+__all__ = ["CACHE_BYTES", "CACHE_ENTRIES", "QueryFeeds", "query_routes"]
 
 _T = TypeVar("_T")
 CACHE_ENTRIES = 256  # canonical queries kept (least recently used first out)
 CACHE_BYTES = 64 * 1024 * 1024  # their bodies, every format, in all
 _Key = tuple[int | None, FeedSettings, str]  # the store's last finished run, the settings, the canonical query
 _Cached = tuple[QueryFeed | None, tuple[str, ...]]  # the feed (None: no such topic) and each format's hash
-
-
-def feed_settings(config: Config) -> FeedSettings:
-    """The settings the stored feeds are rendered with (pipeline's), from the current config."""
-    feeds = config.feeds
-    return FeedSettings(
-        feeds.dir,
-        feeds.base_url,
-        feeds.title,
-        feeds.max_entries,
-        feeds.opml_format,
-        feeds.content,
-        config.websub.hubs,
-    )
 
 
 class QueryFeeds(FeedFiles):

@@ -15,8 +15,11 @@ import time
 import unicodedata
 from bisect import bisect
 from collections.abc import Callable
+from functools import cache
 from json.encoder import encode_basestring as _q  # a JSON string literal is a valid YAML one
 from pathlib import Path
+
+import yaml
 
 __all__ = ["add_one", "generate", "generate_one", "main", "mutate"]
 
@@ -26,6 +29,8 @@ __all__ = ["add_one", "generate", "generate_one", "main", "mutate"]
 # ------------------------------------------------------------------ vocabulary
 
 # (name, host, URL style); the list order is the popularity order (Zipf-weighted below).
+# Names and domains starting with a digit (9to5Tech, 24/7 Wire) are written unquoted, as the
+# sample writes its provider names.
 OUTLETS: list[tuple[str, str, str]] = [
     ("Pacific Wire Service", "pacificwire.example", "gamp"),
     ("The Circuit Ledger", "www.circuitledger.example", "wp"),
@@ -49,6 +54,7 @@ OUTLETS: list[tuple[str, str, str]] = [
     ("Deep Field Magazine", "www.deepfieldmag.example", "wp"),
     ("The Gradient Post", "gradientpost.example", "story"),
     ("Patch Notes Weekly", "www.patchnotesweekly.example", "story"),
+    ("9to5Tech", "9to5tech.example", "wp"),
     ("Valley Courier", "valleycourier.example", "amphtml"),
     ("Debug Daily", "www.debugdaily.example", "qamp"),
     ("Biometric Brief", "www.biometricbrief.example", "plain"),
@@ -58,14 +64,16 @@ OUTLETS: list[tuple[str, str, str]] = [
     ("Pixel & Pulse", "pixelpulse.example", "wp"),
     ("Research Roundup", "www.researchroundup.example", "plain"),
     ("Channel 12 News", "metro.channel12.example", "story"),
+    ("24/7 Wire", "www.247wire.example", "story"),
     ("The Policy Desk", "www.policydesk.example", "plain"),
     ("Atlas Business Review", "www.atlasbusiness.example", "content"),
     ("Startup Gazette", "startupgazette.example", "wp"),
     ("Health Tech Today", "www.healthtechtoday.example", "seg"),
 ]
 
-# ~60 topics, most popular first; drawn Zipf-distributed. Look-alikes (C, C++, C#, F#) and
-# names with symbols (AR/VR, Science & Society, Node.js, Économie) are deliberate.
+# ~60 topics, most popular first; drawn Zipf-distributed. Look-alikes (C, C++, C#, F#),
+# names with symbols (AR/VR, Science & Society, Node.js, Économie) and names starting with a
+# digit (5G, 3D Printing: unquoted, a YAML reader has to tell them from numbers) are deliberate.
 TOPICS: list[str] = [
     "AI",
     "Cybersecurity",
@@ -96,6 +104,7 @@ TOPICS: list[str] = [
     "C",
     "Go",
     "5G",
+    "3D Printing",
     "Data Centers",
     "Wearables",
     "Biotech",
@@ -422,6 +431,17 @@ def _an(phrase: str) -> str:
     return ("an " if phrase[:1].lower() in "aeiou" else "a ") + phrase
 
 
+@cache
+def _plain(text: str) -> str:
+    """`text` unquoted where YAML reads it back as the same string (as the sample writes topic
+    and provider names: `- AI`, `name: Associated Press`), else as a quoted string."""
+    try:
+        same = yaml.load(f"k: {text}\n", Loader=yaml.SafeLoader) == {"k": text}
+    except yaml.YAMLError:
+        same = False
+    return text if same else _q(text)
+
+
 _POOLS: dict[str, tuple] = {
     "org": ORGS,
     "aud": AUDIENCES,
@@ -564,6 +584,9 @@ class _Meta:
         self.stamp, _, _ = _date(rng)
         self.title = _title(rng, primary)
         self.excerpt = _excerpt(rng, primary)
+        if rng.random() < 0.3:  # typographic quotes, as in the sample (`‘Ban the Scan’`, `tech’s`)
+            self.title = re.sub(r"^'", "‘", self.title).replace("'", "’")
+            self.excerpt = self.excerpt.replace("'", "’")
         self.web, self.amp = _urls(rng, self.outlet, _slug(self.title), self.stamp, uid)
         self.quality = rng.randrange(12, 96)
         self.image = _image(rng, self.outlet[1], _slug(self.title), self.stamp) if rng.random() < 0.88 else None
@@ -597,7 +620,7 @@ def _related_lines(out: list[str], item: dict) -> None:
     out.append("    type: article")
     prov = item.get("provider")
     if prov:
-        out.append(f"    provider:\n      name: {_q(prov[0])}\n      domain: {_domain(prov[1])}")
+        out.append(f"    provider:\n      name: {_plain(prov[0])}\n      domain: {_domain(prov[1])}")
     if item.get("quality") is not None:
         out.append(f"    quality: {item['quality']}")
     if item.get("image"):
@@ -667,11 +690,17 @@ def _body(rng: random.Random, topic: str, host: str) -> str:
 
 
 def _secured(rng: random.Random) -> str:
-    return base64.b64encode(rng.randbytes(255)).decode() + ";" + base64.b64encode(rng.randbytes(16)).decode()
+    """An opaque token shaped like the samples': base64 of 256 or 272 bytes (ending `==` or `=`),
+    `;`, base64 of 16 bytes (ending `==`). About one in six starts with a digit."""
+    size = 272 if rng.random() < 0.2 else 256
+    return base64.b64encode(rng.randbytes(size)).decode() + ";" + base64.b64encode(rng.randbytes(16)).decode()
 
 
-def _render(rng: random.Random, m: _Meta, related: list[dict], published: bool | None = None) -> str:
-    """The text of one article file (`published`: None = drawn, 70 % true)."""
+def _render(
+    rng: random.Random, m: _Meta, related: list[dict], published: bool | None = None, no_topics: float = 0.06
+) -> str:
+    """The text of one article file (`published`: None = drawn, 70 % true; `no_topics`: the
+    share written `topics: []`)."""
     if published is None:
         published = rng.random() < 0.7
     out = [
@@ -687,11 +716,14 @@ def _render(rng: random.Random, m: _Meta, related: list[dict], published: bool |
         f"heat: {rng.choice((-1, -1, -1, rng.randrange(100)))}",
         f"published: {'true' if published else 'false'}",
         "",
-        f"provider:\n  name: {_q(m.outlet[0])}\n  domain: {_domain(m.outlet[1])}",
+        f"provider:\n  name: {_plain(m.outlet[0])}\n  domain: {_domain(m.outlet[1])}",
         "",
-        "topics:",
     ]
-    out.extend(f"  - {_q(t)}" for t in m.topics)
+    if rng.random() < no_topics:  # an article its source gave no topics: an empty flow list
+        out.append("topics: []")
+    else:
+        out.append("topics:")
+        out.extend(f"  - {_plain(t)}" for t in m.topics)
     out.append("")
     if m.image:
         _images_block(out, "", m.image)
@@ -700,9 +732,14 @@ def _render(rng: random.Random, m: _Meta, related: list[dict], published: bool |
         out.append("related:")
         for item in related:
             _related_lines(out, item)
-        out.append("")
-    if rng.random() < 0.35:
-        out.append(f"secured: {_q(_secured(rng))}")
+    else:
+        out.append("related: []")
+    out.append("")
+    if rng.random() < 0.5:
+        # Quoted as in the sample, or unquoted: base64 and `;` read as a plain string, but one
+        # that may start with a digit or `+`, so the YAML screen has to tell it from a number.
+        secured = _secured(rng)
+        out.append(f"secured: {_q(secured) if rng.random() < 0.5 else secured}")
     out.append("---\n")
     text = "\n".join(out)
     if rng.random() < 0.2:
@@ -736,7 +773,8 @@ def generate_one(
     n = len(metas)
     related: list[dict] = []
     seen = {i}
-    for _ in range(_related_count(rng)):
+    count = 0 if rng.random() < 0.08 else _related_count(rng)  # `related: []`, as sources write it
+    for _ in range(count):
         if rng.random() < 0.35 and n > 1:
             bucket = by_topic.get(m.topics[0].strip().casefold(), ())
             j = rng.choice(bucket) if bucket and rng.random() < 0.7 else rng.randrange(n)
@@ -863,7 +901,7 @@ def add_one(out_dir: Path, seed: int = 1) -> Path:
     for _ in range(rng.randint(2, 8)):
         related.append(_outward_item(rng, outward(rng.randrange(1000))))
     related.sort(key=lambda it: -(it.get("quality") or 0))
-    text = _render(rng, m, related, published=True)
+    text = _render(rng, m, related, published=True, no_topics=0.0)  # it shows in topic feeds
     rel = f"{m.stamp[:4]}/{m.stamp[5:7]}/{_file_name(uid, m, rng)}"
     return _write(out_dir, rel, text, set())
 

@@ -813,7 +813,9 @@ class ReplicaGroup:
             port = _free_port()
             run_dir = self.dir / f"replica-{i}"
             shutil.rmtree(run_dir / "feeds", ignore_errors=True)
+            # Runs by POST /runs alone: no watcher running the changed files' cycle first.
             extra = (
+                "watch: false\n"
                 f"schedule:\n  every: {SERVE_EVERY_S}\n"
                 f"server:\n  host: 127.0.0.1\n  port: {port}\n  token: {json.dumps(self.token)}\n"
             )

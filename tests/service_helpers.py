@@ -123,6 +123,9 @@ def write_config(root: Path, *, port: int, database: str | None = None, **sectio
         "schedule": {"every": "1h"},
         "enrich": {"fetch": False},
         "server": {"host": "127.0.0.1", "port": port, "token": "", "grace_s": 30},
+        # Runs only by the schedule and by hand, so each test knows which run did what;
+        # tests/test_watch.py turns the watcher on.
+        "watch": False,
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):

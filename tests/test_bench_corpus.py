@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "inbox" / "2021" / "01" / "000_5ffeefc380e2a43b.txt"
 N = 200
 
 
@@ -60,7 +61,7 @@ def test_files_are_sample_like(corpus_dir: Path) -> None:
     files = sorted(p for p in corpus_dir.rglob("*") if p.is_file())
     assert len(files) == N
     web_urls: set[str] = set()
-    related_counts, sizes, published, topic_keys, variant_urls = [], [], 0, set(), set()
+    related_counts, sizes, published, topic_keys, variant_urls, no_topics = [], [], 0, set(), set(), 0
     for path in files:
         rel = path.relative_to(corpus_dir).as_posix()
         assert re.fullmatch(r"20\d\d/(0[1-9]|1[0-2])/\d{6}_[0-9a-f]{16}\.(txt|md)", rel), rel
@@ -73,7 +74,8 @@ def test_files_are_sample_like(corpus_dir: Path) -> None:
         web_urls.add(data["webUrl"])
         assert isinstance(data["published"], bool)
         published += data["published"]
-        assert 1 <= len(data["topics"]) <= 4
+        assert len(data["topics"]) <= 4
+        no_topics += not data["topics"]
         topic_keys.update(" ".join(t.split()).casefold() for t in data["topics"])
         related = data.get("related") or []
         related_counts.append(len(related))
@@ -87,9 +89,30 @@ def test_files_are_sample_like(corpus_dir: Path) -> None:
     assert 5_000 <= sum(sizes) / N <= 11_000
     assert max(sizes) > 2 * (sum(sizes) / N) > 2 * min(sizes)  # a realistic spread
     assert 0.55 <= published / N <= 0.85
+    assert 0 < no_topics < N * 0.15
     assert len(topic_keys) >= 30
     assert {"C", "C++", "C#"} <= set(corpus.TOPICS)  # look-alikes that must stay distinct topics
     assert variant_urls == {"cdn", "utm"}
+
+
+def test_files_carry_what_the_reference_sample_carries(corpus_dir: Path) -> None:
+    sample = _front_matter(SAMPLE.read_text("utf-8"))
+    texts = [p.read_text("utf-8") for p in sorted(corpus_dir.rglob("*")) if p.is_file()]
+    docs = [_front_matter(text) for text in texts]
+    assert set(sample) <= set().union(*docs)
+    sample_item_keys = set().union(*sample["related"])
+    assert sample_item_keys <= set().union(*(item for d in docs for item in d.get("related") or []))
+    assert set().union(*sample["images"]) <= set().union(*(image for d in docs for image in d.get("images") or []))
+    lines = [line for text in texts for line in text.split("\n---\n", 1)[0].split("\n")]
+    # The shapes a YAML reader has to tell from numbers and empty values, as sources write them.
+    assert "topics: []" in lines and "related: []" in lines
+    assert any(line.startswith("  - ") and line[4:5].isdigit() for line in lines)  # `- 5G`
+    assert any(line.startswith("  name: ") and line[8:9].isdigit() for line in lines)  # `name: 9to5Tech`
+    assert any(line.startswith("  name: ") and not line.startswith('  name: "') for line in lines)  # as the sample
+    secured = [line.removeprefix("secured: ") for line in lines if line.startswith("secured: ")]
+    assert any(value.startswith('"') for value in secured)  # quoted, as in the sample
+    assert any(value[:1].isdigit() and value.endswith("==") for value in secured)  # unquoted, from a digit
+    assert any("’" in d["excerpt"] for d in docs)  # typographic quotes, as in the sample
 
 
 def test_related_items_point_at_other_articles(corpus_dir: Path) -> None:

@@ -89,6 +89,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, dialect: str) -> Iterator[S
         config = write_config(root, port=port, database=database, schedule={"every": "2s"}, server={"token": TOKEN})
         with Service(config, port) as service:
             service.wait_healthy(60)
+            # A feed is sent with its Last-Modified once the second it was written in is over.
+            time.sleep(1.05)
             yield Served(
                 service, root, config, root / "feeds", database or f"sqlite:///{root / 'db' / 'feedworker.db'}"
             )

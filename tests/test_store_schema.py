@@ -340,3 +340,38 @@ def test_a_first_run_killed_with_tables_but_no_version_row_is_completed_by_migra
     assert "last run: never" in project.cli("status").stdout  # no schema yet: as before any run
     assert project.cli("migrate").stdout == "schema created: version 4 (0004_replicas)\n"
     assert schema_differences(project.url) == []
+
+
+def test_a_reader_closing_while_a_cycle_opens_the_store_never_deletes_the_wal_it_writes(project: Project):
+    """A cycle in `serve` opens the store while the server's reader engine has it open. Were the
+    database file opened and closed by path then (as creating it once did), the kernel would drop
+    every POSIX lock of the process on it: a `status` closing in another process next takes
+    itself for the last connection and deletes the -wal file the service goes on writing into,
+    and every later write of the service is lost."""
+    from worker.store.db import connect, migrate
+
+    project.article("a.txt", title="A", web_url="https://a.example/a")
+    project.run()
+    url = project.url
+    reader = connect(url)  # as serve's HTTP reader
+    writer = None
+    try:
+        with reader.connect() as conn:
+            conn.exec_driver_sql("SELECT count(*) FROM article").fetchone()
+            writer = connect(url)  # as the next cycle: the database exists
+            migrate(writer)  # every cycle starts with it: at head, it reads only
+            probe = (
+                "import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM article').fetchone()"
+            )
+            subprocess.run([sys.executable, "-c", probe, str(project.database)], check=True)  # `status`, closing
+            with writer.begin() as write:
+                write.exec_driver_sql("INSERT INTO meta (key, value) VALUES ('wal-test', 'kept')")
+        seen = store_rows(url, "SELECT value FROM meta WHERE key = 'wal-test'")  # by another connection
+        assert seen == [("kept",)]
+        assert os.path.exists(str(project.database) + "-wal")
+    finally:
+        reader.dispose()
+        if writer is not None:
+            writer.dispose()
+    # And after every connection of this process closed, the write is in the database file.
+    assert store_rows(url, "SELECT value FROM meta WHERE key = 'wal-test'") == [("kept",)]

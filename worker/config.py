@@ -271,6 +271,8 @@ class Config(_Section):
     # SQLite keeps its busy timeout as an int of milliseconds (at most 24.8 days).
     busy_timeout_s: Annotated[float, _DURATION_IN, _seconds_between(0, _DAY, low_excluded=True)] = 30.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # `serve` watches the source folders and runs an incremental cycle for what changed.
+    watch: Bool = True
     path: Path | None = Field(default=None, exclude=True)
 
     @field_validator("database")

@@ -89,6 +89,10 @@ class Scan:
     problems: list[tuple[str, str]] = field(default_factory=list)
     # Each source folder, in the order given.
     sources: list[SourceState] = field(default_factory=list)
+    # None: every file of every source folder was looked at. Otherwise only these paths were:
+    # files, and folders (ending in os.sep) with everything under them. An incremental
+    # cycle's scan: it takes no file outside them as deleted.
+    scope: tuple[str, ...] | None = None
 
 
 # --- articles --------------------------------------------------------------------------------
@@ -378,6 +382,10 @@ class StoreSnapshot:
     files: dict[str, tuple[int, int]]  # every stored file: path -> (size, mtime_ns)
     quarantined: list[dict[str, str]]  # the quarantined files as the run report lists them, by path
     documents: frozenset[str] = frozenset()  # the feeds the store keeps (PostgreSQL replicas serve them)
+    # Read for a partial scan (Scan.scope): `files` holds only the stored files it looked at,
+    # and `files_under` how many stored files each source folder has.
+    partial: bool = False
+    files_under: dict[str, int] = field(default_factory=dict)
 
 
 # --- the run report's counts (JSON keys as the README documents them, in this order) ---------

@@ -7,16 +7,16 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from worker.config import Config
-from worker.ingest.scanner import scan
+from worker.ingest.scanner import scan, scan_paths
 from worker.model import (
     ArticleCounts,
     FeedFiles,
@@ -83,6 +83,7 @@ class CycleContext:
     locked_at: datetime | None = None  # wall-clock time the lock was taken: run requests made before are served
     on_read: Callable[[int], None] | None = None  # told how many files this process read for a shared ingest
     on_progress: Callable[[int, int], None] | None = None  # told files read so far, of those to read
+    paths: tuple[str, ...] | None = None  # an incremental cycle's changed paths (None: scan everything)
 
     def finish_report(self) -> datetime:
         self.report.duration_s = round(time.monotonic() - self.started, 3)
@@ -125,8 +126,15 @@ def run_cycle(
     on_locked: Callable[[], None] | None = None,
     on_read: Callable[[int], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    paths: Iterable[str] | None = None,
+    watch: dict[str, Any] | None = None,
 ) -> RunReport:
     """Run one whole cycle. Waits for a cycle already running against the same database.
+
+    With `paths` (files and folders the watcher saw change) it is an incremental cycle: only
+    those paths are looked at, under the same rules, and no other file is taken as deleted;
+    a store with no schema, or an older one, gets a full cycle instead. `watch` (the
+    watcher's state) goes into the report as it is.
 
     Raises CycleError (with a failed report) when the cycle cannot complete; quarantined
     files are not a failure, nor are some source folders that cannot be read (all of them
@@ -135,7 +143,7 @@ def run_cycle(
     were) and fails. `duration_s` is the work alone; the wait for the lock is `waited_s`.
     """
     asked = time.monotonic()
-    report = RunReport()
+    report = RunReport(watch=watch)
     context = None
     replica = replica_name()
     try:
@@ -145,6 +153,7 @@ def run_cycle(
             context = CycleContext(config, clock, should_stop or _never, time.monotonic(), report, clock())
             context.replica, context.fence, context.locked_at = replica, fence, datetime.now(UTC)
             context.on_read, context.on_progress = on_read, on_progress
+            context.paths = tuple(sorted(set(paths))) if paths is not None else None
             report.waited_s = round(context.started - asked, 3)
             if request_id is None or not _served_already(context, request_id):
                 _cycle(context)
@@ -204,12 +213,11 @@ def _snapshot_and_plan(
     context: CycleContext, reader: tuple[Any, store_snapshot.Dialect] | None
 ) -> tuple[StoreSnapshot | None, Scan, CyclePlan, ArticleCounts | None]:
     config = context.config
-    snapshot = None
-    if reader is not None:
-        try:
-            snapshot = store_snapshot.read_snapshot(reader[0])
-        except Exception:  # noqa: BLE001  (the working cycle opens the store properly and says what is wrong)
-            snapshot = None
+    # An incremental cycle looks at its paths first: the snapshot reads only what they touch.
+    found: Scan | None = _scan_paths(config, context.paths) if context.paths is not None and reader else None
+    snapshot = _read_snapshot(reader, found)
+    if found is not None and (snapshot is None or not snapshot.current_schema):
+        found, snapshot = None, _read_snapshot(reader, None)  # a new or older store: a full cycle
     settled = snapshot is not None and snapshot.current_schema
     # The article counts are one long SQLite step that runs without the GIL: beside the scan,
     # which waits on the disk, they come for free; only an idle cycle reports them from here.
@@ -217,16 +225,47 @@ def _snapshot_and_plan(
     if counting is not None:
         counting.start()
     try:
-        found = _scan(config)
+        if found is None:
+            found = _scan(config)
     finally:
         if counting is not None:
             counting.join()
+    context.report.scan = "full" if found.scope is None else "paths"
     plan = plan_cycle(
         snapshot, found, _feeds_now(config, snapshot), context.feed_settings, _fetch_settings(config), context.now
     )
+    if snapshot is not None and snapshot.partial:
+        _count_partial_sources(found, snapshot, plan)
     if snapshot is None or counting is None or counting.articles is None:
         return snapshot, found, plan if not plan.empty else _not_idle(plan), None
     return snapshot, found, plan, counting.articles
+
+
+def _read_snapshot(reader: tuple[Any, store_snapshot.Dialect] | None, found: Scan | None) -> StoreSnapshot | None:
+    """The store's snapshot (of `found`'s scope when it is a partial scan); None when there
+    is no store or it cannot be read here (the working cycle opens it properly and says why)."""
+    if reader is None:
+        return None
+    conn, dialect = reader
+    try:
+        if found is None or found.scope is None:
+            return store_snapshot.read_snapshot(conn)
+        roots = tuple(source.path for source in found.sources)
+        return store_snapshot.read_snapshot(conn, found.scope, roots, dialect.mark)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _count_partial_sources(found: Scan, snapshot: StoreSnapshot, plan: CyclePlan) -> None:
+    """Each source folder's file count after a partial scan, as a full one would find it:
+    the stored files under it, with the new ones and without the deleted."""
+    for index, source in enumerate(found.sources):
+        if source.state != "ok":
+            continue
+        inside = source.path.rstrip(os.sep) + os.sep
+        new = sum(1 for path in found.files if path not in snapshot.files and path.startswith(inside))
+        gone = sum(1 for path in plan.files.deleted if path.startswith(inside))
+        found.sources[index] = replace(source, files=snapshot.files_under.get(source.path, 0) + new - gone)
 
 
 def _not_idle(plan: CyclePlan) -> CyclePlan:
@@ -432,8 +471,15 @@ def _log_finished(bound: Any, report: RunReport, *, idle: bool) -> None:
 
 
 def _scan(config: Config) -> Scan:
-    sources = [Source(s.path, s.include, s.max_bytes, s.settle_s) for s in config.sources]
-    return scan(sources, time.time_ns())
+    return scan(_sources(config), time.time_ns())
+
+
+def _scan_paths(config: Config, paths: tuple[str, ...]) -> Scan:
+    return scan_paths(_sources(config), paths, time.time_ns())
+
+
+def _sources(config: Config) -> list[Source]:
+    return [Source(s.path, s.include, s.max_bytes, s.settle_s) for s in config.sources]
 
 
 def _fetch_settings(config: Config) -> FetchSettings:
@@ -533,7 +579,7 @@ def _ingest(context: CycleContext, engine: Engine, snapshot: StoreSnapshot, foun
         # Most of the store, or only the files to act on, whichever is fewer queries.
         known = (
             file_store.known_files(conn)
-            if 2 * len(acting_on) > len(snapshot.files)
+            if 2 * len(acting_on) > len(snapshot.files) and not snapshot.partial
             else file_store.known_files(conn, acting_on)
         )
     to_read: list[ReadTask] = [
@@ -562,7 +608,7 @@ def _ingest(context: CycleContext, engine: Engine, snapshot: StoreSnapshot, foun
     to_read.sort(key=lambda task: (found.files[task[0]].mtime_ns, task[0]))
     batch: list[Ingested] = []
     touched: list[Touched] = []
-    first_run = not snapshot.files
+    first_run = not snapshot.files and not snapshot.partial
     with indexes_deferred(engine, defer=first_run and len(to_read) >= DEFER_INDEXES_FROM):
         results = _reader(context, engine, to_read, found)
         progress, total = context.on_progress, len(to_read)

@@ -8,7 +8,7 @@ finds nothing and the one that works answer from the same code.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -39,7 +39,8 @@ def plan_reads(found: Scan, known: Mapping[str, tuple[int, int]]) -> FilePlan:
 
     A file whose stat is unchanged is not read; one still being written (unsettled) counts
     as unchanged if known and is neither read nor deleted; a file under a folder that could
-    not be walked is not taken as deleted.
+    not be walked is not taken as deleted, nor one a partial scan (`found.scope`) did not
+    look at.
     """
     new = changed = unchanged = 0
     read: list[str] = []
@@ -59,10 +60,14 @@ def plan_reads(found: Scan, known: Mapping[str, tuple[int, int]]) -> FilePlan:
         read.append(path)  # counted as changed only once read: the bytes may be the same
     unchanged += sum(1 for path in found.unsettled if path in known)
     skipped_roots = tuple(root.rstrip(os.sep) + os.sep for root in found.unreadable_roots)
+    looked_at = _looked_at(found.scope)
     deleted = [
         path
         for path in known
-        if path not in found.files and path not in found.unsettled and not path.startswith(skipped_roots)
+        if path not in found.files
+        and path not in found.unsettled
+        and not path.startswith(skipped_roots)
+        and looked_at(path)
     ]
     counts = FileCounts(
         seen=len(found.files) + len(found.unsettled),
@@ -74,8 +79,21 @@ def plan_reads(found: Scan, known: Mapping[str, tuple[int, int]]) -> FilePlan:
     return FilePlan(counts, read, too_large, deleted)
 
 
+def _looked_at(scope: tuple[str, ...] | None) -> Callable[[str], bool]:
+    """Whether a scan of `scope` (None: everything) looked at a path: the path itself, or a
+    folder it is under."""
+    if scope is None:
+        return lambda path: True
+    exact = frozenset(path for path in scope if not path.endswith(os.sep))
+    folders = tuple(path for path in scope if path.endswith(os.sep))
+    return lambda path: path in exact or path.startswith(folders)
+
+
 def guard_emptied_sources(
-    found: Scan, known: Mapping[str, tuple[int, int]], devices: Mapping[str, int]
+    found: Scan,
+    known: Mapping[str, tuple[int, int]],
+    devices: Mapping[str, int],
+    stored_under: Mapping[str, int] | None = None,
 ) -> list[tuple[str, str]]:
     """Source folders that list no file although files were stored from them, and that are no
     longer on the device they were on (`devices`: st_dev of each folder when it last had
@@ -84,19 +102,22 @@ def guard_emptied_sources(
     purpose stays on its device: its files go, as they should.
     """
     problems = []
+    partial = found.scope is not None  # it did not list the folders: only their device tells
     for index, source in enumerate(found.sources):
-        if source.state != "ok" or source.files or source.path not in devices:
+        if source.state != "ok" or (source.files and not partial) or source.path not in devices:
             continue
         if source.device is None or source.device == devices[source.path]:
             continue
         inside = source.path.rstrip(os.sep) + os.sep
         if any(path.startswith(inside) for path in found.unsettled):
             continue
-        stored = sum(1 for path in known if path.startswith(inside))
+        stored = (
+            (stored_under or {}).get(source.path, 0) if partial else sum(1 for path in known if path.startswith(inside))
+        )
         if not stored:
             continue
         reason = (
-            f"empty and on another device than when {stored} stored files came from it"
+            f"{'' if partial else 'empty and '}on another device than when {stored} stored files came from it"
             " (a volume not mounted?): none taken as deleted"
         )
         found.sources[index] = replace(source, state="empty", reason=reason)
@@ -146,7 +167,7 @@ def plan_cycle(
         for key, value in snapshot.meta.items()
         if key.startswith(keys.SOURCE_DEVICE)
     }
-    emptied = guard_emptied_sources(found, stats, devices)
+    emptied = guard_emptied_sources(found, stats, devices, snapshot.files_under)
     pending = tuple(_pending(snapshot, feeds, settings, fetch, now))
     return CyclePlan(plan_reads(found, stats), pending, emptied, feeds)
 

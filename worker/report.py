@@ -34,6 +34,10 @@ class RunReport:
     finished_at: str | None = None
     waited_s: float = 0.0
     message: str | None = None
+    # "full": every source folder was scanned; "paths": an incremental cycle of the paths the
+    # watcher saw change (`files` then counts those alone).
+    scan: str = "full"
+    watch: dict[str, Any] | None = None  # the watcher's state when `serve` ran it (WatchSnapshot.to_dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

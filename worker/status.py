@@ -22,8 +22,9 @@ from worker.store.errors import StoreError
 from worker.store.lock import cycle_running
 from worker.store.schema import ARTICLE, TOPIC
 
-__all__ = ["StatusError", "read_status"]
+__all__ = ["RECENT_RUNS", "StatusError", "empty_status", "read_status", "source_status", "store_status"]
 
+RECENT_RUNS = 100  # the runs `recent_runs` lists (and GET /status draws)
 _DIED = "the process running this cycle ended before it finished (killed?); the next cycle will take over its work"
 
 
@@ -32,31 +33,19 @@ class StatusError(Exception):
 
 
 def read_status(config: Config) -> dict[str, Any]:
+    """`feedworker status --json`: the store's figures (store_status), or empty_status before any run."""
     path = config.database_path
     if path is not None and not path.exists():
-        return _no_store(config)
+        return empty_status(config)
     try:
         engine = connect(config.database_url, busy_timeout_s=config.busy_timeout_s, readonly=True)
     except StoreError as exc:
         raise StatusError(str(exc)) from None
     try:
         if not check_schema(engine):
-            return _no_store(config)  # a first run killed before it made the schema
+            return empty_status(config)  # a first run killed before it made the schema
         with engine.connect() as conn:
-            counts = article_store.article_counts(conn)
-            removed = conn.execute(sa.select(sa.func.count()).where(ARTICLE.c.removed.is_(True))).scalar_one()
-            topics = len(topic_store.published_topics(conn))
-            all_topics = conn.execute(sa.select(sa.func.count()).select_from(TOPIC)).scalar_one()
-            last_run = _last_run(conn, config)
-            return {
-                "articles": {**counts, "removed": removed},
-                "topics": topics,
-                "topics_known": all_topics,
-                "quarantined": file_store.quarantined_files(conn),
-                "enrich": pages.page_counts(conn, datetime.now(UTC), config.enrich.ttl),
-                "sources": _sources(config, last_run),
-                "last_run": last_run,
-            }
+            return store_status(conn, config)
     except StoreError as exc:
         raise StatusError(str(exc)) from None
     except sa.exc.SQLAlchemyError as exc:
@@ -65,19 +54,41 @@ def read_status(config: Config) -> dict[str, Any]:
         engine.dispose()
 
 
-def _no_store(config: Config) -> dict[str, Any]:
+def store_status(conn: sa.Connection, config: Config) -> dict[str, Any]:
+    """The status from an open connection on a store of this schema (`status --json`, GET /status).
+
+    `recent_runs`: the last RECENT_RUNS runs that ended, oldest first (store.runs.recent)."""
+    counts = article_store.article_counts(conn)
+    removed = conn.execute(sa.select(sa.func.count()).where(ARTICLE.c.removed.is_(True))).scalar_one()
+    topics = len(topic_store.published_topics(conn))
+    all_topics = conn.execute(sa.select(sa.func.count()).select_from(TOPIC)).scalar_one()
+    last_run = _last_run(conn, config)
+    return {
+        "articles": {**counts, "removed": removed},
+        "topics": topics,
+        "topics_known": all_topics,
+        "quarantined": file_store.quarantined_files(conn),
+        "enrich": pages.page_counts(conn, datetime.now(UTC), config.enrich.ttl),
+        "sources": source_status(config, last_run),
+        "last_run": last_run,
+        "recent_runs": runs.recent(conn, RECENT_RUNS),
+    }
+
+
+def empty_status(config: Config) -> dict[str, Any]:
     """The status before any run has made the store."""
     return {
         "articles": {"total": 0, "published": 0, "removed": 0},
         "topics": 0,
         "quarantined": [],
         "enrich": {"fetched": 0, "cached": 0, "failed": 0, "pending": 0},
-        "sources": _sources(config, None),
+        "sources": source_status(config, None),
         "last_run": None,
+        "recent_runs": [],
     }
 
 
-def _sources(config: Config, last_run: dict[str, Any] | None) -> list[dict[str, Any]]:
+def source_status(config: Config, last_run: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Each source folder: its state now (`state`, `reason`: looked at, not walked), and the
     last run's view of it (`files` counted under it, `last_run_state`; None when it has none)."""
     seen: dict[str, dict[str, Any]] = {}

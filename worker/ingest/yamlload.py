@@ -4,9 +4,10 @@ PyYAML's C loader (`yaml.CSafeLoader`) is the reference. `yaml_rs` (a Rust YAML 
 parser) is about ten times faster but resolves some plain scalars differently, because
 YAML 1.1 and 1.2 disagree: `yes`/`no`/`on`/`off`, `0755`, `1e3`, `12:30:00`, `<<`, and
 unquoted timestamps. Before using it, the text is screened for every plain scalar where
-the two could differ; such a document, a tag, an anchor or alias, or anything yaml_rs
-refuses, is read by PyYAML instead. tests/test_yamlload.py checks both give the same
-articles over generated, sample and hostile corpora.
+the two could differ; such a document, a tag, an anchor or alias, a flow collection other
+than an empty one, or anything yaml_rs refuses, is read by PyYAML instead.
+tests/test_yamlload.py checks both give the same articles over generated, sample and
+hostile corpora, and over generated tokens that start like numbers.
 """
 
 from __future__ import annotations
@@ -40,6 +41,19 @@ _ISO_TIMESTAMP = re.compile(
 _SPECIAL = re.compile("[^\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]|<<")
 # A token starting with one of these may resolve to something other than a plain string.
 _RISKY_FIRST = frozenset("-+.0123456789<=@`!&*%|>[]{}?,:#")
+# Every character that any implicit resolver which can match a token starting with a digit or
+# `+` accepts: PyYAML's YAML 1.1 int (`0b`, `0x` + hex digits, octal `0…`, `_`, sexagesimal
+# `1:20`), float (`1_000.5`, `.5`, `1.e+3`, sexagesimal `1:20.5`, `.inf`, `.nan`) and timestamp
+# (`2001-12-14`, `t`/`T` or spaces, `Z`, `+05:00`), and yaml_rs's YAML 1.2 core int (`0o`,
+# `0x`, `0b`, either case, `_`) and float (`1e3`, `.inf`/`.nan` in any case). `y` (of
+# `infinity`, which neither takes) is a margin. The other resolvers (bool, null, merge `<<`,
+# value `=`) only match tokens starting with a letter, `~`, `<` or `=`, or the empty token.
+_NUMBER_CHARACTERS = frozenset("0123456789+-._: \tabcdefABCDEFiInNoOtTxXyYzZ")
+# A plain scalar starting with a digit or `+` in characters that cannot open anything (no
+# `#`, `:`, quote, bracket, indicator or tab): its whole value, whatever lines continue it.
+_WORDLIKE = re.compile(r"[0-9+][0-9A-Za-z+/=;._ -]*")
+# An empty flow sequence or mapping as a whole value; both loaders give [] or {}.
+_EMPTY_FLOW = re.compile(r"(?:\[\]|\{\})[ ]*(?:[ ]#.*)?")
 _BOOL_WORDS = frozenset(
     ["y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF"]
 )
@@ -83,6 +97,7 @@ def needs_reference_loader(text: str) -> bool:
                 value
                 and (value[0] in _RISKY_FIRST or value[0] in _BOOL_FIRST)
                 and _risky(value, key if date_key_here else None)
+                and not _EMPTY_FLOW.fullmatch(value)
             ):
                 return True
     return False
@@ -107,7 +122,17 @@ def _risky(token: str, key: str | None) -> bool:
         return False
     if _AGREED.fullmatch(token):
         return False
-    return not (key == _DATE_KEY and _ISO_TIMESTAMP.fullmatch(token))
+    if key == _DATE_KEY and _ISO_TIMESTAMP.fullmatch(token):
+        return False
+    return not _read_as_text_by_both(token)
+
+
+def _read_as_text_by_both(token: str) -> bool:
+    """True when `token`, a plain scalar starting with a digit or `+` (`5G`, `9to5Mac`,
+    `24/7 Wire`, an unquoted base64 `5b84…==`), is a string to both loaders: it holds a
+    character no number or date of either uses, so no implicit resolver can match it."""
+    scalar = token.partition(" #")[0].rstrip(" ")
+    return _WORDLIKE.fullmatch(scalar) is not None and not _NUMBER_CHARACTERS.issuperset(scalar)
 
 
 def load_yaml(text: str, *, fast: bool = True) -> Any:

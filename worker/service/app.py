@@ -32,6 +32,7 @@ from worker.service.http import StoreReader, create_app
 from worker.service.metrics import ServiceMetrics
 from worker.service.replica import GroupHelper, ReplicaState
 from worker.service.scheduler import Runner, ServiceScheduler, build_trigger
+from worker.service.watch import SourceWatcher, WatchState
 from worker.store.postgres import is_postgres
 
 __all__ = [
@@ -450,9 +451,12 @@ class _Service:
     def __init__(self, config: Config, sock: socket.socket, clock: Callable[[], datetime] | None = None) -> None:
         # This process in its group of replicas: one of several on a PostgreSQL store, else single.
         self.replica = ReplicaState(replica_name(), shared=is_postgres(config.database_url))
-        self.metrics = ServiceMetrics(replica=self.replica)
+        self.watch = WatchState("starting" if config.watch else "off")
+        self.metrics = ServiceMetrics(replica=self.replica, watch=self.watch)
         cycle = functools.partial(run_cycle, clock=clock) if clock is not None else run_cycle
-        self.runner = Runner(config, metrics=self.metrics, replica=self.replica, cycle=cycle)
+        self.runner = Runner(config, metrics=self.metrics, replica=self.replica, cycle=cycle, watch=self.watch)
+        # Changed files make incremental cycles at once; the schedule's full scans stay the safety net.
+        self.watcher = SourceWatcher(lambda: self.runner.config, self.runner.request_paths, self.watch)
         # Reads files and fetches pages the leader of the group offers, while this replica does not lead.
         self.group_helper = GroupHelper(lambda: self.runner.config, self.replica)
         self.scheduler = ServiceScheduler(self.runner)
@@ -480,6 +484,7 @@ class _Service:
             self.runner.start()
             self.group_helper.start()
             self.scheduler.start(config.schedule)
+            self.watcher.start()
             if self.reaper is not None:
                 self.reaper.start()
             host, port = self.sock.getsockname()[:2]
@@ -491,6 +496,7 @@ class _Service:
                 cron=config.schedule.cron,
                 triggers_enabled=bool(config.server.token),
                 feeds_dir=str(config.feeds.dir),
+                watch=config.watch,
             )
             self.server.run(sockets=[self.sock])
         finally:
@@ -527,6 +533,7 @@ class _Service:
         if signum is not None:
             log.info("shutdown.requested", signal=signal.Signals(signum).name, grace_s=grace_s)
         self.scheduler.shutdown()
+        self.watcher.stop()
         self.group_helper.stop()
         self.clean = self.runner.stop(grace_s, SAFE_POINT_WAIT_S)
         if not self.clean:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import gzip
@@ -39,6 +38,8 @@ from worker.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from worker.service.metrics import ServiceMetrics
 from worker.service.replica import ReplicaState
 from worker.service.scheduler import Runner, RunnerState, RunnerStopped, build_trigger
+from worker.service.status_page import StatusPage, render_status_page
+from worker.status import empty_status, source_status, store_status
 from worker.store import runs
 from worker.store.postgres import is_postgres
 
@@ -141,11 +142,6 @@ def create_app(
         # Replicas on PostgreSQL serve the feeds the store keeps; one process, its folder's files.
         server = stored if is_postgres(runner.config.database_url) else files
         answer = await run_in_threadpool(server.respond, path, method, headers)
-        if isinstance(answer, float):
-            # Written within this very second: answered once it is over (FeedFiles).
-            await asyncio.sleep(answer)
-            answer = await run_in_threadpool(server.respond, path, method, headers, may_wait=False)
-        assert isinstance(answer, Response)
         if path.lower().endswith(".html"):
             answer.headers.update(PAGE_HEADERS)
         return answer
@@ -213,6 +209,11 @@ def create_app(
         # The id is not echoed: it is whatever the client sent, up to the request line's size.
         return _json({"error": "no such run"}, 404)
 
+    async def status_page(request: Request) -> Response:
+        # The operator page: never cached (its figures change with every run and request).
+        body = await run_in_threadpool(_status_page, runner.config, reader, runner, metrics, replica, clock())
+        return Response(body, headers={**PAGE_HEADERS, "Cache-Control": "no-store"}, media_type="text/html")
+
     from worker.service.query import query_routes  # it imports this module's helpers: imported here
 
     routes = [
@@ -223,6 +224,7 @@ def create_app(
         Route("/healthz", _guard(healthz), methods=["GET", "HEAD"]),
         Route("/livez", _guard(livez), methods=["GET", "HEAD"]),
         Route("/metrics", _guard(metrics_endpoint), methods=["GET"]),
+        Route("/status", _guard(status_page), methods=["GET", "HEAD"]),
         Route("/runs", _guard(trigger), methods=["POST"]),
         Route("/runs/latest", _guard(latest), methods=["GET"]),
         Route("/runs/{run_id}", _guard(one_run), methods=["GET"]),
@@ -272,6 +274,54 @@ def _guard(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Requ
             return _json({"error": "internal error"}, 500)
 
     return guarded
+
+
+def _status_page(
+    config: Config, reader: StoreReader, runner: Runner, metrics: ServiceMetrics, replica: ReplicaState, now: float
+) -> bytes:
+    """GET /status: `status --json`'s document, read on the server's engine (store_status), this
+    process's state and its /metrics counters, and the watcher's state. A store that cannot be
+    read leaves what this process knows (its own last run, the folders), with a notice: 200."""
+    try:
+        stored = reader.read(config, functools.partial(store_status, config=config), strict=True)
+        store = "ok" if stored is not None else "none"
+    except StoreUnavailable:
+        stored, store = None, "unreadable"
+    if stored is None:
+        own = runner.last_report()  # a run that failed before the store had a schema, or could be read
+        stored = {**empty_status(config), "sources": source_status(config, own), "last_run": own}
+        if store == "unreadable":
+            stored.update(articles=None, topics=None, quarantined=None, enrich=None)
+    state = runner.state()
+
+    def counted(outcome: str) -> int:
+        return int(metrics.registry.get_sample_value("feedworker_runs_total", {"outcome": outcome}) or 0)
+
+    process = {
+        "name": replica.name,
+        "role": replica.role(),
+        "running": state.running,
+        "queued": state.queued,
+        "accepting": state.accepting,
+        "runs_ok": counted("ok"),
+        "runs_failed": counted("failed"),
+        "last_success_at": state.last_success_at,
+    }
+    watch = metrics.watch.snapshot().to_dict() if metrics.watch is not None else {"state": "off"}
+    page = StatusPage(datetime.fromtimestamp(now, UTC), store, stored, process, watch)
+    return render_status_page(page, secrets=_secrets(config))
+
+
+def _secrets(config: Config) -> list[str]:
+    """What no page may show: the server token and the database password (as given and decoded)."""
+    secrets = [config.server.token]
+    try:
+        password = sa.make_url(config.database_url).password
+    except (sa.exc.ArgumentError, ValueError):
+        password = None
+    if password:
+        secrets += [str(password), urllib.parse.quote(str(password), safe="")]
+    return [secret for secret in secrets if len(secret) >= 4]  # as config's messages: shorter ones are no secret
 
 
 def _json(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -614,8 +664,8 @@ _Key = tuple[Any, ...]  # (device, inode, size, mtime_ns) of a file; ("document"
 # - StaticFiles' 304 (NotModifiedResponse) drops Last-Modified
 #   (test_vary_max_age_and_a_304_that_repeats_the_validators), and its If-Modified-Since
 #   compares `parsedate` tuples, ignoring the zone offset;
-# - Last-Modified is always the mtime: no wait for the second a feed was written in to be
-#   over, no answer without a date for a future mtime (test_a_feed_replaced_within_one_second_...,
+# - Last-Modified is always the mtime: none while the second a feed was written in lasts
+#   or for a future mtime (test_a_feed_replaced_within_one_second_...,
 #   test_a_feed_asked_for_in_the_second_it_was_written_...);
 # - FileResponse opens the file again by name when it sends it: a feed replaced in between
 #   goes out with the old file's ETag and Content-Length, and a FIFO swapped in blocks a
@@ -634,12 +684,12 @@ class FeedFiles:
 
     Last-Modified is the file's mtime, to the second. Two versions written within one second
     share that date, so a client revalidating with it alone (If-Modified-Since) could get 304
-    for bytes it never saw. So a version is answered only once the second it was written in is
-    over: a request within that second waits for its end (respond returns how long, at most
-    1 s), and a date sent names exactly one version, the last one written in that second (a
-    later write gets a later mtime). Should the second still not be over after that wait (an
-    mtime in the future: a skewed clock), the answer carries no Last-Modified and
-    If-Modified-Since is not used for it.
+    for bytes it never saw. So while the second a version was written in lasts (or when its
+    mtime is in the future: a skewed clock), it is answered at once with its ETag alone: no
+    Last-Modified, and If-Modified-Since is not used for it. Once that second is over, the
+    date names exactly one version, the last one written in it (a later write gets a later
+    mtime). A new article is served the moment its feed is written (issue 15: the watcher's
+    latency), not up to a second later.
     """
 
     def __init__(
@@ -661,9 +711,8 @@ class FeedFiles:
         self._gzipped: OrderedDict[_Key, bytes] = OrderedDict()
         self._gzipped_bytes = 0
 
-    def respond(self, relative: str, method: str, headers: Any, *, may_wait: bool = True) -> Response | float:
-        """The response; or, when the file was written within the current second and
-        `may_wait`, the seconds until that second is over (then ask again)."""
+    def respond(self, relative: str, method: str, headers: Any) -> Response:
+        """The response (without Last-Modified while the second the file was written in lasts)."""
         resolved = _resolve(self._root(), relative)
         opened = None if resolved is None else _open_feed(*resolved)
         if resolved is None or opened is None:
@@ -671,11 +720,7 @@ class FeedFiles:
         fd, st = opened
         media_type = CONTENT_TYPES[os.path.splitext(resolved[1][-1])[1].lower()]
         modified = st.st_mtime_ns // 1_000_000_000
-        wait = modified + 1 - self._clock()
-        if may_wait and 0 < wait <= 1:
-            os.close(fd)
-            return float(wait)
-        dated = wait <= 0  # that second is over: the date names one version
+        dated = modified + 1 <= self._clock()  # that second is over: the date names one version
         with os.fdopen(fd, "rb") as handle:
             key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             with self._lock:
@@ -740,7 +785,7 @@ class FeedDocuments(FeedFiles):
         super().__init__(lambda: Path("."), clock=clock, max_age=max_age, links=links)
         self._document = document
 
-    def respond(self, relative: str, method: str, headers: Any, *, may_wait: bool = True) -> Response | float:
+    def respond(self, relative: str, method: str, headers: Any) -> Response:
         parts = relative.split("/")
         shapes = (
             len(parts) == 1 or (len(parts) == 2 and parts[0] == "topics") or (len(parts) == 3 and parts[0] == "archive")
@@ -759,10 +804,7 @@ class FeedDocuments(FeedFiles):
         data, digest, modified_at = found
         media_type = CONTENT_TYPES[os.path.splitext(parts[-1])[1].lower()]
         modified = int(modified_at.timestamp())
-        wait = modified + 1 - self._clock()
-        if may_wait and 0 < wait <= 1:
-            return float(wait)
-        dated = wait <= 0
+        dated = modified + 1 <= self._clock()
         compressed = len(data) >= GZIP_MIN_BYTES and _prefers_gzip(headers.get("accept-encoding"))
         etag, meta = _validators(
             digest, compressed, modified if dated else None, self._max_age(), self._links(relative)

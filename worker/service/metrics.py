@@ -13,6 +13,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from worker.service.replica import ROLES, ReplicaState
+from worker.service.watch import WATCH_STATES, WatchSnapshot, WatchState
 
 if TYPE_CHECKING:
     from worker.store.runs import LastRun
@@ -33,8 +34,9 @@ class ServiceMetrics:
     "single" and no file was read.
     """
 
-    def __init__(self, replica: ReplicaState | None = None) -> None:
+    def __init__(self, replica: ReplicaState | None = None, watch: WatchState | None = None) -> None:
         self.replica = replica
+        self.watch = watch  # the source-folder watcher (serve with `watch: true`); None: off
         self.registry = CollectorRegistry(auto_describe=True)
         self.runs = Counter(
             "feedworker_runs", "Cycles run by this server, by outcome.", ["outcome"], registry=self.registry
@@ -86,6 +88,7 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.registry.register(_ReplicaCollector(self))
+        self.registry.register(_WatchCollector(self))
         self.websub = Counter(
             "feedworker_websub_pings",
             "WebSub hub notifications after cycles that changed feeds, by result (failed: after the retries).",
@@ -189,3 +192,40 @@ class _ReplicaCollector(Collector):
             value=files_read,
         )
         return [role, files]
+
+
+class _WatchCollector(Collector):
+    """The source-folder watcher's state (one series per state, 1 for the current one), the
+    folders it watches, the changed paths it saw and the incremental cycles they made."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families(WatchSnapshot("off"))
+
+    def collect(self) -> Iterable[Metric]:
+        watch = self._metrics.watch
+        return self._families(watch.snapshot() if watch is not None else WatchSnapshot("off"))
+
+    @staticmethod
+    def _families(snapshot: WatchSnapshot) -> list[Metric]:
+        state = GaugeMetricFamily(
+            "feedworker_watch_state",
+            "1 for the source-folder watcher's current state (off: `watch: false`; watching: changes"
+            " run incremental cycles; limited: the inotify watch limit ran out; failed: see the log;"
+            " in both, the schedule alone finds changes), 0 for the others.",
+            labels=["state"],
+        )
+        for name in WATCH_STATES:
+            state.add_metric([name], 1.0 if name == snapshot.state else 0.0)
+        folders = GaugeMetricFamily(
+            "feedworker_watch_folders", "Source folders the watcher watches.", value=snapshot.folders
+        )
+        events = CounterMetricFamily(
+            "feedworker_watch_paths", "Changed paths the watcher saw in the source folders.", value=snapshot.events
+        )
+        cycles = CounterMetricFamily(
+            "feedworker_watch_cycles", "Incremental cycles run for the paths the watcher saw.", value=snapshot.cycles
+        )
+        return [state, folders, events, cycles]

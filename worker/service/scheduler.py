@@ -24,6 +24,7 @@ from worker.report import CycleError, RunReport
 from worker.service import FINISHED
 from worker.service.metrics import ServiceMetrics
 from worker.service.replica import ReplicaState
+from worker.service.watch import WatchState
 from worker.store.errors import StoreError
 from worker.store.postgres import is_postgres
 
@@ -41,6 +42,7 @@ log = structlog.get_logger("worker.service")
 JOB_ID = "cycle"
 KEEP_REQUESTS = 256  # finished requests remembered for GET /runs/<id>
 SCHEDULE = "schedule"  # the source of the scheduler's requests
+WATCH = "watch"  # the source of the watcher's requests
 # Recording a run request in a PostgreSQL store happens while POST /runs waits: a database
 # that does not answer must not hold it for the kernel's TCP timeout.
 RECORD_CONNECT_TIMEOUT_S = 5
@@ -64,6 +66,7 @@ class RunRequest:
     report: dict[str, Any] | None = None
     message: str | None = None
     done: threading.Event = field(default_factory=threading.Event, repr=False)
+    paths: set[str] | None = None  # the watcher's: an incremental cycle of these paths (None: a full one)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,8 +120,10 @@ class Runner:
         cycle: CycleFn = run_cycle,
         clock: Callable[[], float] = time.time,
         replica: ReplicaState | None = None,
+        watch: WatchState | None = None,
     ) -> None:
         self._config = config
+        self.watch = watch
         self._metrics = metrics
         self._cycle = cycle
         self._clock = clock
@@ -158,6 +163,8 @@ class Runner:
             with self._cond:
                 if not self._accepting:
                     raise RunnerStopped("the service is shutting down")
+                if self._queued is not None and self._queued.paths is not None:
+                    self._drop_queued_watch()  # the full cycle asked for now covers its paths
                 if self._queued is not None:
                     return self._queued, True
                 request = RunRequest(id=uuid.uuid4().hex[:16], source=source, requested_at=self._clock())
@@ -171,8 +178,32 @@ class Runner:
                 if not self._accepting:
                     # Its row stays: the next run on another replica of the group serves it.
                     raise RunnerStopped("the service is shutting down")
-                self._enqueue(request)  # nothing queued meanwhile: requests take turns
+                self._drop_queued_watch()  # only the watcher's can have been queued meanwhile
+                self._enqueue(request)  # no other request queued meanwhile: requests take turns
                 return request, False
+
+    def request_paths(self, paths: set[str]) -> RunRequest | None:
+        """Ask for an incremental cycle of `paths` (the watcher's). Joins the run already
+        queued: a full one covers them, an incremental one takes them on. None while shutting down."""
+        with self._cond:
+            if not self._accepting:
+                return None
+            queued = self._queued
+            if queued is not None:
+                if queued.paths is not None:
+                    queued.paths |= paths
+                return queued
+            request = RunRequest(id=uuid.uuid4().hex[:16], source=WATCH, requested_at=self._clock(), paths=set(paths))
+            self._enqueue(request)
+            return request
+
+    def _drop_queued_watch(self) -> None:
+        # Under _cond. Nobody waits on the watcher's requests: it is forgotten, not cancelled.
+        queued, self._queued = self._queued, None
+        if queued is not None:
+            self._requests.pop(queued.id, None)
+            queued.status, queued.finished_at, queued.message = "ok", self._clock(), "joined a full run"
+            queued.done.set()
 
     def _enqueue(self, request: RunRequest) -> None:
         self._queued = request
@@ -289,6 +320,12 @@ class Runner:
             leading = True
             self.replica.leader_from_now()
 
+        extra: dict[str, Any] = {}
+        if request.paths is not None:
+            extra["paths"] = request.paths
+            bound = bound.bind(paths=len(request.paths))
+        if self.watch is not None:
+            extra["watch"] = self.watch.snapshot().to_dict()
         try:
             if is_postgres(config.database_url):
                 report = self._cycle(
@@ -298,9 +335,10 @@ class Runner:
                     request_id=request.id,
                     on_locked=locked,
                     on_read=self.replica.add_read,
+                    **extra,
                 )
             else:
-                report = self._cycle(config, on_wait=waiting, should_stop=self._abort.is_set)
+                report = self._cycle(config, on_wait=waiting, should_stop=self._abort.is_set, **extra)
         except CycleError as exc:
             report = exc.report
         except BaseException as exc:  # noqa: BLE001
@@ -318,6 +356,8 @@ class Runner:
         request.status = "ok" if report.status == "ok" else "failed"
         if self._metrics is not None:
             self._metrics.observe_run(request.report, request.finished_at)
+        if request.paths is not None and self.watch is not None:
+            self.watch.ran_cycle()
         event = bound.info if request.status == "ok" else bound.error
         event(
             "run.completed",

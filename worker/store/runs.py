@@ -19,6 +19,7 @@ __all__ = [
     "last_finished",
     "last_report",
     "newest_run",
+    "recent",
     "request_view",
     "start",
     "unfinished",
@@ -97,6 +98,49 @@ def last_report(conn: Connection) -> dict[str, Any] | None:
     query = sa.select(RUN.c.report_json).where(RUN.c.report_json.is_not(None)).order_by(RUN.c.id.desc()).limit(1)
     value = conn.execute(query).scalar()
     return orjson.loads(value) if value else None
+
+
+def recent(conn: Connection, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest `limit` runs that ended (ok, failed, interrupted; a run under way has no
+    report yet), oldest first, each summed up from its report: `run_id`, `status`,
+    `started_at`, `finished_at` (None for an interrupted run), `duration_s`, `files`
+    (new, changed, unchanged, deleted, quarantined), `feeds_written` and `message`."""
+    query = (
+        sa.select(RUN.c.id, RUN.c.status, RUN.c.started_at, RUN.c.finished_at, RUN.c.report_json)
+        .where(RUN.c.report_json.is_not(None))
+        .order_by(RUN.c.id.desc())
+        .limit(limit)
+    )
+    return [_summary(row) for row in reversed(conn.execute(query).all())]
+
+
+def _summary(row: sa.Row[Any]) -> dict[str, Any]:
+    """One run of `recent`, read defensively: an older report may lack a key."""
+    try:
+        report = orjson.loads(row.report_json)
+    except orjson.JSONDecodeError:
+        report = None
+    report = report if isinstance(report, dict) else {}
+    files, feeds = report.get("files"), report.get("feeds")
+    files, feeds = files if isinstance(files, dict) else {}, feeds if isinstance(feeds, dict) else {}
+    duration, message = report.get("duration_s"), report.get("message")
+    return {
+        "run_id": row.id,
+        "status": row.status,
+        "started_at": row.started_at.isoformat(),
+        "finished_at": row.finished_at.isoformat() if row.finished_at is not None else None,
+        "duration_s": float(duration) if isinstance(duration, int | float) and not isinstance(duration, bool) else None,
+        "files": {state: _count(files.get(state)) for state in _FILE_STATES},
+        "feeds_written": _count(feeds.get("written")),
+        "message": message if isinstance(message, str) else None,
+    }
+
+
+_FILE_STATES = ("new", "changed", "unchanged", "deleted", "quarantined")
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 @dataclass(frozen=True, slots=True)

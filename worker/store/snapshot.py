@@ -61,9 +61,15 @@ _ARTICLE_COUNTS = """
 """
 
 
-def read_snapshot(conn: Any) -> StoreSnapshot | None:
+def read_snapshot(
+    conn: Any, scope: tuple[str, ...] | None = None, roots: tuple[str, ...] = (), mark: str = "?"
+) -> StoreSnapshot | None:
     """The store's snapshot; None for a store with no schema yet. A store of another schema
-    version gives its `meta` alone (the cycle migrates it, or refuses a newer one)."""
+    version gives its `meta` alone (the cycle migrates it, or refuses a newer one).
+
+    With `scope` (a partial scan's: files, and folders ending in `/`), only the stored files
+    in it are read, with the quarantine and how many stored files each of `roots` has: what
+    an incremental cycle plans from, at a cost that does not grow with the store."""
     meta = _read_meta(conn)
     if meta is None:
         return None
@@ -76,16 +82,65 @@ def read_snapshot(conn: Any) -> StoreSnapshot | None:
         orphans = cursor.execute("SELECT 1 FROM orphan_candidate LIMIT 1").fetchone() is not None
         visible = frozenset(slug for (slug,) in cursor.execute(_VISIBLE_SLUGS))
         known = frozenset(slug for (slug,) in cursor.execute("SELECT slug FROM topic"))
-        rows = cursor.execute(_FILES).fetchall()
-        files = {path: (size, mtime_ns) for path, size, mtime_ns, _ in rows}
-        errors = sorted((path, error) for path, _, _, error in rows if error is not None)
+        files_under: dict[str, int] = {}
+        if scope is None:
+            rows = cursor.execute(_FILES).fetchall()
+            files = {path: (size, mtime_ns) for path, size, mtime_ns, _ in rows}
+            errors = sorted((path, error) for path, _, _, error in rows if error is not None)
+        else:
+            files = _files_in_scope(cursor, scope, mark)
+            errors = sorted(cursor.execute(_QUARANTINED).fetchall())
+            files_under = _files_under(cursor, roots, mark)
         quarantined = [{"path": path, "message": error} for path, error in errors]
         documents = frozenset(path for (path,) in cursor.execute("SELECT path FROM feed_document"))
     finally:
         cursor.close()
     return StoreSnapshot(
-        meta, True, last[0] if last else None, dirty, orphans, visible, known, files, quarantined, documents
+        meta,
+        True,
+        last[0] if last else None,
+        dirty,
+        orphans,
+        visible,
+        known,
+        files,
+        quarantined,
+        documents,
+        partial=scope is not None,
+        files_under=files_under,
     )
+
+
+_QUARANTINED = "SELECT path, coalesce(error, '') FROM source_file WHERE state = 'quarantined'"
+_IN_CHUNK = 500  # paths per IN (...) list: far below either database's parameter limit
+
+
+def _files_in_scope(cursor: Any, scope: tuple[str, ...], mark: str) -> dict[str, tuple[int, int]]:
+    files: dict[str, tuple[int, int]] = {}
+    exact = sorted(path for path in scope if not path.endswith("/"))
+    for start in range(0, len(exact), _IN_CHUNK):
+        chunk = exact[start : start + _IN_CHUNK]
+        marks = ", ".join([mark] * len(chunk))
+        rows = cursor.execute(f"SELECT path, size, mtime_ns FROM source_file WHERE path IN ({marks})", chunk)
+        files.update((path, (size, mtime_ns)) for path, size, mtime_ns in rows)
+    for folder in sorted(path for path in scope if path.endswith("/")):
+        rows = cursor.execute(
+            f"SELECT path, size, mtime_ns FROM source_file WHERE substr(path, 1, {mark}) = {mark}",
+            (len(folder), folder),
+        )
+        files.update((path, (size, mtime_ns)) for path, size, mtime_ns in rows)
+    return files
+
+
+def _files_under(cursor: Any, roots: tuple[str, ...], mark: str) -> dict[str, int]:
+    counts = {}
+    for root in roots:
+        inside = root.rstrip("/") + "/"
+        (count,) = cursor.execute(
+            f"SELECT count(*) FROM source_file WHERE substr(path, 1, {mark}) = {mark}", (len(inside), inside)
+        ).fetchone()
+        counts[root] = count
+    return counts
 
 
 def _read_meta(conn: Any) -> dict[str, str] | None:

@@ -108,11 +108,17 @@ def create_file(url: str) -> None:
     """Create the (empty) database file and its folder when missing: only the cycle and
     `feedworker migrate` do, since the engine's connections never create it."""
     path = file_path(url)
-    if path is None:
+    if path is None or os.path.exists(path):
+        # Never open and close an existing database file: closing any descriptor of it drops
+        # every POSIX lock this process holds on it, the WAL connections' shared locks
+        # included; another process's connection closing next then takes itself for the
+        # last one and deletes the -wal file this process goes on writing (data lost).
         return
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
+    except FileExistsError:
+        return  # made meanwhile (another process's first cycle)
     except OSError as exc:
         raise StoreError(f"cannot create the database {path}: {exc.strerror}") from None
 

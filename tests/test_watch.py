@@ -286,3 +286,5 @@ def test_when_the_inotify_limit_runs_out_it_says_so_and_the_schedule_goes_on(tmp
         status = json.loads(run_cli("status", "--json", "--config", str(config)).stdout)
         assert status["last_run"]["watch"]["state"] == "limited"
         assert "inotify" in status["last_run"]["watch"]["reason"]
+        text = run_cli("status", "--config", str(config)).stdout
+        assert "watcher:  limited: the kernel's inotify watch limit ran out" in text

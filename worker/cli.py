@@ -142,6 +142,10 @@ def status(config_path: Path | None, as_json: bool) -> None:
         click.echo(f"last run: {last['status']} at {last.get('finished_at')} in {last['duration_s']}s")
         if last.get("message"):
             click.echo(f"  {printable(str(last['message']))}")
+        watch = last.get("watch")
+        if isinstance(watch, dict):  # a run of `serve`: its watcher as it was then
+            reason = f": {printable(str(watch['reason']))}" if watch.get("reason") else ""
+            click.echo(f"watcher:  {printable(str(watch.get('state')))}{reason}")
     sources = info["sources"]
     unreadable = sum(1 for source in sources if source["state"] != "ok")
     click.echo(f"sources:  {len(sources)}" + (f" ({unreadable} unreadable)" if unreadable else ""))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
 
+import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -77,6 +78,12 @@ class Served:
     url: str  # the store's
 
 
+def dated_get(service: Service, path: str) -> httpx.Response:
+    """GET a feed once it carries its Last-Modified: not while the second it was written in
+    lasts (a version written later in that second would share the date)."""
+    return wait_for(lambda: (r := service.get(path)).headers.get("last-modified") and r, 5, f"{path} dated")
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, dialect: str) -> Iterator[Served]:
     """One service over the example articles, scheduled every 2s, triggers enabled; its tests
@@ -89,8 +96,6 @@ def served(tmp_path_factory: pytest.TempPathFactory, dialect: str) -> Iterator[S
         config = write_config(root, port=port, database=database, schedule={"every": "2s"}, server={"token": TOKEN})
         with Service(config, port) as service:
             service.wait_healthy(60)
-            # A feed is sent with its Last-Modified once the second it was written in is over.
-            time.sleep(1.05)
             yield Served(
                 service, root, config, root / "feeds", database or f"sqlite:///{root / 'db' / 'feedworker.db'}"
             )
@@ -269,7 +274,7 @@ def test_feeds_have_the_right_content_types(served: Served) -> None:
     expected[f"topics/{topic}"] = "application/rss+xml; charset=utf-8"
     expected[f"topics/{topic[:-4]}.atom"] = "application/atom+xml; charset=utf-8"
     for name, content_type in expected.items():
-        response = served.service.get(f"/feeds/{name}")
+        response = dated_get(served.service, f"/feeds/{name}")
         assert response.status_code == 200, name
         assert response.headers["content-type"] == content_type, name
         assert response.content == (served.feeds / name).read_bytes()
@@ -286,7 +291,7 @@ def test_feeds_have_the_right_content_types(served: Served) -> None:
 @both_dialects()
 def test_conditional_gets_and_etags_that_follow_the_bytes(served: Served) -> None:
     service = served.service
-    first = service.get("/feeds/all.atom")
+    first = dated_get(service, "/feeds/all.atom")
     etag, modified = first.headers["etag"], first.headers["last-modified"]
     assert service.get("/feeds/all.atom", headers={"If-None-Match": etag}).status_code == 304
     assert service.get("/feeds/all.atom", headers={"If-None-Match": f'"nope", W/{etag}'}).status_code == 304

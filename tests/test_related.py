@@ -285,3 +285,46 @@ def test_pages_are_queued_for_items_lacking_metadata_and_forgotten_when_no_longe
     with transaction(db.engine) as conn:
         assert pages.prune(conn, later, 3600) == 1
         assert pages.due_urls(conn, later, 3600, 10) == []
+
+
+def test_one_process_renders_every_change_of_an_entrys_inputs_across_cycles(tmp_path: Path) -> None:
+    """`serve` keeps built entries across its cycles (publish.feeds._EntryMemo): a neighbour's
+    new title, a new reverse link and an edit of the article itself each show in the next
+    cycle of the same process, exactly as a fresh process renders them."""
+    from tests.conftest import make_project
+    from worker.config import load_config
+    from worker.pipeline import run_cycle
+
+    project = make_project(tmp_path / "p")
+    b_url, c_url = "https://news.example.com/b", "https://news.example.com/c"
+    project.article(
+        "a.txt", title="Alpha", web_url="https://news.example.com/a", related=[{"title": "B?", "webUrl": b_url}]
+    )
+    project.article("b.txt", title="Beta", web_url=b_url)
+    config = load_config(project.config)
+    run_cycle(config)
+    assert b"Beta" in project.feed("all.atom")
+
+    project.article("b.txt", title="Beta renamed", web_url=b_url)  # a's related link shows b's title
+    run_cycle(config)
+    in_process = project.feed("all.atom")
+    assert in_process.count(b"Beta renamed") >= 2  # b's own entry and a's link to it
+
+    project.article("c.txt", title="Gamma", web_url=c_url, related=[{"title": "to b", "webUrl": b_url}])
+    run_cycle(config)  # b gains a reverse link to c
+    project.article(
+        "a.txt", title="Alpha edited", web_url="https://news.example.com/a", related=[{"title": "B?", "webUrl": b_url}]
+    )
+    run_cycle(config)
+    fresh = make_project(tmp_path / "fresh")
+    for path in sorted(project.inbox.iterdir()):
+        (fresh.inbox / path.name).write_bytes(path.read_bytes())
+    fresh.run()
+    assert b"Alpha edited" in project.feed("all.atom")
+    strip = lambda body: [
+        line
+        for line in body.splitlines()
+        if not any(stamp in line for stamp in (b"updated>", b"lastBuildDate", b"date_modified"))
+    ]
+    for name in ("all.atom", "all.rss", "all.json"):
+        assert strip(project.feed(name)) == strip(fresh.feed(name)), name

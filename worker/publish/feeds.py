@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -349,6 +350,7 @@ def _render_jobs(
     outcomes: list[_Outcome] = []
     cache: OrderedDict[int, Entry] = OrderedDict()
     pages_due: list[_PageTask] = []
+    with_pages: list[tuple[_FeedJob, str, int]] = []
     with engine.connect() as conn:
         for job in jobs:
             size = settings.max_entries
@@ -359,7 +361,7 @@ def _render_jobs(
                 pages = 0 if complete else archive_page_count(feed_store.topic_size(conn, job.topic_id), size)
                 slug = job.stem.removeprefix("topics/")
                 outcomes.append((f"pages:{slug}", str(pages), None))
-                outcomes += _archive_pages_due(conn, settings, job, slug, pages, pages_due)
+                with_pages.append((job, slug, pages))
             window = hashlib.blake2b(repr((entries, complete, pages)).encode(), digest_size=16).hexdigest()
             if window == job.window:
                 outcomes.append((job.stem, window, None))
@@ -378,6 +380,10 @@ def _render_jobs(
             window = f"{window}|{changed_at.isoformat()}"
             documents = [(f"{job.stem}.{kind}", body) for kind, body in zip(FEED_FORMATS, bodies, strict=True)]
             outcomes.append((job.stem, window, _write(engine, settings.dir, documents, to_store, now)))
+        # The archive pages after every current feed: readers (and `serve`'s watcher's latency)
+        # wait for the current feeds; a topic's pages take a read of its whole history.
+        for job, slug, pages in with_pages:
+            outcomes += _archive_pages_due(conn, settings, job, slug, pages, pages_due)
         # The pages of every topic in the order of the weeks they cover: a page shares its
         # articles with other topics' pages of the same weeks, which then find them cached.
         for task in sorted(pages_due):
@@ -514,7 +520,7 @@ def _entries(conn: Connection, ids: list[int], cache: dict[int, Entry]) -> list[
         {item.url for stored in loaded.values() for item in stored.related},
     )
     for article_id, stored in loaded.items():
-        cache[article_id] = _entry(stored, graph)
+        cache[article_id] = _ENTRIES.entry(stored, graph)
     found = [cache[article_id] for article_id in ids if article_id in cache]
     if isinstance(cache, OrderedDict):
         # Bounded: archive pages reach every article of a topic, and a cycle's memory must not
@@ -541,6 +547,44 @@ def stored_window(value: str) -> tuple[str, datetime | None]:
 def topic_feed_name(name: str, slug: str) -> str:
     """A topic as its feed's title names it."""
     return _topic_name(name, slug)
+
+
+class _EntryMemo:
+    """Entries already built in this process, by everything an entry is made of: the article's
+    row (content, related items and dates included), its topics and lead image, the articles
+    linking to it, and the stored articles and fetched pages its items point at. A `serve`
+    cycle renders again a page or a feed for one changed entry; the others come from here.
+    Bounded (MAX entries, least recently used out); thread-safe (query feeds render too)."""
+
+    MAX = 4_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._built: OrderedDict[Any, Entry] = OrderedDict()
+
+    def entry(self, stored: StoredEntry, graph: graph_store.Graph) -> Entry:
+        article = stored.article
+        key = (
+            tuple(article),
+            stored.topics,
+            tuple(stored.image) if stored.image is not None else None,
+            tuple(graph.linking.get(article.url, ())),
+            tuple((item.url, graph.stored.get(item.url), graph.pages.get(item.url)) for item in stored.related),
+        )
+        with self._lock:
+            built = self._built.get(key)
+            if built is not None:
+                self._built.move_to_end(key)
+                return built
+        built = _entry(stored, graph)
+        with self._lock:
+            self._built[key] = built
+            while len(self._built) > self.MAX:
+                self._built.popitem(last=False)
+        return built
+
+
+_ENTRIES = _EntryMemo()
 
 
 def _entry(stored: StoredEntry, graph: graph_store.Graph) -> Entry:

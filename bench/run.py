@@ -202,6 +202,16 @@ def _load_corpus() -> ModuleType:
     return module
 
 
+def _load_module(name: str, file: str) -> ModuleType:
+    """A module of bench/ by its file (bench is no package)."""
+    spec = importlib.util.spec_from_file_location(name, HERE / file)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _corpus_marker(n: int, seed: int) -> dict[str, Any]:
     digest = hashlib.sha256((HERE / "corpus.py").read_bytes()).hexdigest()[:16]
     return {"n": n, "seed": seed, "generator": digest}
@@ -1290,6 +1300,15 @@ F of its cores (at most `--wait-idle-max` s, default 600) and records the CPU ot
 used during each run; `--code-snapshot` runs a copy of `worker/` taken at the start (in
 `DIR/code-<digest>`), so that edits made meanwhile do not change the code measured.
 
+Watch latency (issue 15): `--watch-latency` (SQLite; `bench/watch_latency.py`) runs one cold
+`feedworker run` on a copy of each corpus, then `feedworker serve` on it (watch on), and times
+`--samples` (default 20) new files, edits and deletes each from the file's `close()` to the
+served topic feed (`GET /feeds/topics/<slug>.atom`, conditional, every `--poll-ms`, default 2)
+showing the change, then a `--burst` of new files (default 1,000) until `/runs/latest` shows
+them all stored; with `hugo`, `hugo server` gets the same changes (`--hugo-samples`). Its
+figures go under the key `watch` of `results.json` and into their own block below the analysis
+marker, which the other runs keep.
+
 What it does, per size:
 
 * **Corpus**: generated once into `DIR/corpus-N` (kept and reused while its marker,
@@ -1448,6 +1467,7 @@ def render_markdown(results: dict[str, Any]) -> str:
 BLOCKS = {
     "postgresql": "PostgreSQL against SQLite (`bench/run.py --database postgresql`)",
     "replicas": "Replicas on one PostgreSQL database (`bench/run.py --replicas N`)",
+    "watch": "Watch latency (`bench/run.py --watch-latency`)",
 }
 
 
@@ -1756,7 +1776,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--wait-idle-max", type=float, default=600.0, metavar="S", help="wait for an idle machine at most S s"
     )
+    ap.add_argument(
+        "--watch-latency",
+        action="store_true",
+        help="issue 15: time from a file's close() to `feedworker serve` (watching) serving the change, "
+        "and `hugo server`'s rebuild (bench/watch_latency.py); results under the key `watch`",
+    )
+    ap.add_argument("--samples", type=int, default=20, help="--watch-latency: samples per kind of change")
+    ap.add_argument(
+        "--hugo-samples", type=int, default=None, help="--watch-latency: samples per kind for Hugo (default --samples)"
+    )
+    ap.add_argument("--poll-ms", type=float, default=2.0, help="--watch-latency: poll interval of the served feed")
+    ap.add_argument("--burst", type=int, default=1000, help="--watch-latency: new files in the burst (0: none)")
     args = ap.parse_args(argv)
+    if args.hugo_samples is None:
+        args.hugo_samples = args.samples
+    if args.watch_latency and (args.database == "postgresql" or args.replicas):
+        ap.error("--watch-latency measures SQLite only")
+    if args.samples < 1 or args.hugo_samples < 0 or args.burst < 0 or args.poll_ms <= 0:
+        ap.error("--samples must be at least 1, --hugo-samples and --burst at least 0, --poll-ms more than 0")
     if args.repeat < 1 or any(n < 1 for n in args.sizes):
         ap.error("--repeat and --sizes must be at least 1")
     if args.replicas and args.database == "sqlite":
@@ -1881,6 +1919,10 @@ def main(argv: list[str] | None = None) -> int:
         take_code_snapshot(args.out)
     if args.database == "postgresql":
         return main_postgres(args, raw, corpus)
+    if args.watch_latency:
+        return _load_module("bench_watch_latency", "watch_latency.py").main_watch(
+            sys.modules[__name__], args, raw, corpus
+        )
     hugo = hugo_binary(args.hugo)
     results: dict[str, Any] = {
         "date": _now(),

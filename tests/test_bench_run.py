@@ -123,3 +123,61 @@ def test_runner_on_postgresql_and_replicas(tmp_path: Path) -> None:
     with psycopg.connect("postgresql://root@127.0.0.1:5432/postgres") as conn:  # every database dropped
         left = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'bench_80_%'").fetchone()[0]
     assert left == 0
+
+
+def _watch_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_watch_latency_test", ROOT / "bench" / "watch_latency.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_watch_latency_percentiles() -> None:
+    wl = _watch_module()
+    values = [float(i) for i in range(1, 21)]
+    assert wl.percentile(values, 0.5) == 10.5 and wl.percentile(values, 0.95) == pytest.approx(19.05)
+    summary = wl.summarize_latencies([{"seen": True, "latency_s": v} for v in values] + [{"seen": False}])
+    assert summary["count"] == 21 and summary["seen"] == 20 and summary["max_s"] == 20.0
+    assert (
+        wl._retitle('---\ntitle: "Old \\"one\\""\nx: 1\n---\n', "M1") == '---\ntitle: "M1 Old \\"one\\""\nx: 1\n---\n'
+    )
+
+
+def test_watch_latency_mode(tmp_path: Path) -> None:
+    """`--watch-latency` on a tiny corpus: every sample saw its change in the served topic feed
+    (a new file, an edit, a delete), through an incremental cycle the watcher started; the burst
+    was stored; the figures and targets are in results.json and in the report's own block."""
+    out, markdown = tmp_path / "out", tmp_path / "latency.md"
+    markdown.write_text("# Kept\n", encoding="utf-8")
+    cmd = [sys.executable, str(ROOT / "bench" / "run.py"), "--watch-latency", "--sizes", "300", "--samples", "3"]
+    cmd += ["--hugo-samples", "1", "--burst", "40", "--out", str(out), "--markdown", str(markdown)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    (size,) = results["watch"]["sizes"]
+    assert size["files"] == 300 and size["cold"]["files_per_s"] > 0
+    for kind in ("new", "edit", "delete"):
+        fig = size["feedworker"][kind]
+        assert fig["count"] == fig["seen"] == 3, fig
+        assert 0 < fig["median_s"] <= fig["p95_s"] <= fig["max_s"] < 60
+        for sample in fig["samples"]:
+            assert sample["seen"] and sample["latency_s"] > 0 and sample["polls"] >= 1
+            assert sample["watch_cycles"] >= 1 and sample["cycles"][0]["scan"] == "paths"
+            assert sample["split"]["cycle_s"] > 0
+    burst = size["burst"]
+    assert burst["seen"] and burst["files"] == 40 and burst["watch_paths"] >= 40
+    assert burst["newest_in_topic_feed"] and burst["newest_in_all_feed"]
+    assert {t["result"] for t in results["watch"]["targets"]} <= {"PASS", "FAIL", "N/A"}
+    assert len(results["watch"]["targets"]) == 7
+    if shutil.which("hugo"):
+        for kind in ("new", "edit", "delete"):
+            assert size["hugo"][kind]["seen"] == 1 and size["hugo"][kind]["median_s"] > 0
+    text = markdown.read_text(encoding="utf-8")
+    assert text.startswith("# Kept\n") and "## Watch latency" in text
+    assert text.count("<!-- bench/run.py watch: begin") == 1
+    for row in ("| 300 | new file |", "| 300 | edit (new title) |", "| 300 | delete |", "burst of 40"):
+        assert row in text

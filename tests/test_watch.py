@@ -141,10 +141,12 @@ def test_serve_picks_up_created_edited_moved_and_deleted_files(
     database = new_database()
     with started(tmp_path, **({"database": database} if database else {})) as service:
         before = served_items(service)
+        last_run = latest(service)["run_id"]
         url = "https://watch.example.com/new"
         (inbox / "new.txt").write_text(article(url, "Dropped in"), encoding="utf-8")
         wait_for(lambda: served_items(service).get(url, {}).get("title") == "Dropped in", 20, "the new article")
-        report = latest(service)
+        # The feeds are out before the cycle has ended: its report comes a moment later.
+        report = wait_for(lambda: (r := latest(service))["run_id"] > last_run and r, 20, "the cycle's report")
         assert report["scan"] == "paths" and report["watch"]["state"] == "watching"
         assert report["files"]["new"] == 1 and report["files"]["seen"] == 1 and report["files"]["deleted"] == 0
         assert report["sources"][0]["files"] == len(before) + 1 + _unpublished(inbox)
@@ -237,11 +239,13 @@ def _stored_count(tmp_path: Path) -> Any:
 def test_a_file_still_being_written_is_read_once_it_has_settled(tmp_path: Path) -> None:
     with started(tmp_path, sources=[{"path": "inbox", "settle_s": 1.5}]) as service:
         url = "https://watch.example.com/settling"
+        last_run = latest(service)["run_id"]
         written = time.time()
         (tmp_path / "inbox" / "settling.txt").write_text(article(url, "Settled"), encoding="utf-8")
         wait_for(lambda: url in served_items(service), 20, "the settled article")
         assert time.time() - written >= 1.5
-        assert latest(service)["files"]["new"] == 1
+        report = wait_for(lambda: (r := latest(service))["run_id"] > last_run and r, 20, "the cycle's report")
+        assert report["files"]["new"] == 1 and report["scan"] == "paths"
 
 
 def test_watch_false_leaves_changes_to_the_schedule_and_triggers(tmp_path: Path) -> None:

@@ -40,7 +40,8 @@ _ISO_TIMESTAMP = re.compile(
 # Characters PyYAML refuses or reads as line breaks (YAML 1.2 does not), tabs, merge keys.
 _SPECIAL = re.compile("[^\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]|<<")
 # A token starting with one of these may resolve to something other than a plain string.
-_RISKY_FIRST = frozenset("-+.0123456789<=@`!&*%|>[]{}?,:#")
+# `_` too: yaml_rs reads `_0`, `__1_0`, `_.5` and `_1e3` as numbers, PyYAML as text.
+_RISKY_FIRST = frozenset("-+._0123456789<=@`!&*%|>[]{}?,:#")
 # Every character that any implicit resolver which can match a token starting with a digit or
 # `+` accepts: PyYAML's YAML 1.1 int (`0b`, `0x` + hex digits, octal `0…`, `_`, sexagesimal
 # `1:20`), float (`1_000.5`, `.5`, `1.e+3`, sexagesimal `1:20.5`, `.inf`, `.nan`) and timestamp

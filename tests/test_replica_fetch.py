@@ -43,16 +43,18 @@ class Pages:
                     pages.most[host] = max(pages.most[host], pages.in_flight[host])
                 try:
                     time.sleep(DELAY_S)
-                    body = f"<html><head><title>Page {self.path}</title></head><body>x</body></html>".encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "text/html; charset=utf-8")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
                 finally:
+                    # Out of flight before the answer goes: once the client has it, it may send the
+                    # next request at once, before this thread would run again to count this one out.
                     with pages.lock:
                         pages.in_flight[host] -= 1
                         pages.served += 1
+                body = f"<html><head><title>Page {self.path}</title></head><body>x</body></html>".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
         self.port = free_port()
         with fake_names():  # http.server asks for the name of the address it binds

@@ -51,11 +51,8 @@ def scan(sources: Sequence[Source], now_ns: int) -> Scan:
     result = Scan()
     for source in sources:
         root = str(source.root)
-        state, reason, real_root = folder_state(root)
+        real_root = _open_source(root, result)
         if real_root is None:
-            result.unreadable_roots.append(root)
-            result.problems.append((root, f"source folder cannot be read: {reason}"))
-            result.sources.append(SourceState(root, state, 0, reason))
             continue
         matcher = _matcher(source.include)
         settle_ns = int(source.settle_s * 1e9)
@@ -93,11 +90,8 @@ def scan_paths(sources: Sequence[Source], paths: Iterable[str], now_ns: int) -> 
     for index, source in enumerate(sources):
         named = str(source.root)
         root = named.rstrip(os.sep)
-        state, reason, real_root = folder_state(named)
+        real_root = _open_source(named, result)
         if real_root is None:
-            result.unreadable_roots.append(named)
-            result.problems.append((named, f"source folder cannot be read: {reason}"))
-            result.sources.append(SourceState(named, state, 0, reason))
             continue
         try:
             device: int | None = os.stat(real_root).st_dev
@@ -123,6 +117,16 @@ def scan_paths(sources: Sequence[Source], paths: Iterable[str], now_ns: int) -> 
                 scope.append(path + os.sep)  # gone, and no article file by its name: maybe a folder moved away
     result.scope = tuple(scope)
     return result
+
+
+def _open_source(root: str, result: Scan) -> str | None:
+    """The real path of a source folder; None, recorded in `result` with why, when it cannot be read."""
+    state, reason, real_root = folder_state(root)
+    if real_root is None:
+        result.unreadable_roots.append(root)
+        result.problems.append((root, f"source folder cannot be read: {reason}"))
+        result.sources.append(SourceState(root, state, 0, reason))
+    return real_root
 
 
 def _stat_inside(path: str, real_root: str) -> os.stat_result | None:

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import jinja2
 
-__all__ = ["FORMATS", "FeedUrls", "Headline", "PageFeed", "render_page"]
+__all__ = ["FORMATS", "FeedUrls", "Headline", "PageFeed", "html_template", "render_page"]
 
 TEMPLATE = "index.html.j2"
 
@@ -67,20 +67,21 @@ def render_page(title: str, base_url: str, everything: PageFeed, topics: Sequenc
         "formats": [{"key": key, "label": label, "media_type": media} for key, label, media in FORMATS],
         "opml_url": base_url + "index.opml",
     }
-    return _template().render(context).encode("utf-8")
+    return html_template("worker.publish", TEMPLATE).render(context).encode("utf-8")
 
 
 @functools.cache
-def _template() -> jinja2.Template:
+def html_template(package: str, name: str) -> jinja2.Template:
+    """The HTML template `name` shipped in `package`'s templates/ folder, escaping every value."""
     environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("worker.publish", "templates"),
+        loader=jinja2.PackageLoader(package, "templates"),
         autoescape=True,  # every value is text, escaped where it goes (element or quoted attribute)
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    return environment.get_template(TEMPLATE)
+    return environment.get_template(name)
 
 
 def _view(feed: PageFeed) -> dict[str, Any]:

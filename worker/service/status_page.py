@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import jinja2
+from worker.publish.page import html_template
 
 __all__ = ["CHART_RUNS", "StatusPage", "chart", "render_status_page"]
 
@@ -74,7 +73,7 @@ def render_status_page(page: StatusPage, *, secrets: Iterable[str] = ()) -> byte
         "chart": chart(runs),
         "runs": [_run_row(run) for run in reversed(runs)],  # the table: newest first
     }
-    return _template().render(context).encode("utf-8")
+    return html_template("worker.service", TEMPLATE).render(context).encode("utf-8")
 
 
 def chart(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -142,19 +141,6 @@ def chart(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "failed": failed,
         "summary": _summary(runs, durations, files, feeds, failed),
     }
-
-
-@functools.cache
-def _template() -> jinja2.Template:
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("worker.service", "templates"),
-        autoescape=True,  # every value is text, escaped where it goes (element or quoted attribute)
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    return environment.get_template(TEMPLATE)
 
 
 def _scrub(value: Any, secrets: Sequence[str]) -> Any:

@@ -261,7 +261,13 @@ def test_a_cycle_renews_the_cached_feed(served: ServedExamples) -> None:
     database = sqlite3.connect(served.root / "db" / "feedworker.db", timeout=30)
     try:
         with database:
-            database.execute("UPDATE article SET title = 'Edited in the store' WHERE web_url = ?", (target,))
+            # As every store write does: an entry changes with its article's updated_at (the
+            # rule stored feeds and the entries built in `serve` go by).
+            database.execute(
+                "UPDATE article SET title = 'Edited in the store', updated_at = '2000-01-01 00:00:00.000000'"
+                " WHERE web_url = ?",
+                (target,),
+            )
     finally:
         database.close()
     assert service.get(path, headers=IDENTITY).content == before.content  # no cycle yet: the cached feed

@@ -328,3 +328,44 @@ def test_one_process_renders_every_change_of_an_entrys_inputs_across_cycles(tmp_
     ]
     for name in ("all.atom", "all.rss", "all.json"):
         assert strip(project.feed(name)) == strip(fresh.feed(name)), name
+
+
+def test_the_feeds_of_a_changed_articles_topics_are_written_before_its_neighbours(tmp_path: Path) -> None:
+    """A new article's own topic feeds, then the all feed, come before the feeds that change
+    only because a neighbour gains a reverse link to it (a reader, and `serve`'s watcher,
+    waits for the first); the archive pages after every current feed."""
+    import json
+
+    from tests.conftest import make_project
+
+    project = make_project(tmp_path / "p")
+    b_url = "https://news.example.com/b"
+    # "Aardvarks" is listed (and stored) before "Zebras": the order of the store alone would
+    # write the neighbour's feed first.
+    project.article("b.txt", title="Beta", web_url=b_url, topics=["Aardvarks"])
+    project.run()
+    project.article(
+        "c.txt",
+        title="Gamma",
+        web_url="https://news.example.com/c",
+        topics=["Zebras"],
+        related=[{"title": "to b", "webUrl": b_url}],
+        publishedDateTime="2021-01-27T08:00:00Z",
+    )
+    result = project.cli("run", "--json")
+    written = [
+        event["feed"]
+        for event in (json.loads(line) for line in result.stderr.splitlines() if line.startswith("{"))
+        if event["event"] == "feed.written" and event["feed"] != "index.opml"
+    ]
+    assert written == [
+        "topics/zebras.rss",
+        "topics/zebras.atom",
+        "topics/zebras.json",
+        "all.rss",
+        "all.atom",
+        "all.json",
+        "topics/aardvarks.rss",  # b's entry now links back to c
+        "topics/aardvarks.atom",
+        "topics/aardvarks.json",
+    ], written

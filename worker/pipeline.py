@@ -498,6 +498,7 @@ def _phases(context: CycleContext, engine: Engine, snapshot: StoreSnapshot, foun
     from worker.ingest.parsers import process_pool_of_one
     from worker.publish.feeds import publish
     from worker.store import articles as article_store
+    from worker.store import topics as topic_store
 
     report, bound = context.report, context.log
     report.show_sources(found)
@@ -525,8 +526,12 @@ def _phases(context: CycleContext, engine: Engine, snapshot: StoreSnapshot, foun
     with transaction(engine) as conn:
         for url in article_store.remove_orphans(conn, context.now):
             bound.info("article.removed", url=url)
+        # Dirty now: the topics of the articles this cycle stored or removed. Enrichment adds
+        # their neighbours' topics; the feeds of these come first.
+        first = frozenset(row.id for row in topic_store.dirty_topics(conn))
     shared_as = (context.replica or replica_name()) if _shared(context.config) else None
     report.enrich = enrich_related(engine, context.config.enrich, context.now, bound, shared_as=shared_as)
+    _keep_statistics(engine)  # the related graph may have grown by as much as the articles
 
     def helper() -> Any:
         return process_pool_of_one(held_lock_descriptors)
@@ -541,6 +546,7 @@ def _phases(context: CycleContext, engine: Engine, snapshot: StoreSnapshot, foun
         helper=helper if (os.cpu_count() or 1) > 1 else None,
         to_store=_shared(context.config),
         fence=context.fence,
+        first=first,
     )
     _count_stored(engine, report)
     if context.config.websub.hubs and changed:
@@ -688,6 +694,15 @@ def _store_batch(
     with transaction(engine) as conn:
         file_store.touch_files(conn, touched)
         article_store.write_batch(conn, batch, known, topics, now)
+    _keep_statistics(engine)
+
+
+def _keep_statistics(engine: Engine) -> None:
+    from worker.store.db import keep_statistics
+
+    analyzed = keep_statistics(engine)
+    if analyzed:
+        log.info("store.analyzed", tables=analyzed)
 
 
 def _count_stored(engine: Engine, report: RunReport) -> None:

@@ -2,6 +2,7 @@ from datetime import datetime
 from typing import Any
 
 from feedgen.ext.base import BaseEntryExtension
+from lxml import etree
 
 class FeedEntry:
     def id(self, id: str | None = None) -> str | None: ...
@@ -18,6 +19,9 @@ class FeedEntry:
     def category(
         self, category: dict[str, str] | list[dict[str, str]] | None = None, replace: bool = False, **kwargs: str
     ) -> list[dict[str, str]]: ...
+    def load_extension(self, name: str, atom: bool = True, rss: bool = True) -> None: ...
+    def atom_entry(self, extensions: bool = True) -> etree._Element: ...
+    def rss_entry(self, extensions: bool = True) -> etree._Element: ...
     def register_extension(
         self,
         namespace: str,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Executor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -61,8 +61,6 @@ class _FeedJob:
 
 # From this many feeds to render (a first run, new settings) a second process renders half.
 PARALLEL_FROM = 16
-# Rendered entries a cycle keeps for the next feed that shows them (each holds its HTML).
-ENTRY_CACHE = 2_000
 
 
 def publish(
@@ -75,6 +73,7 @@ def publish(
     to_store: bool = False,
     fence: int | None = None,
     changed: list[str] | None = None,
+    first: Collection[int] = (),
 ) -> FeedCounts:
     """Render the feeds whose entries changed (or whose files are missing); leave the rest alone.
 
@@ -84,6 +83,11 @@ def publish(
     itself) while this process renders the other half.
 
     `changed` is given the paths of the feeds whose bytes changed (for WebSub hubs).
+
+    `first`: the topics whose own articles changed (not only their neighbours' related
+    links). Their feeds are rendered first, then the all feed, then the other topics' feeds,
+    and every archive page after every current feed: a reader (and `serve`'s watcher) waits
+    for the feeds that show the change.
 
     `to_store` (several replicas on PostgreSQL): the feeds are documents in the store, which
     every replica serves; `on_disk` then lists the stored ones, the counts are of documents,
@@ -128,7 +132,7 @@ def publish(
     all_dirty = all_dirty or all_missing
 
     jobs = []
-    for row in visible:
+    for row in sorted(visible, key=lambda row: row.id not in first):  # stable: the store's order within each
         if row.id in dirty:
             name = _topic_name(row.name, row.slug)
             stem = f"topics/{row.slug}"
@@ -151,7 +155,10 @@ def publish(
         window, changed_at = stored.get("all", (None, None))
         forced = all_missing or feeds_changed
         title, subtitle = settings.title, "Every published article"
-        jobs.append(_FeedJob("all", None, title, subtitle, None if forced else window, window, changed_at))
+        jobs.insert(
+            sum(job.topic_id in first for job in jobs),
+            _FeedJob("all", None, title, subtitle, None if forced else window, window, changed_at),
+        )
     if helper is not None and len(jobs) >= PARALLEL_FROM:
         with helper() as executor:
             url = engine.url.render_as_string(hide_password=False)  # str() would mask a password
@@ -159,7 +166,7 @@ def publish(
             outcomes = _render_jobs(engine, settings, now, jobs[0::2], to_store) + theirs.result()
     else:
         outcomes = _render_jobs(engine, settings, now, jobs, to_store)
-    for stem, window, written in sorted(outcomes):
+    for stem, window, written in outcomes:  # in the order they were written
         if stem.startswith("pages:"):
             continue
         if written is None:
@@ -348,7 +355,6 @@ def _render_jobs(
 ) -> list[_Outcome]:
     """Render each job's feed pair, unless its window is unchanged, and write what changed."""
     outcomes: list[_Outcome] = []
-    cache: OrderedDict[int, Entry] = OrderedDict()
     pages_due: list[_PageTask] = []
     with_pages: list[tuple[_FeedJob, str, int]] = []
     with engine.connect() as conn:
@@ -376,7 +382,7 @@ def _render_jobs(
             # A feed's own time is when its entries last changed (one added, changed, removed or
             # reordered), never when it was built: rendered again for other reasons, it keeps it.
             changed_at = job.changed_at if job.stored == window and job.changed_at is not None else now
-            bodies = render_feeds(info, _entries(conn, [id_ for id_, _ in entries], cache), changed_at)
+            bodies = render_feeds(info, _entries(conn, entries), changed_at)
             window = f"{window}|{changed_at.isoformat()}"
             documents = [(f"{job.stem}.{kind}", body) for kind, body in zip(FEED_FORMATS, bodies, strict=True)]
             outcomes.append((job.stem, window, _write(engine, settings.dir, documents, to_store, now)))
@@ -387,7 +393,7 @@ def _render_jobs(
         # The pages of every topic in the order of the weeks they cover: a page shares its
         # articles with other topics' pages of the same weeks, which then find them cached.
         for task in sorted(pages_due):
-            outcomes.append(_render_page(engine, conn, settings, task, cache, to_store, now))
+            outcomes.append(_render_page(engine, conn, settings, task, to_store, now))
     return outcomes
 
 
@@ -409,7 +415,7 @@ class _PageTask:
     slug: str
     number: int
     window: str = field(compare=False)
-    ids: tuple[int, ...] = field(compare=False)  # newest first
+    rows: tuple[tuple[int, datetime], ...] = field(compare=False)  # (id, updated_at), newest first
     job: _FeedJob = field(compare=False)
 
 
@@ -431,8 +437,8 @@ def _archive_pages_due(
         if job.window is not None and stored.get(number) == window and number in job.pages_present:
             outcomes.append((archive_path(slug, number).removesuffix(".atom"), window, None))
             continue
-        ids = tuple(article_id for article_id, _, _ in reversed(rows))
-        due.append(_PageTask(rows[-1][2], slug, number, window, ids, job))
+        shown = tuple((article_id, updated) for article_id, updated, _ in reversed(rows))
+        due.append(_PageTask(rows[-1][2], slug, number, window, shown, job))
     return outcomes
 
 
@@ -441,7 +447,6 @@ def _render_page(
     conn: Connection,
     settings: FeedSettings,
     task: _PageTask,
-    cache: dict[int, Entry],
     to_store: bool,
     now: datetime,
 ) -> _Outcome:
@@ -451,7 +456,7 @@ def _render_page(
     job, slug, number = task.job, task.slug, task.number
     path = archive_path(slug, number)
     stem = path.removesuffix(".atom")
-    entries = _entries(conn, list(task.ids), cache)
+    entries = _entries(conn, task.rows)
     info = _feed_info(
         settings,
         stem,
@@ -510,33 +515,31 @@ def _count(written: bool, name: str, stats: FeedCounts) -> None:
         stats.unchanged += 1
 
 
-def _entries(conn: Connection, ids: list[int], cache: dict[int, Entry]) -> list[Entry]:
-    missing = [article_id for article_id in ids if article_id not in cache]
-    loaded = feed_store.articles_by_ids(conn, missing)
-    # The related graph of the whole batch at once: a few queries, not a few per entry.
-    graph = graph_store.load_graph(
-        conn,
-        {stored.article.url for stored in loaded.values()},
-        {item.url for stored in loaded.values() for item in stored.related},
-    )
-    for article_id, stored in loaded.items():
-        cache[article_id] = _ENTRIES.entry(stored, graph)
-    found = [cache[article_id] for article_id in ids if article_id in cache]
-    if isinstance(cache, OrderedDict):
-        # Bounded: archive pages reach every article of a topic, and a cycle's memory must not
-        # grow with the corpus. The entries used last stay (topics share their newest articles).
-        for article_id in ids:
-            if article_id in cache:
-                cache.move_to_end(article_id)
-        while len(cache) > ENTRY_CACHE:
-            cache.popitem(last=False)
-    return found
+def _entries(conn: Connection, rows: Sequence[tuple[int, datetime]]) -> list[Entry]:
+    """The entries of these (article id, updated_at) rows, in this order: built already in this
+    process for that version of the article, or read and built now."""
+    store = _store_key(conn)
+    found = {article_id: _ENTRIES.get((store, article_id, updated)) for article_id, updated in rows}
+    missing = [article_id for article_id, entry in found.items() if entry is None]
+    if missing:
+        loaded = feed_store.articles_by_ids(conn, missing)
+        # The related graph of the whole batch at once: a few queries, not a few per entry.
+        graph = graph_store.load_graph(
+            conn,
+            {stored.article.url for stored in loaded.values()},
+            {item.url for stored in loaded.values() for item in stored.related},
+        )
+        for article_id, stored in loaded.items():
+            found[article_id] = entry = _entry(stored, graph)
+            _ENTRIES.put((store, article_id, stored.article.updated_at), entry)
+    return [entry for entry in (found[article_id] for article_id, _ in rows) if entry is not None]
 
 
 # For publish.query (feeds of a query over topics, rendered by `serve`): what renders the stored feeds.
-def feed_entries(conn: Connection, ids: list[int]) -> list[Entry]:
-    """These articles' entries, in this order, exactly as every stored feed renders them."""
-    return _entries(conn, ids, {})
+def feed_entries(conn: Connection, rows: Sequence[tuple[int, datetime]]) -> list[Entry]:
+    """The entries of these (article id, updated_at) rows, in this order, exactly as every
+    stored feed renders them."""
+    return _entries(conn, rows)
 
 
 def stored_window(value: str) -> tuple[str, datetime | None]:
@@ -550,41 +553,39 @@ def topic_feed_name(name: str, slug: str) -> str:
 
 
 class _EntryMemo:
-    """Entries already built in this process, by everything an entry is made of: the article's
-    row (content, related items and dates included), its topics and lead image, the articles
-    linking to it, and the stored articles and fetched pages its items point at. A `serve`
-    cycle renders again a page or a feed for one changed entry; the others come from here.
-    Bounded (MAX entries, least recently used out); thread-safe (query feeds render too)."""
+    """Entries built in this process, by store, article id and the article's `updated_at`:
+    whatever an entry shows (its content, topics, image, related links, the articles linking
+    to it, fetched pages) moves `updated_at` when it changes (store.articles, store.related),
+    the rule that already spares a feed whose window is the same. A cycle renders again a feed
+    or a page for one changed entry; the others come from here, unread. Bounded (MAX
+    entries, least recently used out); thread-safe (`serve` renders query feeds too)."""
 
     MAX = 4_000
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._built: OrderedDict[Any, Entry] = OrderedDict()
+        self._built: OrderedDict[tuple[str, int, datetime], Entry] = OrderedDict()
 
-    def entry(self, stored: StoredEntry, graph: graph_store.Graph) -> Entry:
-        article = stored.article
-        key = (
-            tuple(article),
-            stored.topics,
-            tuple(stored.image) if stored.image is not None else None,
-            tuple(graph.linking.get(article.url, ())),
-            tuple((item.url, graph.stored.get(item.url), graph.pages.get(item.url)) for item in stored.related),
-        )
+    def get(self, key: tuple[str, int, datetime]) -> Entry | None:
         with self._lock:
             built = self._built.get(key)
             if built is not None:
                 self._built.move_to_end(key)
-                return built
-        built = _entry(stored, graph)
+            return built
+
+    def put(self, key: tuple[str, int, datetime], entry: Entry) -> None:
         with self._lock:
-            self._built[key] = built
+            self._built[key] = entry
             while len(self._built) > self.MAX:
                 self._built.popitem(last=False)
-        return built
 
 
 _ENTRIES = _EntryMemo()
+
+
+def _store_key(conn: Connection) -> str:
+    """Which store an entry was read from (a process may publish more than one: tests)."""
+    return conn.engine.url.render_as_string(hide_password=True)
 
 
 def _entry(stored: StoredEntry, graph: graph_store.Graph) -> Entry:

@@ -130,7 +130,7 @@ def render_query(conn: Connection, settings: FeedSettings, query: FeedQuery) -> 
         provider=query.provider,
         limit=settings.max_entries,
     )
-    entries = feed_entries(conn, [article_id for article_id, _ in window])
+    entries = feed_entries(conn, window)
     # The feed's time is when its entries last changed, never when it was rendered: the newest
     # of its topics' stored change times (and of its entries' updates, for an entry of an
     # intersection older than its topics' own windows), so equal requests get equal bytes.

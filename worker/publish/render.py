@@ -8,11 +8,14 @@ before the content, the order feed readers and the W3C validator expect.
 
 from __future__ import annotations
 
+import copy
+import functools
 import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from feedgen.entry import FeedEntry
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
 from lxml import etree
@@ -181,7 +184,21 @@ def _history_links(history: FeedHistory) -> list[dict[str, str]]:
 
 
 def _add_entry(fg: FeedGenerator, entry: Entry, full_content: bool = True) -> None:
-    fe = fg.add_entry(order="append")
+    fg.add_entry(_built_entry(entry, full_content), order="append")
+
+
+# Entries built once for every feed and format that shows them: a topic's feed, the all
+# feed and archive pages share most entries, and `serve` renders them again cycle after cycle.
+BUILT_ENTRIES = 2_000
+
+
+@functools.lru_cache(maxsize=BUILT_ENTRIES)
+def _built_entry(entry: Entry, full_content: bool) -> _BuiltEntry:
+    fe = _BuiltEntry()
+    # As FeedGenerator.add_entry registers them for a feed made by _generator (same order).
+    fe.load_extension("media")
+    fe.load_extension("dc", atom=False, rss=True)
+    fe.register_extension("feedworker", _EntryLinksExtension, atom=True, rss=True)
     fe.id(entry.id)
     fe.guid(entry.id, permalink=False)
     # Titles and summaries are plain text, and readers take RSS titles and descriptions for
@@ -221,6 +238,28 @@ def _add_entry(fg: FeedGenerator, entry: Entry, full_content: bool = True) -> No
         links.enclosure = (entry.image_url, image_type(entry.image_url))
     links.related = entry.related
     links.image_url = entry.image_url
+    fe.build()
+    return fe
+
+
+class _BuiltEntry(FeedEntry):
+    """A feedgen entry whose Atom and RSS elements are built once: each feed gets a copy
+    (an element has one parent), the same elements feedgen would build again."""
+
+    _atom: etree._Element | None = None
+    _rss: etree._Element | None = None
+
+    def build(self) -> None:
+        self._atom = FeedEntry.atom_entry(self)
+        self._rss = FeedEntry.rss_entry(self)
+
+    def atom_entry(self, extensions: bool = True) -> etree._Element:
+        assert self._atom is not None and extensions
+        return copy.deepcopy(self._atom)
+
+    def rss_entry(self, extensions: bool = True) -> etree._Element:
+        assert self._rss is not None and extensions
+        return copy.deepcopy(self._rss)
 
 
 class _LinksExtension(BaseExtension):

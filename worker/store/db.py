@@ -25,6 +25,7 @@ from worker.store.schema import META, UTCDateTime, metadata
 from worker.store.version import SCHEMA_REVISION, SCHEMA_VERSION, version_of
 
 __all__ = [
+    "FILLED_TABLES",
     "SCHEMA_REVISION",
     "SCHEMA_VERSION",
     "UTCDateTime",
@@ -36,6 +37,7 @@ __all__ = [
     "drop_indexes",
     "in_chunks",
     "indexes_deferred",
+    "keep_statistics",
     "migrate",
     "migrate_database",
     "schema_revision",
@@ -271,6 +273,29 @@ def indexes_deferred(engine: Engine, defer: bool) -> Iterator[None]:
         sqlite.create_indexes(conn, tables)
 
 
+# The tables a cycle fills in bulk: their planner statistics have to keep up with them.
+FILLED_TABLES = (
+    "source_file",
+    "article",
+    "article_topic",
+    "article_image",
+    "article_content",
+    "related_item",
+    "related_edge",
+)
+
+
+def keep_statistics(engine: Engine) -> list[str]:
+    """Analyze the filled tables that grew a lot since they last were (PostgreSQL: its planner
+    goes by them; SQLite's does without); the names of those analyzed."""
+    if engine.dialect.name != "postgresql":
+        return []
+    from worker.store import postgres
+
+    with transaction(engine) as conn:
+        return postgres.analyze_grown(conn, FILLED_TABLES)
+
+
 drop_indexes = sqlite.drop_indexes
 create_indexes = sqlite.create_indexes
 
@@ -293,7 +318,8 @@ def transaction(engine: Engine) -> Iterator[Connection]:
 
 
 def bulk_insert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """INSERT rows (all with the same keys) through one driver-level executemany.
+    """INSERT rows (all with the same keys) through one driver-level executemany (SQLite)
+    or one COPY (PostgreSQL).
 
     SQLAlchemy's per-row parameter handling costs more than SQLite itself at 100,000
     rows a run; here the statement is compiled once and values pass through the
@@ -312,6 +338,11 @@ def bulk_insert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -
             for position, processor in converters:
                 converted[position] = processor(converted[position])
             params[index] = tuple(converted)
+    if conn.dialect.name == "postgresql":
+        from worker.store import postgres
+
+        postgres.copy_rows(conn, table.name, order, params)
+        return
     if not _is_positional(conn.dialect):
         params = [dict(zip(order, values, strict=True)) for values in params]
     conn.exec_driver_sql(sql, params)

@@ -1,6 +1,7 @@
 """Everything PostgreSQL-only: the advisory cycle lock on a connection of its own and its
 fencing token, the plain psycopg connection the snapshot reads through (importable without
-SQLAlchemy), and the claims several replicas share work by (FOR UPDATE SKIP LOCKED)."""
+SQLAlchemy), bulk rows by COPY and fresh planner statistics, and the claims several replicas
+share work by (FOR UPDATE SKIP LOCKED)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
 __all__ = [
+    "ANALYZE_FROM_ROWS",
     "CLAIMANT_IDLE_IN_TRANSACTION_S",
     "CLAIM_LEASE_S",
     "FENCE_CHECK",
@@ -27,11 +29,13 @@ __all__ = [
     "Claim",
     "FetchOffer",
     "LostLockError",
+    "analyze_grown",
     "check_fence",
     "claim_host",
     "claim_reads",
     "clear_claims",
     "clear_fetches",
+    "copy_rows",
     "cycle_lock",
     "cycle_running",
     "end_idle_transactions",
@@ -241,6 +245,51 @@ def reset_sequences(conn: Connection, tables: Iterable[Table]) -> None:
         conn.execute(sa.text(f"SELECT setval(CAST(:sequence AS regclass), {following}, false)"), {"sequence": sequence})
 
 
+# --------------------------------------------------------------------------- bulk rows and statistics
+
+
+def copy_rows(conn: Connection, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """Rows into `table` by COPY, in the connection's transaction: one stream, not a
+    statement per row. Values are as the columns' bind processors made them (naive UTC times)."""
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.exc import DBAPIError
+
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    raw = conn.connection.driver_connection
+    try:
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
+            for row in rows:
+                copy.write_row(row)
+    except psycopg.Error as exc:  # as SQLAlchemy raises a refused INSERT, for the callers' handling
+        raise DBAPIError.instance(f"COPY {table}", None, exc, psycopg.Error) from exc
+
+
+# A table is analyzed again once this many rows changed since it last was, and at least as
+# many as it held then.
+ANALYZE_FROM_ROWS = 1_000
+
+
+def analyze_grown(conn: Connection, tables: Iterable[str]) -> list[str]:
+    """ANALYZE those of `tables` that changed by as many rows as they held when last analyzed;
+    their names. A first run fills tables from nothing, and with no statistics the planner
+    takes a lookup of a few hundred keys for a whole-table scan, each batch, in every batch
+    (autovacuum, when it is on at all, comes a minute later). A doubling rule keeps it to
+    a few ANALYZEs a table, whatever the corpus."""
+    rows = conn.exec_driver_sql(
+        "SELECT s.relname FROM pg_stat_user_tables AS s JOIN pg_class AS c ON c.oid = s.relid"
+        " WHERE s.relname = ANY(%(tables)s) AND s.n_mod_since_analyze >= %(least)s"
+        " AND s.n_mod_since_analyze >= c.reltuples",
+        {"tables": sorted(tables), "least": ANALYZE_FROM_ROWS},
+    )
+    grown = sorted(row[0] for row in rows)
+    for name in grown:
+        conn.exec_driver_sql(f'ANALYZE "{name}"')
+    return grown
+
+
 # --------------------------------------------------------------------------- parse claims
 # The cycle holder offers the files it has to read; every replica (the holder too) claims
 # batches with FOR UPDATE SKIP LOCKED, reads them in its parser pool and posts the results; the
@@ -311,9 +360,12 @@ def post_results(conn: Connection, results: list[tuple[str, str, str]]) -> None:
     """(path, version, encoded read) of claimed files: kept only where the claim is still
     for that version (the holder may have offered another since)."""
     if results:
-        conn.exec_driver_sql(
-            "UPDATE parse_claim SET result = %(result)s WHERE path = %(path)s AND version = %(version)s",
-            [{"path": path, "version": version, "result": result} for path, version, result in results],
+        paths, versions, encoded = map(list, zip(*results, strict=True))
+        conn.exec_driver_sql(  # one statement for the batch, not one per file
+            "UPDATE parse_claim AS c SET result = r.result"
+            " FROM unnest(%(paths)s::text[], %(versions)s::text[], %(results)s::text[]) AS r(path, version, result)"
+            " WHERE c.path = r.path AND c.version = r.version",
+            {"paths": paths, "versions": versions, "results": encoded},
         )
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 from worker.model import LinkedArticle, PageMetadata
 from worker.store import keys
 from worker.store.articles import take_view_changes
-from worker.store.db import create_indexes, drop_indexes, in_chunks
+from worker.store.db import CHUNK, create_indexes, drop_indexes, in_chunks
 from worker.store.schema import ARTICLE, ARTICLE_TOPIC, META, PAGE, RELATED_EDGE, RELATED_ITEM, TOPIC
 from worker.store.topics import mark_all_dirty
 
@@ -97,7 +97,14 @@ def changed_articles(conn: Connection, now: datetime) -> Changed:
     ids, urls = [row.id for row in rows], [row.url for row in rows]
     view_changed = frozenset(take_view_changes(conn))
     gone = [row.url for row in rows if not row.visible]
-    return Changed(ids, urls, gone, everything=since is None, view_changed=view_changed)
+    # Every stored article changed (a first import after cycles that stored nothing): no
+    # neighbour outside the change either, and whole-table statements do it at once.
+    everything = since is None or (len(rows) > CHUNK and len(rows) == _article_count(conn))
+    return Changed(ids, urls, gone, everything=everything, view_changed=view_changed)
+
+
+def _article_count(conn: Connection) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).select_from(ARTICLE)).scalar_one())
 
 
 def propagate_changes(conn: Connection, changed: Changed, now: datetime) -> int:

@@ -10,6 +10,7 @@ from lxml import etree
 
 from worker.model import RelatedLink
 from worker.publish import render
+from worker.publish._memo import SegmentedMemo
 from worker.publish.history import FeedHistory
 from worker.publish.render import Entry, FeedInfo, render_archive, render_feeds
 
@@ -56,8 +57,12 @@ def info(stem: str, *, full_content: bool = True, history: FeedHistory | None = 
     )
 
 
+def forget_built() -> None:
+    render._BUILT = SegmentedMemo(render.BUILT_KEPT, render.BUILT_PASSING)
+
+
 def from_scratch(call, *args):
-    render._built_entry.cache_clear()
+    forget_built()
     return call(*args)
 
 
@@ -71,13 +76,13 @@ def test_feeds_sharing_entries_have_the_bytes_of_feeds_rendered_from_scratch() -
         "archive": from_scratch(render_archive, archive, shown[3:], T0),
         "summary": from_scratch(render_feeds, summary_only, shown[::2], T0),
     }
-    render._built_entry.cache_clear()
+    forget_built()
     # One after another, each finding the others' entries built: the same bytes, every time.
     for _ in range(2):
         assert render_feeds(topic, shown, T0) == expected["topic"]
         assert render_archive(archive, shown[3:], T0) == expected["archive"]
         assert render_feeds(summary_only, shown[::2], T0) == expected["summary"]
-    assert render._built_entry.cache_info().hits > 0
+    assert len(render._BUILT) == len(shown) + len(shown[::2])  # each built once: full, and summary only
     # The shared entry's elements are copies: each document holds all of its entries.
     rss, atom, _ = render_feeds(topic, shown, T0)
     assert len(etree.fromstring(atom).findall("{http://www.w3.org/2005/Atom}entry")) == len(shown)
@@ -85,3 +90,20 @@ def test_feeds_sharing_entries_have_the_bytes_of_feeds_rendered_from_scratch() -
     # Summary only: the same entry built without its content, not the full one reused.
     assert b"<content" not in render_feeds(summary_only, shown, T0)[1]
     assert b"<content" in render_feeds(topic, shown, T0)[1]
+
+
+def test_archive_pages_passing_through_never_push_a_current_feeds_entries_out() -> None:
+    memo: SegmentedMemo[int, str] = SegmentedMemo(kept=3, passing=2)
+    for key in (1, 2, 3):
+        memo.put(key, f"current {key}", keep=True)
+    for key in range(100, 110):  # a topic's history, page after page
+        memo.put(key, f"archive {key}", keep=False)
+        memo.get(2, keep=False)  # an archive page showing a current entry leaves it kept
+    assert [memo.get(key, keep=True) for key in (1, 2, 3)] == ["current 1", "current 2", "current 3"]
+    assert memo.get(100, keep=False) is None and memo.get(109, keep=False) == "archive 109"
+    assert memo.get(108, keep=True) == "archive 108"  # now shown by a current feed: kept
+    memo.put(200, "archive 200", keep=False)
+    memo.put(201, "archive 201", keep=False)
+    assert memo.get(108, keep=False) == "archive 108"
+    assert memo.get(1, keep=True) is None  # the kept part holds 3, least recently used out
+    assert len(memo) == 5

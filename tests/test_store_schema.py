@@ -104,13 +104,13 @@ def test_a_version_1_store_is_upgraded_by_migrate_to_exactly_the_declared_schema
     project = version_1_store(tmp_path)
     assert "alembic_version" not in tables(project.database)
     result = project.cli("migrate")
-    assert result.stdout == "schema upgraded from version 1 (0001_initial) to version 4 (0004_replicas)\n"
+    assert result.stdout == "schema upgraded from version 1 (0001_initial) to version 5 (0005_topic_feed_index)\n"
     assert schema_differences(project.url) == []
     with sqlite3.connect(project.database) as conn:
-        assert conn.execute("select version_num from alembic_version").fetchall() == [("0004_replicas",)]
-        assert conn.execute("select value from meta where key = 'schema_version'").fetchall() == [("4",)]
+        assert conn.execute("select version_num from alembic_version").fetchall() == [("0005_topic_feed_index",)]
+        assert conn.execute("select value from meta where key = 'schema_version'").fetchall() == [("5",)]
     again = project.cli("migrate")
-    assert again.stdout == "schema already at version 4 (0004_replicas): nothing to do\n"
+    assert again.stdout == "schema already at version 5 (0005_topic_feed_index): nothing to do\n"
     report = project.run()  # the store the command upgraded is the run's
     assert report["status"] == "ok" and report["files"]["new"] == 0 and report["files"]["changed"] == 0
 
@@ -122,8 +122,8 @@ def test_a_store_of_schema_3_from_before_alembic_is_stamped_without_a_change(pro
     project.query("drop table alembic_version")  # as feedworker stored it before Alembic
     assert project.cli("status").returncode == 0  # the same schema: readable as it is
     assert "alembic_version" not in store_tables(project)
-    assert project.cli("migrate").stdout == "schema already at version 4 (0004_replicas): nothing to do\n"
-    assert project.query("select version_num from alembic_version") == [("0004_replicas",)]
+    assert project.cli("migrate").stdout == "schema already at version 5 (0005_topic_feed_index): nothing to do\n"
+    assert project.query("select version_num from alembic_version") == [("0005_topic_feed_index",)]
 
 
 # SQLite-only, as every test of a feedworker 0.1 store (version_1_store).
@@ -188,7 +188,7 @@ def test_status_on_an_older_store_writes_nothing_and_says_how_to_upgrade(tmp_pat
         result = project.cli(*args, check=False)
         assert result.returncode == 1 and result.stdout == ""
         assert result.stderr == (
-            "Error: the database has schema version 1, older than this feedworker's 4: "
+            "Error: the database has schema version 1, older than this feedworker's 5: "
             "run `feedworker migrate` or a run to upgrade it\n"
         )
     assert files_of(project.database.parent) == before  # the same files, bytes and times: no -wal, no -shm
@@ -273,8 +273,8 @@ def test_readers_never_create_the_database(tmp_path: Path):
 def test_a_newer_store_is_refused_with_one_line_by_status_migrate_and_run(project: Project):
     project.article("a.txt", title="A", web_url="https://a.example/a")
     project.run()
-    project.query("update alembic_version set version_num = '0005_from_the_future'")
-    project.query("update meta set value = '5' where key = 'schema_version'")
+    project.query("update alembic_version set version_num = '0006_from_the_future'")
+    project.query("update meta set value = '6' where key = 'schema_version'")
     if project.dialect == "sqlite":
         before = files_of(project.database.parent)
     for command in ("status", "migrate", "run"):
@@ -282,11 +282,11 @@ def test_a_newer_store_is_refused_with_one_line_by_status_migrate_and_run(projec
         assert result.returncode == 1, command
         assert (
             result.stderr.strip().splitlines()[-1]
-            == "Error: the database has schema version 5; this feedworker knows 4"
+            == "Error: the database has schema version 6; this feedworker knows 5"
         )
     if project.dialect == "sqlite":
         assert files_of(project.database.parent)["feedworker.db"] == before["feedworker.db"]
-    assert project.query("select version_num from alembic_version") == [("0005_from_the_future",)]
+    assert project.query("select version_num from alembic_version") == [("0006_from_the_future",)]
     assert project.query("select count(*) from run") == [(1,)]  # the refused run stored nothing
 
 
@@ -296,7 +296,7 @@ def test_a_newer_store_is_refused_with_one_line_by_status_migrate_and_run(projec
 @both_dialects()
 def test_migrate_creates_a_new_store_and_refuses_to(project: Project):
     result = project.cli("migrate")
-    assert result.stdout == "schema created: version 4 (0004_replicas)\n"
+    assert result.stdout == "schema created: version 5 (0005_topic_feed_index)\n"
     assert schema_differences(project.url) == []
     refused = project.cli("migrate", "--to", "sqlite:///x.db", check=False)
     assert refused.returncode == 1
@@ -323,7 +323,7 @@ def test_migrate_waits_for_a_running_cycle(tmp_path: Path):
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert "another cycle is running on this database; waiting for it to finish" in stderr
-    assert stdout == "schema upgraded from version 1 (0001_initial) to version 4 (0004_replicas)\n"
+    assert stdout == "schema upgraded from version 1 (0001_initial) to version 5 (0005_topic_feed_index)\n"
 
 
 # SQLite-only: the state its driver's CREATE TABLE outside the transaction left (not PostgreSQL's DDL).
@@ -338,7 +338,7 @@ def test_a_first_run_killed_with_tables_but_no_version_row_is_completed_by_migra
         )
     conn.close()
     assert "last run: never" in project.cli("status").stdout  # no schema yet: as before any run
-    assert project.cli("migrate").stdout == "schema created: version 4 (0004_replicas)\n"
+    assert project.cli("migrate").stdout == "schema created: version 5 (0005_topic_feed_index)\n"
     assert schema_differences(project.url) == []
 
 
@@ -375,3 +375,65 @@ def test_a_reader_closing_while_a_cycle_opens_the_store_never_deletes_the_wal_it
             writer.dispose()
     # And after every connection of this process closed, the write is in the database file.
     assert store_rows(url, "SELECT value FROM meta WHERE key = 'wal-test'") == [("kept",)]
+
+
+@both_dialects()
+def test_a_store_of_schema_4_is_upgraded_with_every_feed_as_it_was_and_following_later_changes(project: Project):
+    """Schema 5 copies each article's place in its topics' feeds (shown, published_at, url) into
+    article_topic. A store of schema 4 (drafts and a removed article among its articles) is
+    upgraded by `feedworker migrate`: the next run writes no feed, and later changes (a draft
+    published, an article removed, a date moved) show in the topic feeds as in a new store's."""
+    project.article("a.txt", title="Alpha", web_url="https://a.example/a", topics=["AI", "Space"])
+    project.article(
+        "b.txt", title="Beta", web_url="https://b.example/b", topics=["AI"], publishedDateTime="2021-01-27T08:00:00Z"
+    )
+    project.article("d.txt", title="Draft", web_url="https://d.example/d", topics=["Space"], published=False)
+    project.article("g.txt", title="Gone", web_url="https://g.example/g", topics=["AI"])
+    project.run()
+    (project.inbox / "g.txt").unlink()
+    project.run()
+    before = project.feed_files()
+    schema_4 = [
+        (
+            "CREATE TABLE article_topic_v4 (article_id INTEGER NOT NULL REFERENCES article (id) ON DELETE CASCADE,"
+            " topic_id INTEGER NOT NULL REFERENCES topic (id), PRIMARY KEY (article_id, topic_id))"
+        ),
+        "INSERT INTO article_topic_v4 SELECT article_id, topic_id FROM article_topic",
+        "DROP TABLE article_topic",
+        "ALTER TABLE article_topic_v4 RENAME TO article_topic",
+        "CREATE INDEX ix_article_topic_topic_id ON article_topic (topic_id)",
+        "DROP INDEX ix_article_updated_at",
+        "DROP INDEX ix_source_file_state",
+        "UPDATE alembic_version SET version_num = '0004_replicas'",
+        "UPDATE meta SET value = '4' WHERE key = 'schema_version'",
+    ]
+    for statement in schema_4:
+        project.query(statement)
+    assert project.cli("migrate").stdout == (
+        "schema upgraded from version 4 (0004_replicas) to version 5 (0005_topic_feed_index)\n"
+    )
+    assert schema_differences(project.url) == []
+    assert sorted(project.query("SELECT url, shown FROM article_topic")) == [
+        ("https://a.example/a", True),
+        ("https://a.example/a", True),
+        ("https://b.example/b", True),
+        ("https://d.example/d", False),
+        ("https://g.example/g", False),
+    ]
+    report = project.run()
+    assert report["feeds"]["written"] == 0 and project.feed_files() == before
+
+    project.article("d.txt", title="Draft", web_url="https://d.example/d", topics=["Space"])  # published now
+    (project.inbox / "a.txt").unlink()
+    project.article(
+        "b.txt", title="Beta", web_url="https://b.example/b", topics=["AI"], publishedDateTime="2020-01-27T08:00:00Z"
+    )
+    project.run()
+    fresh = make_project(project.root / "fresh")
+    for path in sorted(project.inbox.iterdir()):
+        (fresh.inbox / path.name).write_bytes(path.read_bytes())
+    fresh.run()
+    for name in ("topics/ai.atom", "topics/space.atom"):
+        titles = [line.strip() for line in project.feed(name).splitlines() if b"<title" in line][1:]
+        assert titles == [line.strip() for line in fresh.feed(name).splitlines() if b"<title" in line][1:], name
+    assert b"Draft" in project.feed("topics/space.atom") and b"Alpha" not in project.feed("topics/space.atom")

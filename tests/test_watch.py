@@ -140,6 +140,10 @@ def test_serve_picks_up_created_edited_moved_and_deleted_files(
     inbox = tmp_path / "inbox"
     database = new_database()
     with started(tmp_path, **({"database": database} if database else {})) as service:
+        # After its first cycle a watching serve builds every current feed's entries, once.
+        topics = service.get("/feeds/index.opml").text.count("<outline ")
+        warmed = wait_for(lambda: _events(service, "entries.warmed"), 30, "the entries warmed")
+        assert [event["feeds"] for event in warmed] == [topics + 1]  # and the all feed
         before = served_items(service)
         last_run = latest(service)["run_id"]
         url = "https://watch.example.com/new"
@@ -191,6 +195,11 @@ def test_serve_picks_up_created_edited_moved_and_deleted_files(
             "deleted": 0,
         }
         assert full["feeds"]["written"] == 0
+
+
+def _events(service: Service, name: str) -> list[dict[str, Any]]:
+    lines = (line for line in service.log().splitlines() if line.startswith("{"))
+    return [event for event in map(json.loads, lines) if event.get("event") == name]
 
 
 def _unpublished(inbox: Path) -> int:
@@ -262,6 +271,7 @@ def test_watch_false_leaves_changes_to_the_schedule_and_triggers(tmp_path: Path)
         assert service.post("/runs", headers=BEARER).status_code == 202
         wait_for(lambda: url in served_items(service), 30, "the triggered run")
         assert latest(service)["scan"] == "full"
+        assert _events(service, "entries.warmed") == []  # nothing waits for a watcher: no warming
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux) for a user namespace")

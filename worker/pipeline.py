@@ -110,6 +110,21 @@ def feed_settings(config: Config) -> FeedSettings:
     )
 
 
+def warm_entries(config: Config, should_stop: Callable[[], bool]) -> int:
+    """The current feeds' entries built into this process's memos (publish.feeds.warm_entries):
+    `serve` does it after its first cycle when it watches. Reads only; how many feeds."""
+    from worker.publish.feeds import warm_entries as warm
+    from worker.store.db import check_schema, connect
+
+    engine = connect(config.database_url, busy_timeout_s=config.busy_timeout_s, readonly=True)
+    try:
+        if not check_schema(engine):
+            return 0
+        return warm(engine, feed_settings(config), should_stop)
+    finally:
+        engine.dispose()
+
+
 def replica_name() -> str:
     """This process as the runs it makes name it: host and process id (a container's host
     name is its own)."""

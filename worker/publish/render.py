@@ -9,7 +9,6 @@ before the content, the order feed readers and the W3C validator expect.
 from __future__ import annotations
 
 import copy
-import functools
 import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from feedgen.feed import FeedGenerator
 from lxml import etree
 
 from worker.model import RelatedLink
+from worker.publish._memo import SegmentedMemo
 from worker.publish.history import NO_HISTORY, FeedHistory
 from worker.text import xml_safe
 
@@ -30,6 +30,7 @@ __all__ = [
     "FeedLink",
     "RelatedLink",
     "body_html",
+    "build_entries",
     "image_type",
     "render_archive",
     "render_feeds",
@@ -103,13 +104,13 @@ def render_feeds(info: FeedInfo, entries: Sequence[Entry], updated: datetime) ->
     entries last changed; every date comes from the arguments, so equal in, equal out."""
     from worker.publish.jsonfeed import render_json_feed
 
-    generator = _generator(info, entries, updated)
+    generator = _generator(info, entries, updated, keep=True)
     return generator.rss_str(pretty=True), generator.atom_str(pretty=True), render_json_feed(info, entries)
 
 
 def render_archive(info: FeedInfo, entries: Sequence[Entry], updated: datetime) -> bytes:
     """An RFC 5005 archive document (Atom 1.0) of these entries, newest first as given."""
-    return _generator(info, entries, updated).atom_str(pretty=True)
+    return _generator(info, entries, updated, keep=False).atom_str(pretty=True)
 
 
 def render_opml(title: str, feeds: Sequence[FeedLink]) -> bytes:
@@ -126,7 +127,7 @@ def render_opml(title: str, feeds: Sequence[FeedLink]) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
-def _generator(info: FeedInfo, entries: Sequence[Entry], updated: datetime) -> _Generator:
+def _generator(info: FeedInfo, entries: Sequence[Entry], updated: datetime, *, keep: bool) -> _Generator:
     fg = FeedGenerator()
     fg.load_extension("media")
     fg.load_extension("dc", atom=False, rss=True)
@@ -143,7 +144,7 @@ def _generator(info: FeedInfo, entries: Sequence[Entry], updated: datetime) -> _
     if entries:
         fg.pubDate(max(entry.published for entry in entries))
     for entry in entries:
-        _add_entry(fg, entry, info.full_content)
+        _add_entry(fg, entry, info.full_content, keep)
     return _Generator(fg, info)
 
 
@@ -183,17 +184,33 @@ def _history_links(history: FeedHistory) -> list[dict[str, str]]:
     return [{"href": url, "rel": rel} for url, rel in links if url]
 
 
-def _add_entry(fg: FeedGenerator, entry: Entry, full_content: bool = True) -> None:
-    fg.add_entry(_built_entry(entry, full_content), order="append")
+def _add_entry(fg: FeedGenerator, entry: Entry, full_content: bool, keep: bool) -> None:
+    fg.add_entry(_built_entry(entry, full_content, keep), order="append")
 
 
 # Entries built once for every feed and format that shows them: a topic's feed, the all
-# feed and archive pages share most entries, and `serve` renders them again cycle after cycle.
-BUILT_ENTRIES = 2_000
+# feed and archive pages share most entries, and `serve` renders them again cycle after
+# cycle. Those of current feeds are kept apart from archive pages' (publish._memo).
+BUILT_KEPT = 4_000
+BUILT_PASSING = 2_000
+_BUILT: SegmentedMemo[tuple[Entry, bool], _BuiltEntry] = SegmentedMemo(BUILT_KEPT, BUILT_PASSING)
 
 
-@functools.lru_cache(maxsize=BUILT_ENTRIES)
-def _built_entry(entry: Entry, full_content: bool) -> _BuiltEntry:
+def build_entries(entries: Sequence[Entry], *, full_content: bool) -> None:
+    """Build these current feed entries ahead of their feeds (publish.feeds.warm_entries)."""
+    for entry in entries:
+        _built_entry(entry, full_content, keep=True)
+
+
+def _built_entry(entry: Entry, full_content: bool, keep: bool) -> _BuiltEntry:
+    built = _BUILT.get((entry, full_content), keep=keep)
+    if built is None:
+        built = _build_entry(entry, full_content)
+        _BUILT.put((entry, full_content), built, keep=keep)
+    return built
+
+
+def _build_entry(entry: Entry, full_content: bool) -> _BuiltEntry:
     fe = _BuiltEntry()
     # As FeedGenerator.add_entry registers them for a feed made by _generator (same order).
     fe.load_extension("media")

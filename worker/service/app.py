@@ -27,7 +27,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from worker.config import Config, ConfigError, load_config
 from worker.ingest.parsers import start_parser_server
 from worker.logging import configure_logging
-from worker.pipeline import replica_name, run_cycle
+from worker.pipeline import replica_name, run_cycle, warm_entries
 from worker.service.http import StoreReader, create_app
 from worker.service.metrics import ServiceMetrics
 from worker.service.replica import GroupHelper, ReplicaState
@@ -454,7 +454,9 @@ class _Service:
         self.watch = WatchState("starting" if config.watch else "off")
         self.metrics = ServiceMetrics(replica=self.replica, watch=self.watch)
         cycle = functools.partial(run_cycle, clock=clock) if clock is not None else run_cycle
-        self.runner = Runner(config, metrics=self.metrics, replica=self.replica, cycle=cycle, watch=self.watch)
+        self.runner = Runner(
+            config, metrics=self.metrics, replica=self.replica, cycle=cycle, watch=self.watch, warm=warm_entries
+        )
         # Changed files make incremental cycles at once; the schedule's full scans stay the safety net.
         self.watcher = SourceWatcher(lambda: self.runner.config, self.runner.request_paths, self.watch)
         # Reads files and fetches pages the leader of the group offers, while this replica does not lead.

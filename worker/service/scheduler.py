@@ -96,6 +96,7 @@ class RunnerState:
 
 
 CycleFn = Callable[..., RunReport]
+WarmFn = Callable[[Config, Callable[[], bool]], int]
 
 
 class Runner:
@@ -121,9 +122,14 @@ class Runner:
         clock: Callable[[], float] = time.time,
         replica: ReplicaState | None = None,
         watch: WatchState | None = None,
+        warm: WarmFn | None = None,
     ) -> None:
         self._config = config
         self.watch = watch
+        # After the first cycle that works, a watching runner builds the current feeds'
+        # entries (pipeline.warm_entries), between cycles, giving way to any request.
+        self._warm = warm
+        self._warmed = False
         self._metrics = metrics
         self._cycle = cycle
         self._clock = clock
@@ -305,6 +311,23 @@ class Runner:
                         self._last_success_at = request.finished_at
                     self._cond.notify_all()
                 request.done.set()
+            if request.status == "ok" and config.watch and not self._warmed and self._warm is not None:
+                self._warmed = True
+                self._warm_entries(config)
+
+    def _warm_entries(self, config: Config) -> None:
+        def asked() -> bool:
+            with self._cond:
+                return self._queued is not None or not self._accepting
+
+        started = time.monotonic()
+        try:
+            assert self._warm is not None
+            feeds = self._warm(config, asked)
+        except (StoreError, sa.exc.SQLAlchemyError) as exc:  # a cache left cold: nothing fails
+            log.warning("entries.warm_failed", reason=str(exc).splitlines()[0])
+            return
+        log.info("entries.warmed", feeds=feeds, duration_s=round(time.monotonic() - started, 3))
 
     def _execute(self, request: RunRequest, config: Config) -> None:
         bound = log.bind(request_id=request.id, source=request.source)

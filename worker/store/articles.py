@@ -170,6 +170,7 @@ def _write_articles(
         conn, ARTICLE_CONTENT, [_content_row(by_url[row["url"]]) | {"article_id": ids[row["url"]]} for row in inserts]
     )
     updated_ids = [row["b_id"] for row in updates]
+    rows_by_url = {row["url"]: row for row in (*inserts, *updates)}
     dirty_topic_ids: set[int] = set()
     for chunk in in_chunks(was_shown):
         dirty_topic_ids.update(
@@ -185,8 +186,18 @@ def _write_articles(
     for url, article_id in ids.items():
         item = by_url[url]
         article = _article_of(item)
+        row = rows_by_url[url]
         for topic_id in dict.fromkeys(topic_ids[topic_key(name)] for name in article.topics):
-            links.append({"article_id": article_id, "topic_id": topic_id})
+            # The article's place in its topics' feeds, copied (schema.ArticleTopic).
+            links.append(
+                {
+                    "article_id": article_id,
+                    "topic_id": topic_id,
+                    "shown": row["is_published"],
+                    "published_at": row["published_at"],
+                    "url": url,
+                }
+            )
             if article.is_published:
                 dirty_topic_ids.add(topic_id)
         images.extend(
@@ -303,6 +314,7 @@ def remove_orphans(conn: Connection, now: datetime) -> list[str]:
             continue
         ids = [row.id for row in rows]
         conn.execute(sa.update(ARTICLE).where(ARTICLE.c.id.in_(ids)).values(removed=True, updated_at=now))
+        conn.execute(sa.update(ARTICLE_TOPIC).where(ARTICLE_TOPIC.c.article_id.in_(ids)).values(shown=False))
         shown = [row.id for row in rows if row.is_published]  # a draft was in no feed, and shown nowhere
         _note_view_changes(conn, shown)
         if shown:

@@ -98,7 +98,13 @@ def stored_revision(conn: Connection) -> str | None:
 
 
 # meta.schema_version of the stores made before the history moved to Alembic -> its revision.
-_LEGACY_REVISIONS = {1: "0001_initial", 2: "0002_article_content", 3: "0003_orphan_candidate", 4: "0004_replicas"}
+_LEGACY_REVISIONS = {
+    1: "0001_initial",
+    2: "0002_article_content",
+    3: "0003_orphan_candidate",
+    4: "0004_replicas",
+    5: "0005_topic_feed_index",
+}
 
 
 def check_schema(engine: Engine) -> bool:

@@ -24,13 +24,12 @@ def _stored_items(related_json: str | None) -> tuple[model.RelatedItem, ...]:
 def feed_window(conn: Connection, topic_id: int | None, limit: int) -> list[tuple[int, datetime]]:
     """(id, updated_at) of the entries of a topic's feed, or of the all feed (`topic_id` None),
     newest first; articles of one time by URL (the same order in every store of the same files)."""
+    if topic_id is not None:
+        ordered = _topic_entries(topic_id).order_by(ARTICLE_TOPIC.c.published_at.desc(), ARTICLE_TOPIC.c.url.desc())
+        return [(row.id, row.updated_at) for row in conn.execute(ordered.limit(limit))]
     query = sa.select(ARTICLE.c.id, ARTICLE.c.updated_at).where(
         ARTICLE.c.is_published.is_(True), ARTICLE.c.removed.is_(False)
     )
-    if topic_id is not None:
-        query = query.select_from(ARTICLE.join(ARTICLE_TOPIC, ARTICLE_TOPIC.c.article_id == ARTICLE.c.id)).where(
-            ARTICLE_TOPIC.c.topic_id == topic_id
-        )
     query = query.order_by(ARTICLE.c.published_at.desc(), ARTICLE.c.url.desc()).limit(limit)
     return [(row.id, row.updated_at) for row in conn.execute(query)]
 
@@ -71,17 +70,19 @@ def query_window(
 
 
 def _topic_entries(topic_id: int) -> sa.Select[tuple[int, datetime]]:
+    """The topic's shown articles, walked in the feed index (schema.ArticleTopic); ordered by
+    its `published_at` and `url`, the article's own."""
     return (
         sa.select(ARTICLE.c.id, ARTICLE.c.updated_at)
-        .select_from(ARTICLE.join(ARTICLE_TOPIC, ARTICLE_TOPIC.c.article_id == ARTICLE.c.id))
-        .where(ARTICLE.c.is_published.is_(True), ARTICLE.c.removed.is_(False), ARTICLE_TOPIC.c.topic_id == topic_id)
+        .select_from(ARTICLE_TOPIC.join(ARTICLE, ARTICLE.c.id == ARTICLE_TOPIC.c.article_id))
+        .where(ARTICLE_TOPIC.c.topic_id == topic_id, ARTICLE_TOPIC.c.shown.is_(True))
     )
 
 
 def topic_size(conn: Connection, topic_id: int) -> int:
-    """How many entries the topic's feed and its archives hold in all."""
-    count = conn.execute(sa.select(sa.func.count()).select_from(_topic_entries(topic_id).subquery())).scalar_one()
-    return int(count)
+    """How many entries the topic's feed and its archives hold in all (counted in the index alone)."""
+    query = sa.select(sa.func.count()).where(ARTICLE_TOPIC.c.topic_id == topic_id, ARTICLE_TOPIC.c.shown.is_(True))
+    return int(conn.execute(query).scalar_one())
 
 
 def topic_history(conn: Connection, topic_id: int, limit: int) -> list[tuple[int, datetime, datetime]]:
@@ -90,8 +91,8 @@ def topic_history(conn: Connection, topic_id: int, limit: int) -> list[tuple[int
     every feed shows."""
     query = (
         _topic_entries(topic_id)
-        .add_columns(ARTICLE.c.published_at)
-        .order_by(ARTICLE.c.published_at.asc(), ARTICLE.c.url.asc())
+        .add_columns(ARTICLE_TOPIC.c.published_at)
+        .order_by(ARTICLE_TOPIC.c.published_at.asc(), ARTICLE_TOPIC.c.url.asc())
         .limit(limit)
     )
     return [(row.id, row.updated_at, row.published_at) for row in conn.execute(query)]

@@ -89,10 +89,12 @@ def changed_articles(conn: Connection, now: datetime) -> Changed:
     since = _watermark(conn)
     if since is None:
         condition: sa.ColumnElement[bool] = sa.true()
-    else:
+    elif since < now:  # one range of the updated_at index (this cycle's changes are the newest)
+        condition = ARTICLE.c.updated_at > since
+    else:  # a clock set back
         condition = sa.or_(ARTICLE.c.updated_at == now, ARTICLE.c.updated_at > since)
-    query = sa.select(ARTICLE.c.id, ARTICLE.c.url, _visible().label("visible")).where(condition).order_by(ARTICLE.c.id)
-    rows = conn.execute(query).all()
+    query = sa.select(ARTICLE.c.id, ARTICLE.c.url, _visible().label("visible")).where(condition)
+    rows = sorted(conn.execute(query).all(), key=lambda row: row.id)  # sorted here: an ORDER BY id walks the table
     _set_watermark(conn, now if since is None else max(since, now))
     ids, urls = [row.id for row in rows], [row.url for row in rows]
     view_changed = frozenset(take_view_changes(conn))

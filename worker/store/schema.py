@@ -106,7 +106,7 @@ class SourceFile(SQLModel, table=True):
     size: int = Field(sa_type=_BIG)  # a file past 2 GiB is recorded (quarantined), not an error
     mtime_ns: int = Field(sa_type=sa.BigInteger)
     hash: str
-    state: str  # "ok" | "quarantined"
+    state: str = Field(index=True)  # "ok" | "quarantined": every cycle reads the quarantine
     error: str | None = None
     article_url: str | None = Field(default=None, index=True)
     first_seen: datetime = _time(nullable=False)
@@ -135,7 +135,7 @@ class Article(SQLModel, table=True):
     published_at: datetime = _time(nullable=False)  # indexed with url: feeds' order (__table_args__)
     date_given: bool = True  # false: published_at is the first-seen time
     first_seen: datetime = _time(nullable=False)
-    updated_at: datetime = _time(nullable=False)
+    updated_at: datetime = _time(nullable=False, index=True)  # a cycle's changes are found by it
     category: str | None = None
     type: str | None = None
     original_url: str | None = None
@@ -168,9 +168,18 @@ class Topic(SQLModel, table=True):
 
 
 class ArticleTopic(SQLModel, table=True):
+    """An article in a topic, with what a topic's feed is read by (schema 5): whether the
+    article is shown (published, not removed) and its place in the feeds' order, copies of
+    the article's own, written with it (store.articles). A feed's newest entries and its
+    count are then a range of one index, whatever the topic's size."""
+
     __tablename__ = "article_topic"
+    __table_args__ = (sa.Index("ix_article_topic_feed", "topic_id", "shown", "published_at", "url"),)
     article_id: int = Field(foreign_key="article.id", primary_key=True, ondelete="CASCADE")
-    topic_id: int = Field(foreign_key="topic.id", primary_key=True, index=True)
+    topic_id: int = Field(foreign_key="topic.id", primary_key=True)
+    shown: bool
+    published_at: datetime = _time(nullable=False)
+    url: str
 
 
 class ArticleImage(SQLModel, table=True):

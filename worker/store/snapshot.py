@@ -43,11 +43,11 @@ def open_reader(url: str, busy_timeout_s: float) -> tuple[Any, Dialect] | None:
     return (conn, sqlite.RAW_DIALECT) if conn is not None else None
 
 
-# The feeds published_topics() lists: with at least one published article not removed.
+# The feeds published_topics() lists: with at least one published article not removed
+# (`shown`, in the topics' feed index).
 _VISIBLE_SLUGS = """
     SELECT t.slug FROM topic AS t WHERE EXISTS (
-        SELECT 1 FROM article_topic AS at JOIN article AS a ON a.id = at.article_id
-        WHERE at.topic_id = t.id AND a.is_published = TRUE AND a.removed = FALSE)
+        SELECT 1 FROM article_topic AS at WHERE at.topic_id = t.id AND at.shown = TRUE)
 """
 # Every stored file's stat, and the error of each quarantined one (NULL for the others): one
 # pass over the table, where a second query for the quarantine alone would read it again.

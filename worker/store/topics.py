@@ -86,11 +86,11 @@ def dirty_topics(conn: Connection) -> Sequence[Row[int, str, str]]:
 
 def published_topics(conn: Connection) -> Sequence[Row[int, str, str]]:
     """(id, slug, name) of the topics with at least one published article, by name."""
-    # EXISTS stops at a topic's first published article, where a count would read them all.
+    # EXISTS stops at a topic's first shown article, in the feed index (schema.ArticleTopic).
     published = sa.exists(
-        sa.select(ARTICLE_TOPIC.c.article_id)
-        .select_from(ARTICLE_TOPIC.join(ARTICLE, ARTICLE.c.id == ARTICLE_TOPIC.c.article_id))
-        .where(ARTICLE_TOPIC.c.topic_id == TOPIC.c.id, ARTICLE.c.is_published.is_(True), ARTICLE.c.removed.is_(False))
+        sa.select(ARTICLE_TOPIC.c.article_id).where(
+            ARTICLE_TOPIC.c.topic_id == TOPIC.c.id, ARTICLE_TOPIC.c.shown.is_(True)
+        )
     )
     return conn.execute(sa.select(TOPIC.c.id, TOPIC.c.slug, TOPIC.c.name).where(published).order_by(TOPIC.c.key)).all()
 
@@ -110,39 +110,37 @@ class TopicSummary:
 
 def topic_summaries(conn: Connection, newest: int) -> dict[int | None, TopicSummary]:
     """Topic id -> the count of its published articles and the `newest` first of them, for every
-    topic with one; None -> the same for the all feed. Two queries whatever the number of topics,
-    over what feeds show (published, not removed) in their order (feeds.feed_window's)."""
-    shown = (ARTICLE.c.is_published.is_(True), ARTICLE.c.removed.is_(False))
-    order = (ARTICLE.c.published_at.desc(), ARTICLE.c.url.desc())
-    # Only ids go through the window's sort; the few rows kept are joined for their text.
-    ranked = (
-        sa.select(
-            ARTICLE_TOPIC.c.topic_id,
-            ARTICLE.c.id,
-            sa.func.row_number().over(partition_by=ARTICLE_TOPIC.c.topic_id, order_by=order).label("position"),
-            sa.func.count().over(partition_by=ARTICLE_TOPIC.c.topic_id).label("total"),
+    topic with one; None -> the same for the all feed, over what feeds show (published, not
+    removed) in their order (feeds.feed_window's). Per topic, a count and the first rows of
+    a range of the feed index (schema.ArticleTopic): a few rows read, whatever its size."""
+    shown = ARTICLE_TOPIC.c.shown.is_(True)
+    counts: dict[int | None, int] = {
+        row.topic_id: row.total
+        for row in conn.execute(
+            sa.select(ARTICLE_TOPIC.c.topic_id, sa.func.count().label("total"))
+            .where(shown)
+            .group_by(ARTICLE_TOPIC.c.topic_id)
         )
-        .select_from(ARTICLE_TOPIC.join(ARTICLE, ARTICLE.c.id == ARTICLE_TOPIC.c.article_id))
-        .where(*shown)
-        .subquery()
-    )
-    per_topic = (
-        sa.select(ranked.c.topic_id, ranked.c.total, ARTICLE.c.title, ARTICLE.c.web_url, ARTICLE.c.published_at)
-        .select_from(ranked.join(ARTICLE, ARTICLE.c.id == ranked.c.id))
-        .where(ranked.c.position <= newest)
-        .order_by(ranked.c.topic_id, ranked.c.position)
-    )
+    }
+    heads: dict[int | None, list[tuple[str, str, datetime]]] = {}
+    for topic_id in sorted(counts, key=lambda key: key or 0):
+        query = (
+            sa.select(ARTICLE.c.title, ARTICLE.c.web_url, ARTICLE.c.published_at)
+            .select_from(ARTICLE_TOPIC.join(ARTICLE, ARTICLE.c.id == ARTICLE_TOPIC.c.article_id))
+            .where(ARTICLE_TOPIC.c.topic_id == topic_id, shown)
+            .order_by(ARTICLE_TOPIC.c.published_at.desc(), ARTICLE_TOPIC.c.url.desc())
+            .limit(newest)
+        )
+        heads[topic_id] = [(row.title, row.web_url, row.published_at) for row in conn.execute(query)]
+    visible = (ARTICLE.c.is_published.is_(True), ARTICLE.c.removed.is_(False))
     # A window counts every row WHERE keeps; LIMIT applies after it.
     everything = (
         sa.select(ARTICLE.c.title, ARTICLE.c.web_url, ARTICLE.c.published_at, sa.func.count().over().label("total"))
-        .where(*shown)
-        .order_by(*order)
+        .where(*visible)
+        .order_by(ARTICLE.c.published_at.desc(), ARTICLE.c.url.desc())
         .limit(newest)
     )
-    counts: dict[int | None, int] = {}
-    heads: dict[int | None, list[tuple[str, str, datetime]]] = {}
-    rows = [(row.topic_id, row) for row in conn.execute(per_topic)] + [(None, row) for row in conn.execute(everything)]
-    for topic_id, row in rows:
-        counts[topic_id] = row.total
-        heads.setdefault(topic_id, []).append((row.title, row.web_url, row.published_at))
+    for row in conn.execute(everything):
+        counts[None] = row.total
+        heads.setdefault(None, []).append((row.title, row.web_url, row.published_at))
     return {topic_id: TopicSummary(count, tuple(heads[topic_id])) for topic_id, count in counts.items()}

@@ -369,3 +369,23 @@ def test_the_feeds_of_a_changed_articles_topics_are_written_before_its_neighbour
         "topics/aardvarks.atom",
         "topics/aardvarks.json",
     ], written
+
+
+def test_a_process_with_its_clock_pinned_never_renders_an_entry_it_built_before_an_edit(tmp_path: Path) -> None:
+    """Entries are kept by article version (its updated_at); with FEEDWORKER_CLOCK pinned every
+    cycle writes at the same time, so a version says nothing: the next cycle builds again."""
+    from tests.conftest import make_project
+    from worker.config import load_config
+    from worker.pipeline import run_cycle
+
+    project = make_project(tmp_path / "p")
+    pinned = datetime(2026, 11, 29, 12, tzinfo=UTC)
+    project.article("a.txt", title="Alpha", web_url="https://news.example.com/a")
+    config = load_config(project.config)
+    run_cycle(config, clock=lambda: pinned)
+    assert b"Alpha" in project.feed("all.atom")
+    project.article("a.txt", title="Alpha edited", web_url="https://news.example.com/a")
+    # A new article too: the all feed's window moves (the edit alone keeps the pinned time).
+    project.article("b.txt", title="Beta", web_url="https://news.example.com/b")
+    run_cycle(config, clock=lambda: pinned)
+    assert b"Alpha edited" in project.feed("all.atom") and b"Beta" in project.feed("all.atom")

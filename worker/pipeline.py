@@ -378,6 +378,9 @@ def _work(context: CycleContext, snapshot: StoreSnapshot | None, found: Scan, pl
     try:
         migrate(engine)  # creates or upgrades the schema: only here, under the cycle lock, and `feedworker migrate`
         _fence(context, engine)
+        from worker.publish.feeds import cycle_at
+
+        cycle_at(engine, context.now)  # before anything is written: the entries kept may go
         if snapshot is None or not snapshot.current_schema:
             # Planned before the schema was there: plan again from what it holds now.
             snapshot, plan = _replan(context, engine, found)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Executor
 from contextlib import AbstractContextManager
@@ -34,7 +35,7 @@ from worker.urls import entry_id
 if TYPE_CHECKING:  # the renderer (feedgen, lxml, nh3) is imported only when a feed is rendered
     from worker.publish.render import Entry, FeedInfo
 
-__all__ = ["feed_entries", "publish", "stored_window", "topic_feed_name", "warm_entries"]
+__all__ = ["cycle_at", "feed_entries", "publish", "stored_window", "topic_feed_name", "warm_entries"]
 
 log = structlog.get_logger("worker.publish")
 
@@ -580,9 +581,34 @@ ENTRIES_PASSING = 2_000  # archive pages', shared by the pages of the same weeks
 _ENTRIES: SegmentedMemo[tuple[str, int, datetime], Entry] = SegmentedMemo(ENTRIES_KEPT, ENTRIES_PASSING)
 
 
+_CYCLES_LOCK = threading.Lock()
+_CYCLE_TIMES: dict[str, datetime] = {}  # store -> the time of this process's last cycle on it
+_GENERATIONS: dict[str, int] = {}  # store -> how many times its entries were given up
+
+
+def cycle_at(engine: Engine, now: datetime) -> None:
+    """A cycle of this process starts at `now` on this store. Entries are kept by article
+    version (`updated_at`), which every change moves as long as time moves: a cycle at a
+    time not after the last one's (FEEDWORKER_CLOCK pinned, a clock set back) may write an
+    article at the very time an entry was built for, so none built before is used again."""
+    store = _url_key(engine)
+    with _CYCLES_LOCK:
+        last = _CYCLE_TIMES.get(store)
+        _CYCLE_TIMES[store] = now
+        if last is not None and now <= last:
+            _GENERATIONS[store] = _GENERATIONS.get(store, 0) + 1
+
+
 def _store_key(conn: Connection) -> str:
-    """Which store an entry was read from (a process may publish more than one: tests)."""
-    return conn.engine.url.render_as_string(hide_password=True)
+    """Which store (and which generation of its entries, cycle_at) an entry was read from:
+    a process may publish more than one store (tests)."""
+    store = _url_key(conn.engine)
+    with _CYCLES_LOCK:
+        return f"{store}#{_GENERATIONS.get(store, 0)}"
+
+
+def _url_key(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
 
 
 def _entry(stored: StoredEntry, graph: graph_store.Graph) -> Entry:

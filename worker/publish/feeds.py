@@ -160,10 +160,13 @@ def publish(
             _FeedJob("all", None, title, subtitle, None if forced else window, window, changed_at),
         )
     if helper is not None and len(jobs) >= PARALLEL_FROM:
+        # The first feeds stay here, rendered while the helper process starts (about a second).
+        urgent = sum(job.topic_id in first or job.topic_id is None for job in jobs) if first else 0
+        mine, rest = jobs[:urgent], jobs[urgent:]
         with helper() as executor:
             url = engine.url.render_as_string(hide_password=False)  # str() would mask a password
-            theirs = executor.submit(render_feeds_of, url, settings, now, jobs[1::2], to_store, fence)
-            outcomes = _render_jobs(engine, settings, now, jobs[0::2], to_store) + theirs.result()
+            theirs = executor.submit(render_feeds_of, url, settings, now, rest[1::2], to_store, fence)
+            outcomes = _render_jobs(engine, settings, now, mine + rest[0::2], to_store) + theirs.result()
     else:
         outcomes = _render_jobs(engine, settings, now, jobs, to_store)
     for stem, window, written in outcomes:  # in the order they were written

@@ -580,7 +580,9 @@ def topic_feed_name(name: str, slug: str) -> str:
 # the rule that already spares a feed whose window is the same. A cycle renders again a
 # feed or a page for one changed entry; the others come from here, unread.
 ENTRIES_KEPT = 4_000  # the current feeds' (60 topics of 50 entries, and the all feed)
-ENTRIES_PASSING = 2_000  # archive pages', shared by the pages of the same weeks in a cycle
+# Archive pages': a page shares its articles with other topics' pages of the same weeks,
+# rendered one after another (60 topics' pages of 50 entries: 3,000 a band of weeks).
+ENTRIES_PASSING = 6_000
 _ENTRIES: SegmentedMemo[tuple[str, int, datetime], Entry] = SegmentedMemo(ENTRIES_KEPT, ENTRIES_PASSING)
 
 

@@ -255,27 +255,28 @@ def _build_entry(entry: Entry, full_content: bool) -> _BuiltEntry:
         links.enclosure = (entry.image_url, image_type(entry.image_url))
     links.related = entry.related
     links.image_url = entry.image_url
-    fe.build()
     return fe
 
 
 class _BuiltEntry(FeedEntry):
-    """A feedgen entry whose Atom and RSS elements are built once: each feed gets a copy
-    (an element has one parent), the same elements feedgen would build again."""
+    """A feedgen entry whose Atom and RSS elements are each built once, when a feed of that
+    format first needs it (archive pages are Atom alone): every feed gets a copy (an element
+    has one parent), the same element feedgen would build again. Two threads building one at
+    once build the same element; either is kept."""
 
     _atom: etree._Element | None = None
     _rss: etree._Element | None = None
 
-    def build(self) -> None:
-        self._atom = FeedEntry.atom_entry(self)
-        self._rss = FeedEntry.rss_entry(self)
-
     def atom_entry(self, extensions: bool = True) -> etree._Element:
-        assert self._atom is not None and extensions
+        assert extensions
+        if self._atom is None:
+            self._atom = FeedEntry.atom_entry(self)
         return copy.deepcopy(self._atom)
 
     def rss_entry(self, extensions: bool = True) -> etree._Element:
-        assert self._rss is not None and extensions
+        assert extensions
+        if self._rss is None:
+            self._rss = FeedEntry.rss_entry(self)
         return copy.deepcopy(self._rss)
 
 

@@ -160,8 +160,11 @@ def publish(
             _FeedJob("all", None, title, subtitle, None if forced else window, window, changed_at),
         )
     if helper is not None and len(jobs) >= PARALLEL_FROM:
-        # The first feeds stay here, rendered while the helper process starts (about a second).
+        # A few first feeds stay here, rendered while the helper process starts (about a
+        # second); when most are first (a first run), the feeds are shared out evenly.
         urgent = sum(job.topic_id in first or job.topic_id is None for job in jobs) if first else 0
+        if urgent > len(jobs) // 2:
+            urgent = 0
         mine, rest = jobs[:urgent], jobs[urgent:]
         with helper() as executor:
             url = engine.url.render_as_string(hide_password=False)  # str() would mask a password
@@ -580,9 +583,7 @@ def topic_feed_name(name: str, slug: str) -> str:
 # the rule that already spares a feed whose window is the same. A cycle renders again a
 # feed or a page for one changed entry; the others come from here, unread.
 ENTRIES_KEPT = 4_000  # the current feeds' (60 topics of 50 entries, and the all feed)
-# Archive pages': a page shares its articles with other topics' pages of the same weeks,
-# rendered one after another (60 topics' pages of 50 entries: 3,000 a band of weeks).
-ENTRIES_PASSING = 6_000
+ENTRIES_PASSING = 2_000  # archive pages', shared by other topics' pages of the same weeks
 _ENTRIES: SegmentedMemo[tuple[str, int, datetime], Entry] = SegmentedMemo(ENTRIES_KEPT, ENTRIES_PASSING)
 
 

@@ -191,8 +191,9 @@ def _add_entry(fg: FeedGenerator, entry: Entry, full_content: bool, keep: bool) 
 # Entries built once for every feed and format that shows them: a topic's feed, the all
 # feed and archive pages share most entries, and `serve` renders them again cycle after
 # cycle. Those of current feeds are kept apart from archive pages' (publish._memo).
-BUILT_KEPT = 4_000
-BUILT_PASSING = 2_000
+# Each holds its elements (some 30 KB an entry with both formats): fewer than the entries.
+BUILT_KEPT = 1_000
+BUILT_PASSING = 500
 _BUILT: SegmentedMemo[tuple[Entry, bool], _BuiltEntry] = SegmentedMemo(BUILT_KEPT, BUILT_PASSING)
 
 

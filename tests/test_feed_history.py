@@ -118,6 +118,60 @@ def test_a_new_article_changes_only_the_current_feed_until_a_page_fills(project)
     assert {url for document in walked for url in document} == {f"https://news.example.com/{n}" for n in range(15)}
 
 
+@both_dialects()
+def test_an_archived_entry_changes_with_its_own_items_never_with_newer_articles_linking_to_it(project) -> None:
+    """RFC 5005 asks archive documents not to change. A new article listing archived ones as
+    related shows them in its own entry, and each of them shows it as a reverse link where it
+    is current (the all feed here), but their archive pages keep their bytes. What an archived
+    entry shows of its own items does change it: an article it lists retitled."""
+    project.config.write_text(project.config.read_text().replace("max_entries: 50", f"max_entries: {SIZE}"))
+    for number in range(9):
+        add(project, number, ["Energy" if number < 8 else "Oceans"])
+    project.article(
+        "lister.txt",
+        title="Story lister",
+        web_url="https://news.example.com/lister",
+        topics=["Energy"],
+        publishedDateTime=(datetime(2021, 1, 1, tzinfo=UTC) + timedelta(minutes=30)).isoformat(),  # page 1
+        related=[{"title": "as the lister says", "webUrl": "https://news.example.com/8"}],
+    )
+    project.run()
+    pages = lambda: {path: data for path, data in project.feed_files().items() if path.startswith("archive/")}
+    before = pages()
+    assert sorted(before) == ["archive/energy/1.atom", "archive/energy/2.atom"]
+
+    # Story 99 (newest) lists story 0 (page 1) and story 4 (page 2).
+    project.article(
+        "new.txt",
+        title="Story 99",
+        web_url="https://news.example.com/99",
+        topics=["Oceans"],
+        publishedDateTime=datetime(2021, 2, 1, tzinfo=UTC).isoformat(),
+        related=[{"webUrl": "https://news.example.com/0"}, {"webUrl": "https://news.example.com/4"}],
+    )
+    report = project.run()
+    assert pages() == before  # same bytes, same mtimes
+    # Oceans' three formats (the new entry), the all feed's (new entry, and no other: stories 0
+    # and 4 are not in it), nothing else.
+    assert report["feeds"]["written"] == 6, report
+    assert b"Story 99" not in b"".join(data for data, _ in before.values())
+
+    # Story 8, which the lister lists, retitled: the lister's page shows the new title.
+    project.article(
+        "a008.txt",
+        title="Story 8, retitled",
+        web_url="https://news.example.com/8",
+        topics=["Oceans"],
+        publishedDateTime=(datetime(2021, 1, 1, tzinfo=UTC) + timedelta(hours=8)).isoformat(),
+    )
+    project.run()
+    after = pages()
+    assert after["archive/energy/2.atom"] == before["archive/energy/2.atom"]
+    assert after["archive/energy/1.atom"] != before["archive/energy/1.atom"]
+    assert b"Story 8, retitled" in after["archive/energy/1.atom"][0]
+    assert b"as the lister says" not in after["archive/energy/1.atom"][0]
+
+
 def test_pages_follow_the_topic_when_articles_go_and_come_back_when_deleted(tmp_path: Path) -> None:
     project = make_project(tmp_path, feeds={"max_entries": SIZE})
     for number in range(10):

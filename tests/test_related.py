@@ -185,6 +185,11 @@ def test_a_new_article_touches_what_it_lists_and_what_lists_it(db: Store):
     assert db.query(
         "select title from article where updated_at = (select max(updated_at) from article) order by title"
     ) == [("A",), ("B",), ("C",)]
+    # A's own item (C) shows differently, in its archived entry too; B only gains a reverse link,
+    # which archive pages leave out: its content_at stays.
+    assert db.query(
+        "select title from article where content_at = (select max(content_at) from article) order by title"
+    ) == [("A",), ("C",)]
     assert db.query("select name from topic where dirty order by name") == [("AI",), ("Space",), ("Sport",)]
 
 

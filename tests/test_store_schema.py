@@ -104,13 +104,13 @@ def test_a_version_1_store_is_upgraded_by_migrate_to_exactly_the_declared_schema
     project = version_1_store(tmp_path)
     assert "alembic_version" not in tables(project.database)
     result = project.cli("migrate")
-    assert result.stdout == "schema upgraded from version 1 (0001_initial) to version 5 (0005_topic_feed_index)\n"
+    assert result.stdout == "schema upgraded from version 1 (0001_initial) to version 6 (0006_archived_entries)\n"
     assert schema_differences(project.url) == []
     with sqlite3.connect(project.database) as conn:
-        assert conn.execute("select version_num from alembic_version").fetchall() == [("0005_topic_feed_index",)]
-        assert conn.execute("select value from meta where key = 'schema_version'").fetchall() == [("5",)]
+        assert conn.execute("select version_num from alembic_version").fetchall() == [("0006_archived_entries",)]
+        assert conn.execute("select value from meta where key = 'schema_version'").fetchall() == [("6",)]
     again = project.cli("migrate")
-    assert again.stdout == "schema already at version 5 (0005_topic_feed_index): nothing to do\n"
+    assert again.stdout == "schema already at version 6 (0006_archived_entries): nothing to do\n"
     report = project.run()  # the store the command upgraded is the run's
     assert report["status"] == "ok" and report["files"]["new"] == 0 and report["files"]["changed"] == 0
 
@@ -122,8 +122,8 @@ def test_a_store_of_schema_3_from_before_alembic_is_stamped_without_a_change(pro
     project.query("drop table alembic_version")  # as feedworker stored it before Alembic
     assert project.cli("status").returncode == 0  # the same schema: readable as it is
     assert "alembic_version" not in store_tables(project)
-    assert project.cli("migrate").stdout == "schema already at version 5 (0005_topic_feed_index): nothing to do\n"
-    assert project.query("select version_num from alembic_version") == [("0005_topic_feed_index",)]
+    assert project.cli("migrate").stdout == "schema already at version 6 (0006_archived_entries): nothing to do\n"
+    assert project.query("select version_num from alembic_version") == [("0006_archived_entries",)]
 
 
 # SQLite-only, as every test of a feedworker 0.1 store (version_1_store).
@@ -188,7 +188,7 @@ def test_status_on_an_older_store_writes_nothing_and_says_how_to_upgrade(tmp_pat
         result = project.cli(*args, check=False)
         assert result.returncode == 1 and result.stdout == ""
         assert result.stderr == (
-            "Error: the database has schema version 1, older than this feedworker's 5: "
+            "Error: the database has schema version 1, older than this feedworker's 6: "
             "run `feedworker migrate` or a run to upgrade it\n"
         )
     assert files_of(project.database.parent) == before  # the same files, bytes and times: no -wal, no -shm
@@ -273,8 +273,8 @@ def test_readers_never_create_the_database(tmp_path: Path):
 def test_a_newer_store_is_refused_with_one_line_by_status_migrate_and_run(project: Project):
     project.article("a.txt", title="A", web_url="https://a.example/a")
     project.run()
-    project.query("update alembic_version set version_num = '0006_from_the_future'")
-    project.query("update meta set value = '6' where key = 'schema_version'")
+    project.query("update alembic_version set version_num = '0007_from_the_future'")
+    project.query("update meta set value = '7' where key = 'schema_version'")
     if project.dialect == "sqlite":
         before = files_of(project.database.parent)
     for command in ("status", "migrate", "run"):
@@ -282,11 +282,11 @@ def test_a_newer_store_is_refused_with_one_line_by_status_migrate_and_run(projec
         assert result.returncode == 1, command
         assert (
             result.stderr.strip().splitlines()[-1]
-            == "Error: the database has schema version 6; this feedworker knows 5"
+            == "Error: the database has schema version 7; this feedworker knows 6"
         )
     if project.dialect == "sqlite":
         assert files_of(project.database.parent)["feedworker.db"] == before["feedworker.db"]
-    assert project.query("select version_num from alembic_version") == [("0006_from_the_future",)]
+    assert project.query("select version_num from alembic_version") == [("0007_from_the_future",)]
     assert project.query("select count(*) from run") == [(1,)]  # the refused run stored nothing
 
 
@@ -296,7 +296,7 @@ def test_a_newer_store_is_refused_with_one_line_by_status_migrate_and_run(projec
 @both_dialects()
 def test_migrate_creates_a_new_store_and_refuses_to(project: Project):
     result = project.cli("migrate")
-    assert result.stdout == "schema created: version 5 (0005_topic_feed_index)\n"
+    assert result.stdout == "schema created: version 6 (0006_archived_entries)\n"
     assert schema_differences(project.url) == []
     refused = project.cli("migrate", "--to", "sqlite:///x.db", check=False)
     assert refused.returncode == 1
@@ -323,7 +323,7 @@ def test_migrate_waits_for_a_running_cycle(tmp_path: Path):
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert "another cycle is running on this database; waiting for it to finish" in stderr
-    assert stdout == "schema upgraded from version 1 (0001_initial) to version 5 (0005_topic_feed_index)\n"
+    assert stdout == "schema upgraded from version 1 (0001_initial) to version 6 (0006_archived_entries)\n"
 
 
 # SQLite-only: the state its driver's CREATE TABLE outside the transaction left (not PostgreSQL's DDL).
@@ -338,7 +338,7 @@ def test_a_first_run_killed_with_tables_but_no_version_row_is_completed_by_migra
         )
     conn.close()
     assert "last run: never" in project.cli("status").stdout  # no schema yet: as before any run
-    assert project.cli("migrate").stdout == "schema created: version 5 (0005_topic_feed_index)\n"
+    assert project.cli("migrate").stdout == "schema created: version 6 (0006_archived_entries)\n"
     assert schema_differences(project.url) == []
 
 
@@ -404,13 +404,14 @@ def test_a_store_of_schema_4_is_upgraded_with_every_feed_as_it_was_and_following
         "CREATE INDEX ix_article_topic_topic_id ON article_topic (topic_id)",
         "DROP INDEX ix_article_updated_at",
         "DROP INDEX ix_source_file_state",
+        "ALTER TABLE article DROP COLUMN content_at",
         "UPDATE alembic_version SET version_num = '0004_replicas'",
         "UPDATE meta SET value = '4' WHERE key = 'schema_version'",
     ]
     for statement in schema_4:
         project.query(statement)
     assert project.cli("migrate").stdout == (
-        "schema upgraded from version 4 (0004_replicas) to version 5 (0005_topic_feed_index)\n"
+        "schema upgraded from version 4 (0004_replicas) to version 6 (0006_archived_entries)\n"
     )
     assert schema_differences(project.url) == []
     assert sorted(project.query("SELECT url, shown FROM article_topic")) == [
@@ -437,3 +438,41 @@ def test_a_store_of_schema_4_is_upgraded_with_every_feed_as_it_was_and_following
         titles = [line.strip() for line in project.feed(name).splitlines() if b"<title" in line][1:]
         assert titles == [line.strip() for line in fresh.feed(name).splitlines() if b"<title" in line][1:], name
     assert b"Draft" in project.feed("topics/space.atom") and b"Alpha" not in project.feed("topics/space.atom")
+
+
+@both_dialects()
+def test_a_store_of_schema_5_is_upgraded_and_its_archive_pages_rendered_again(project: Project):
+    """Schema 6 leaves reverse links out of archive pages (`article.content_at`). The upgrade
+    makes the next run render every archive page again: a page as schema 5 wrote it (here, one
+    whose bytes differ) is replaced by the page a new store writes; the current feeds stay."""
+    project.config.write_text(project.config.read_text().replace("max_entries: 50", "max_entries: 2"))
+    for number in range(6):
+        project.article(
+            f"a{number}.txt",
+            title=f"Story {number}",
+            web_url=f"https://news.example.com/{number}",
+            publishedDateTime=f"2021-01-0{number + 1}T08:00:00Z",
+            related=[{"webUrl": "https://news.example.com/0"}] if number == 5 else [],
+        )
+    project.run()
+    fresh = project.feed_files()
+    page = project.feeds / "archive" / "ai" / "1.atom"
+    page.write_bytes(page.read_bytes().replace(b"Story 0", b"Story 0, linked from Story 5"))
+    if project.database_url:  # the feeds are documents in the store, the folder their copy
+        project.query("UPDATE feed_document SET etag = 'as schema 5 wrote it' WHERE path = 'archive/ai/1.atom'")
+    for statement in [
+        "ALTER TABLE article DROP COLUMN content_at",
+        "UPDATE alembic_version SET version_num = '0005_topic_feed_index'",
+        "UPDATE meta SET value = '5' WHERE key = 'schema_version'",
+    ]:
+        project.query(statement)
+    assert project.cli("migrate").stdout == (
+        "schema upgraded from version 5 (0005_topic_feed_index) to version 6 (0006_archived_entries)\n"
+    )
+    assert schema_differences(project.url) == []
+    assert project.query("SELECT count(*) FROM article WHERE content_at = updated_at") == [(6,)]
+    report = project.run()
+    assert report["feeds"]["written"] == 1
+    assert {name: data for name, (data, _) in project.feed_files().items()} == {
+        name: data for name, (data, _) in fresh.items()
+    }

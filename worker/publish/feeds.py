@@ -56,7 +56,10 @@ class _FeedJob:
 
 
 # An entry's rendering changes only with its article's updated_at (related links and fetched
-# pages move it too), so a dirty topic whose window (keys.FEED_WINDOW) is the same needs no rendering.
+# pages move it too), so a dirty topic whose window (keys.FEED_WINDOW) is the same needs no
+# rendering. An archived entry (an archive page's) shows no reverse links: the articles
+# linking to it keep coming, and RFC 5005 asks archive documents not to change. It changes
+# only with `content_at`, which they do not move (store.related).
 
 
 # From this many feeds to render (a first run, new settings) a second process renders half.
@@ -421,7 +424,7 @@ class _PageTask:
     slug: str
     number: int
     window: str = field(compare=False)
-    rows: tuple[tuple[int, datetime], ...] = field(compare=False)  # (id, updated_at), newest first
+    rows: tuple[tuple[int, datetime], ...] = field(compare=False)  # (id, content_at), newest first
     job: _FeedJob = field(compare=False)
 
 
@@ -462,7 +465,7 @@ def _render_page(
     job, slug, number = task.job, task.slug, task.number
     path = archive_path(slug, number)
     stem = path.removesuffix(".atom")
-    entries = _entries(conn, task.rows, keep=False)
+    entries = _entries(conn, task.rows, keep=False, archived=True)
     info = _feed_info(
         settings,
         stem,
@@ -521,24 +524,33 @@ def _count(written: bool, name: str, stats: FeedCounts) -> None:
         stats.unchanged += 1
 
 
-def _entries(conn: Connection, rows: Sequence[tuple[int, datetime]], *, keep: bool) -> list[Entry]:
+def _entries(
+    conn: Connection, rows: Sequence[tuple[int, datetime]], *, keep: bool, archived: bool = False
+) -> list[Entry]:
     """The entries of these (article id, updated_at) rows, in this order: built already in this
     process for that version of the article, or read and built now. `keep`: a current feed's,
-    kept before archive pages' (publish._memo)."""
+    kept before archive pages' (publish._memo). `archived`: as archive pages show them, rows
+    of (article id, content_at)."""
     store = _store_key(conn)
-    found = {article_id: _ENTRIES.get((store, article_id, updated), keep=keep) for article_id, updated in rows}
+    found = {article_id: _ENTRIES.get((store, article_id, at, archived), keep=keep) for article_id, at in rows}
+    if archived:  # an entry no article links back to is its archived one (an entry leaving the current feeds)
+        for article_id, at in rows:
+            if found[article_id] is None:
+                current = _ENTRIES.get((store, article_id, at, False), keep=False)
+                found[article_id] = current if current is not None and not current.links_back else None
     missing = [article_id for article_id, entry in found.items() if entry is None]
     if missing:
         loaded = feed_store.articles_by_ids(conn, missing)
         # The related graph of the whole batch at once: a few queries, not a few per entry.
         graph = graph_store.load_graph(
             conn,
-            {stored.article.url for stored in loaded.values()},
+            () if archived else {stored.article.url for stored in loaded.values()},
             {item.url for stored in loaded.values() for item in stored.related},
         )
         for article_id, stored in loaded.items():
-            found[article_id] = entry = _entry(stored, graph)
-            _ENTRIES.put((store, article_id, stored.article.updated_at), entry, keep=keep)
+            found[article_id] = entry = _entry(stored, graph, archived=archived)
+            at = stored.article.content_at if archived else stored.article.updated_at
+            _ENTRIES.put((store, article_id, at, archived), entry, keep=keep)
     return [entry for entry in (found[article_id] for article_id, _ in rows) if entry is not None]
 
 
@@ -584,7 +596,7 @@ def topic_feed_name(name: str, slug: str) -> str:
 # feed or a page for one changed entry; the others come from here, unread.
 ENTRIES_KEPT = 4_000  # the current feeds' (60 topics of 50 entries, and the all feed)
 ENTRIES_PASSING = 2_000  # archive pages', shared by other topics' pages of the same weeks
-_ENTRIES: SegmentedMemo[tuple[str, int, datetime], Entry] = SegmentedMemo(ENTRIES_KEPT, ENTRIES_PASSING)
+_ENTRIES: SegmentedMemo[tuple[str, int, datetime, bool], Entry] = SegmentedMemo(ENTRIES_KEPT, ENTRIES_PASSING)
 
 
 _CYCLES_LOCK = threading.Lock()
@@ -617,16 +629,17 @@ def _url_key(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
 
-def _entry(stored: StoredEntry, graph: graph_store.Graph) -> Entry:
+def _entry(stored: StoredEntry, graph: graph_store.Graph, *, archived: bool = False) -> Entry:
+    """An article's entry; `archived`, as archive pages show it: no reverse links, and updated
+    when its `content_at` moved."""
     from worker.publish.render import Entry
     from worker.publish.sanitize import article_html, plain_text
 
     article = stored.article
     title = plain_text(article.title) or article.web_url
     summary = plain_text(article.excerpt or "") or title
-    related = related_links(
-        article.url, stored.related, graph.linking.get(article.url, ()), graph.stored, graph.pages, clean=plain_text
-    )
+    linking = () if archived else graph.linking.get(article.url, ())
+    related = related_links(article.url, stored.related, linking, graph.stored, graph.pages, clean=plain_text)
     image = stored.image
     provider = article.provider_name or article.provider_domain
     # Shown as Atom author and RSS dc:creator, which readers may take for HTML: a label, like a topic.
@@ -643,7 +656,7 @@ def _entry(stored: StoredEntry, graph: graph_store.Graph) -> Entry:
         link=article.web_url,
         title=title,
         published=article.published_at,
-        updated=_entry_updated(article),
+        updated=_entry_updated(article, article.content_at if archived else article.updated_at),
         summary=summary,
         content_html=content_html,
         has_body=has_body,
@@ -653,6 +666,7 @@ def _entry(stored: StoredEntry, graph: graph_store.Graph) -> Entry:
         image_width=image.width if image is not None else None,
         image_height=image.height if image is not None else None,
         related=related,
+        links_back=len(related) > len({item.url for item in stored.related} - {article.url}),
     )
 
 
@@ -662,10 +676,10 @@ def _topic_name(name: str, slug: str) -> str:
     return topic_label(name) or slug
 
 
-def _entry_updated(article: Any) -> datetime:
-    """An entry changes when its content does: an article unchanged since feedworker first
-    saw it keeps its publication time, so importing an archive does not make it all "new"."""
-    updated: datetime = article.updated_at
+def _entry_updated(article: Any, updated: datetime) -> datetime:
+    """An entry changes when its content does (`updated`): an article unchanged since
+    feedworker first saw it keeps its publication time, so importing an archive does not make
+    it all "new"."""
     published: datetime = article.published_at
     if updated == article.first_seen:
         return published

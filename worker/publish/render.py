@@ -59,6 +59,7 @@ class Entry:
     image_width: int | None = None
     image_height: int | None = None
     related: tuple[RelatedLink, ...] = ()
+    links_back: bool = False  # `related` holds reverse links (articles listing it), which archive pages leave out
 
 
 @dataclass(frozen=True, slots=True)

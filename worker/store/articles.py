@@ -271,6 +271,7 @@ def _article_row(item: Ingested, now: datetime, first_seen: datetime) -> dict[st
         "date_given": article.published_at is not None,
         "first_seen": first_seen,
         "updated_at": now,
+        "content_at": now,
         "category": article.category,
         "type": article.type,
         "original_url": article.original_url,
@@ -313,7 +314,9 @@ def remove_orphans(conn: Connection, now: datetime) -> list[str]:
         if not rows:
             continue
         ids = [row.id for row in rows]
-        conn.execute(sa.update(ARTICLE).where(ARTICLE.c.id.in_(ids)).values(removed=True, updated_at=now))
+        conn.execute(
+            sa.update(ARTICLE).where(ARTICLE.c.id.in_(ids)).values(removed=True, updated_at=now, content_at=now)
+        )
         conn.execute(sa.update(ARTICLE_TOPIC).where(ARTICLE_TOPIC.c.article_id.in_(ids)).values(shown=False))
         shown = [row.id for row in rows if row.is_published]  # a draft was in no feed, and shown nowhere
         _note_view_changes(conn, shown)

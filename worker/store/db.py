@@ -104,6 +104,7 @@ _LEGACY_REVISIONS = {
     3: "0003_orphan_candidate",
     4: "0004_replicas",
     5: "0005_topic_feed_index",
+    6: "0006_archived_entries",
 }
 
 

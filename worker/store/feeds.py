@@ -86,16 +86,17 @@ def topic_size(conn: Connection, topic_id: int) -> int:
 
 
 def topic_history(conn: Connection, topic_id: int, limit: int) -> list[tuple[int, datetime, datetime]]:
-    """(id, updated_at, published_at) of the topic's `limit` oldest entries, oldest first:
+    """(id, content_at, published_at) of the topic's `limit` oldest entries, oldest first:
     feed_window's order reversed, so that archive pages (publish.history) cut the one sequence
-    every feed shows."""
+    every feed shows. `content_at`, not `updated_at`: archive pages show no reverse links."""
     query = (
-        _topic_entries(topic_id)
-        .add_columns(ARTICLE_TOPIC.c.published_at)
+        sa.select(ARTICLE.c.id, ARTICLE.c.content_at, ARTICLE_TOPIC.c.published_at)
+        .select_from(ARTICLE_TOPIC.join(ARTICLE, ARTICLE.c.id == ARTICLE_TOPIC.c.article_id))
+        .where(ARTICLE_TOPIC.c.topic_id == topic_id, ARTICLE_TOPIC.c.shown.is_(True))
         .order_by(ARTICLE_TOPIC.c.published_at.asc(), ARTICLE_TOPIC.c.url.asc())
         .limit(limit)
     )
-    return [(row.id, row.updated_at, row.published_at) for row in conn.execute(query)]
+    return [(row.id, row.content_at, row.published_at) for row in conn.execute(query)]
 
 
 def articles_by_ids(conn: Connection, ids: Sequence[int]) -> dict[int, StoredEntry]:

@@ -120,7 +120,8 @@ def propagate_changes(conn: Connection, changed: Changed, now: datetime) -> int:
     before the change, or when a shown article whose view did not change starts or stops
     listing it. A draft is shown nowhere: adding, editing or deleting one moves no other
     entry. A neighbour's `updated_at` moves to `now` (feed readers see the entry changed) and
-    its topics and the all feed are marked dirty.
+    its topics and the all feed are marked dirty; its `content_at` too when what moved is one
+    of its own items (archive pages show no reverse links, publish.feeds).
     """
     if not changed.ids:
         return 0
@@ -140,7 +141,7 @@ def propagate_changes(conn: Connection, changed: Changed, now: datetime) -> int:
     gone = set(changed.gone_urls)
     shown = {id_ for id_, url in zip(changed.ids, changed.urls, strict=True) if url not in gone}
     moved = changed.view_changed
-    neighbours: set[int] = set()
+    neighbours: set[int] = set()  # whose reverse links change
     for chunk in in_chunks(changed.ids):
         # Before the edges are rebuilt: what the changed articles linked to last time.
         before = _edges_from(conn, chunk)
@@ -173,12 +174,14 @@ def propagate_changes(conn: Connection, changed: Changed, now: datetime) -> int:
         )
     # Given items: the articles listing a changed view show it differently.
     moved_urls = [url for id_, url in zip(changed.ids, changed.urls, strict=True) if id_ in moved]
+    listers: set[int] = set()
     for chunk in in_chunks(moved_urls):
-        neighbours.update(
+        listers.update(
             conn.execute(sa.select(RELATED_ITEM.c.article_id).where(RELATED_ITEM.c.url.in_(chunk)).distinct()).scalars()
         )
-    neighbours.difference_update(changed.ids)
-    return _touch(conn, sorted(neighbours), now)
+    listers.difference_update(changed.ids)
+    neighbours.difference_update(changed.ids, listers)
+    return _touch(conn, sorted(listers), now, content=True) + _touch(conn, sorted(neighbours), now, content=False)
 
 
 def _edges_from(conn: Connection, source_ids: list[int]) -> set[tuple[int, int]]:
@@ -198,16 +201,16 @@ def touch_listing(conn: Connection, urls: Iterable[str], now: datetime) -> int:
                 sa.select(RELATED_ITEM.c.article_id).where(RELATED_ITEM.c.url.in_(chunk), shows_page).distinct()
             ).scalars()
         )
-    return _touch(conn, sorted(ids), now)
+    return _touch(conn, sorted(ids), now, content=True)
 
 
-def _touch(conn: Connection, article_ids: list[int], now: datetime) -> int:
-    """Move the published articles' `updated_at` to now; mark their topics and the all feed dirty."""
+def _touch(conn: Connection, article_ids: list[int], now: datetime, *, content: bool) -> int:
+    """Move the published articles' `updated_at` to now (and `content_at` with `content`: what
+    changed is in their archived entries too); mark their topics and the all feed dirty."""
     touched = 0
+    moved = {"updated_at": now, "content_at": now} if content else {"updated_at": now}
     for chunk in in_chunks(article_ids):
-        touched += conn.execute(
-            sa.update(ARTICLE).where(ARTICLE.c.id.in_(chunk), _visible()).values(updated_at=now)
-        ).rowcount
+        touched += conn.execute(sa.update(ARTICLE).where(ARTICLE.c.id.in_(chunk), _visible()).values(**moved)).rowcount
         topics = sa.select(ARTICLE_TOPIC.c.topic_id).select_from(
             ARTICLE_TOPIC.join(ARTICLE, ARTICLE.c.id == ARTICLE_TOPIC.c.article_id)
         )

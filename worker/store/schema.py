@@ -136,6 +136,9 @@ class Article(SQLModel, table=True):
     date_given: bool = True  # false: published_at is the first-seen time
     first_seen: datetime = _time(nullable=False)
     updated_at: datetime = _time(nullable=False, index=True)  # a cycle's changes are found by it
+    # When its archived entry last changed (schema 6): `updated_at` but for the articles that
+    # link to it, which current feeds show and archive pages leave out (publish.feeds).
+    content_at: datetime = _time(nullable=False)
     category: str | None = None
     type: str | None = None
     original_url: str | None = None

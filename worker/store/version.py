@@ -9,8 +9,8 @@ that only use sqlite3, `meta.schema_version` (the text of SCHEMA_VERSION).
 __all__ = ["SCHEMA_REVISION", "SCHEMA_VERSION", "version_of"]
 
 # Bump both with a new revision in migrations/versions/ (tests/test_store_schema.py checks them).
-SCHEMA_VERSION = 5
-SCHEMA_REVISION = "0005_topic_feed_index"
+SCHEMA_VERSION = 6
+SCHEMA_REVISION = "0006_archived_entries"
 
 
 def version_of(revision: str) -> int | None:

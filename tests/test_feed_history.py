@@ -7,9 +7,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import feedparser
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from tests.conftest import both_dialects, make_project
 from tests.feedcheck import ATOM, strict_parse
+from worker.publish.history import archive_page_count, archive_pages, ends_page
+from worker.urls import page_cut
 
 FH = "{http://purl.org/syndication/history/1.0}"
 BASE = "http://feeds.example.test/feeds/"
@@ -25,6 +29,21 @@ def add(project, number: int, topics: list[str]) -> None:
         topics=topics,
         publishedDateTime=(datetime(2021, 1, 1, tzinfo=UTC) + timedelta(hours=number)).isoformat(),
     )
+
+
+def expected_pages(urls_oldest_first: list[str]) -> list[list[str]]:
+    """The archive pages' articles, oldest page first, as the rule says: every article but the
+    newest SIZE, a page ending after each article whose URL's cut SIZE divides."""
+    pages: list[list[str]] = [[]]
+    for url in urls_oldest_first[:-SIZE] if len(urls_oldest_first) > SIZE else []:
+        pages[-1].append(url)
+        if page_cut(url) % SIZE == 0:
+            pages.append([])
+    return [page for page in pages if page]
+
+
+def story(number: int) -> str:
+    return f"https://news.example.com/{number}"
 
 
 def links(data: bytes) -> dict[str, str]:
@@ -64,17 +83,13 @@ def test_walking_prev_archive_from_each_current_feed_yields_every_article_of_the
     for topic, articles in wanted.items():
         documents = walk(project, topic)
         current, archives = documents[0], documents[1:]
-        assert current == sorted(articles, key=lambda url: int(url.rsplit("/", 1)[1]), reverse=True)[:SIZE]
-        # Archive pages: full, disjoint, and with the current feed every published article once
-        # (RFC 5005 4.2: an entry in several documents is the one of the newest document).
-        assert all(len(page) == SIZE for page in archives), archives
-        archived = [url for page in archives for url in page]
-        assert len(archived) == len(set(archived))
-        seen: list[str] = []
-        for document in documents:
-            seen += [url for url in document if url not in seen]
-        assert sorted(seen) == sorted(articles)
-        assert len(archives) == max(0, -(-(len(articles) - SIZE) // SIZE))
+        oldest_first = sorted(articles, key=lambda url: int(url.rsplit("/", 1)[1]))
+        assert current == oldest_first[::-1][:SIZE]
+        # Archive pages: each ends where an article's cut says, newest entry first; with the
+        # current feed they hold every published article once.
+        assert [page[::-1] for page in archives[::-1]] == expected_pages(oldest_first)
+        assert sorted(current + [url for page in archives for url in page]) == sorted(articles)
+    assert len(walk(project, "energy")) > 2 and len(walk(project, "oceans")) > 1  # pages to walk
 
     rare = strict_parse(project.feed("topics/rare.atom"))
     assert rare.find(f"{FH}complete") is not None and "prev-archive" not in links(project.feed("topics/rare.atom"))
@@ -94,28 +109,70 @@ def test_walking_prev_archive_from_each_current_feed_yields_every_article_of_the
 
 
 @both_dialects()
-def test_a_new_article_changes_only_the_current_feed_until_a_page_fills(project) -> None:
+def test_a_new_article_changes_the_current_feeds_and_the_newest_page_alone(project) -> None:
+    """Each new article pushes the oldest entry of the current feed onto the newest page; the
+    pages before it keep their bytes. A page ends after an article whose cut says so: then the
+    next article starts a new page."""
     project.config.write_text(project.config.read_text().replace("max_entries: 50", f"max_entries: {SIZE}"))
     for number in range(8):
         add(project, number, ["Energy"])
     project.run()
     pages = lambda: {path: data for path, data in project.feed_files().items() if path.startswith("archive/")}
     before = pages()
-    assert sorted(before) == ["archive/energy/1.atom", "archive/energy/2.atom"]  # 8 entries: 3 current, 6 archived
-
-    for number in range(8, 15):
+    started = 0
+    for number in range(8, 30):
         add(project, number, ["Energy"])
         report = project.run()
         now = pages()
-        new = sorted(set(now) - set(before))
-        assert {path: now[path] for path in before} == before  # same bytes, same mtimes
-        filled = (number + 1 - SIZE) % SIZE == 1  # one entry past a full page: a page more
-        assert new == ([f"archive/energy/{len(before) + 1}.atom"] if filled else []), number
-        # The current feeds (3 formats, topic and all) and index.opml/the new page: nothing else written.
-        assert report["feeds"]["written"] == 6 + len(new)
+        wanted = expected_pages([story(n) for n in range(number + 1)])
+        assert sorted(now) == [f"archive/energy/{n}.atom" for n in range(1, len(wanted) + 1)]
+        newest = f"archive/energy/{len(wanted)}.atom"
+        assert {path: now[path] for path in before if path != newest} == {
+            path: data for path, data in before.items() if path != newest
+        }  # same bytes, same mtimes
+        assert story(number - SIZE).encode() in now[newest][0]  # the entry the current feed stopped showing
+        started += newest not in before
+        # The current feeds (3 formats, topic and all) and the newest page: nothing else written.
+        assert report["feeds"]["written"] == 7, number
         before = now
+    assert started >= 2  # new pages began on the way
     walked = walk(project, "energy")
-    assert {url for document in walked for url in document} == {f"https://news.example.com/{n}" for n in range(15)}
+    assert {url for document in walked for url in document} == {story(n) for n in range(30)}
+
+
+@both_dialects()
+def test_an_article_published_in_the_past_changes_the_one_page_it_lands_on(project) -> None:
+    """Pages end where their own articles say, not at positions: an article dated in the past
+    (its URL ending no page) joins one page and changes no other document; deleted, it leaves
+    that page as it was. One that does end a page splits its page in two, and the pages after
+    it take the next numbers."""
+    project.config.write_text(project.config.read_text().replace("max_entries: 50", f"max_entries: {SIZE}"))
+    for number in range(0, 60, 2):
+        add(project, number, ["Energy"])
+    project.run()
+    before = project.feed_files()
+    plain = next(n for n in range(1, 59, 2) if page_cut(story(n)) % SIZE and n > 10)
+    add(project, plain, ["Energy"])
+    report = project.run()
+    after = project.feed_files()
+    changed = sorted(path for path in after if after[path] != before.get(path))
+    wanted = expected_pages(sorted([story(n) for n in range(0, 60, 2)] + [story(plain)], key=lambda u: int(u[25:])))
+    page = next(number for number, urls in enumerate(wanted, start=1) if story(plain) in urls)
+    assert changed == [f"archive/energy/{page}.atom"] and report["feeds"]["written"] == 1
+    assert page < len(wanted) - 1  # not the newest pages: positions would have moved every later one
+
+    (project.inbox / f"a{plain:03d}.txt").unlink()
+    report = project.run()
+    assert report["feeds"]["written"] == 1
+    assert {path: data for path, (data, _) in project.feed_files().items()} == {
+        path: data for path, (data, _) in before.items()
+    }
+
+    ending = next(n for n in range(1, 59, 2) if page_cut(story(n)) % SIZE == 0 and n > 10)
+    add(project, ending, ["Energy"])
+    project.run()
+    urls = sorted([story(n) for n in range(0, 60, 2)] + [story(ending)], key=lambda u: int(u[25:]))
+    assert [page[::-1] for page in walk(project, "energy")[1:][::-1]] == expected_pages(urls)
 
 
 @both_dialects()
@@ -206,3 +263,33 @@ def test_pages_follow_the_topic_when_articles_go_and_come_back_when_deleted(tmp_
     project.run()
     assert sorted(path.name for path in (project.feeds / "archive" / "energy").iterdir()) == ["notes.txt"]
     assert project.run()["feeds"] == {"written": 0, "unchanged": 0, "removed": 0}  # nothing left to tidy
+
+
+@given(st.lists(st.integers(0, 2**31 - 1), max_size=60), st.integers(1, 6))
+def test_pages_are_counted_from_the_index_as_they_are_cut_from_the_history(cuts: list[int], size: int) -> None:
+    """archive_page_count, from what the feed index counts, agrees with archive_pages, which
+    cuts the whole history; the pages hold every entry but the newest `size`, in order, once."""
+    newest = cuts[::-1][: size + 1]
+    total_ends = sum(ends_page(cut, size) for cut in cuts)
+    pages = archive_pages(cuts, size)
+    assert archive_page_count(len(cuts), total_ends, newest, size) == len(pages)
+    assert [index for start, stop in pages for index in range(start, stop)] == list(range(max(0, len(cuts) - size)))
+    assert all(ends_page(cuts[stop - 1], size) for _, stop in pages[:-1])
+
+
+@given(st.lists(st.integers(0, 2**31 - 1), min_size=1, max_size=60), st.integers(1, 6), st.data())
+def test_an_entry_that_ends_no_page_changes_one_page_wherever_it_lands(cuts: list[int], size: int, data) -> None:
+    """Inserted anywhere before the current feed's entries, an entry that ends no page joins
+    one page (a new newest one, after the last page's end) and leaves every other page as it
+    was (the same entries, the same numbers)."""
+    assume(len(cuts) >= size)  # an entry more, and there is an archive page
+    position = data.draw(st.integers(0, len(cuts) - size))
+    cut = data.draw(st.integers(0, 2**31 - 1).filter(lambda value: not ends_page(value, size)))
+    entries = list(range(len(cuts)))  # entry identities, oldest first
+    before = [entries[start:stop] for start, stop in archive_pages(cuts, size)]
+    after_entries = [*entries[:position], -1, *entries[position:]]
+    after_cuts = [*cuts[:position], cut, *cuts[position:]]
+    after = [after_entries[start:stop] for start, stop in archive_pages(after_cuts, size)]
+    assert len(before) <= len(after) <= len(before) + 1  # a page more when it lands after the last page's end
+    changed = [number for number, page in enumerate(after) if number >= len(before) or before[number] != page]
+    assert len(changed) == 1 and -1 in after[changed[0]]

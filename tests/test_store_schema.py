@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import ROOT, Project, both_dialects, make_project, store_rows
 from tests.test_run import version_1_store
+from worker.urls import page_cut
 
 
 def sqlite_url(path: Path) -> str:
@@ -442,9 +443,10 @@ def test_a_store_of_schema_4_is_upgraded_with_every_feed_as_it_was_and_following
 
 @both_dialects()
 def test_a_store_of_schema_5_is_upgraded_and_its_archive_pages_rendered_again(project: Project):
-    """Schema 6 leaves reverse links out of archive pages (`article.content_at`). The upgrade
-    makes the next run render every archive page again: a page as schema 5 wrote it (here, one
-    whose bytes differ) is replaced by the page a new store writes; the current feeds stay."""
+    """Schema 6 leaves reverse links out of archive pages (`article.content_at`) and ends pages
+    where their articles' URLs say (`article_topic.cut`). The upgrade makes the next run render
+    every archive page again: a page as schema 5 wrote it (here, one whose bytes differ) is
+    replaced by the page a new store writes; the current feeds stay."""
     project.config.write_text(project.config.read_text().replace("max_entries: 50", "max_entries: 2"))
     for number in range(6):
         project.article(
@@ -462,6 +464,9 @@ def test_a_store_of_schema_5_is_upgraded_and_its_archive_pages_rendered_again(pr
         project.query("UPDATE feed_document SET etag = 'as schema 5 wrote it' WHERE path = 'archive/ai/1.atom'")
     for statement in [
         "ALTER TABLE article DROP COLUMN content_at",
+        "DROP INDEX ix_article_topic_feed",
+        "ALTER TABLE article_topic DROP COLUMN cut",
+        "CREATE INDEX ix_article_topic_feed ON article_topic (topic_id, shown, published_at, url)",
         "UPDATE alembic_version SET version_num = '0005_topic_feed_index'",
         "UPDATE meta SET value = '5' WHERE key = 'schema_version'",
     ]:
@@ -471,6 +476,7 @@ def test_a_store_of_schema_5_is_upgraded_and_its_archive_pages_rendered_again(pr
     )
     assert schema_differences(project.url) == []
     assert project.query("SELECT count(*) FROM article WHERE content_at = updated_at") == [(6,)]
+    assert all(cut == page_cut(url) for url, cut in project.query("SELECT url, cut FROM article_topic"))
     report = project.run()
     assert report["feeds"]["written"] == 1
     assert {name: data for name, (data, _) in project.feed_files().items()} == {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 import uuid
@@ -19,6 +20,7 @@ __all__ = [
     "entry_id",
     "given_entry_id",
     "is_http_url",
+    "page_cut",
 ]
 
 MAX_URL_LENGTH = 2048
@@ -106,6 +108,12 @@ def canonical_item_url(web_url: str | None, amp_url: str | None = None, cdn_amp_
 def entry_id(canonical: str) -> str:
     """Stable feed entry id (Atom id, RSS guid) derived from a canonical URL only."""
     return "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, canonical))
+
+
+def page_cut(canonical: str) -> int:
+    """A stable hash of a canonical URL, 0 to 2**31 - 1: a topic's archive page ends after an
+    article whose `page_cut` the page size divides (publish.history), wherever it lands."""
+    return int.from_bytes(hashlib.blake2b(canonical.encode(), digest_size=4).digest(), "big") >> 1
 
 
 def given_entry_id(given: str) -> str:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 
 from worker.model import FEED_FORMATS, FeedCounts, FeedFiles, FeedSettings, StoredEntry
 from worker.publish._memo import SegmentedMemo
-from worker.publish.history import FeedHistory, archive_page_count, archive_path, page_bounds
+from worker.publish.history import FeedHistory, archive_page_count, archive_pages, archive_path
 from worker.publish.links import related_links
 from worker.publish.settings import feeds_fingerprint, fingerprint
 from worker.publish.writer import check_document, feed_files, remove_feed, remove_temp_files, write_if_changed
@@ -29,6 +29,7 @@ from worker.store import meta as meta_store
 from worker.store import related as graph_store
 from worker.store import topics as topic_store
 from worker.store.db import transaction
+from worker.store.errors import StoreError
 from worker.text import topic_label
 from worker.urls import entry_id
 
@@ -365,7 +366,7 @@ def _render_jobs(
     """Render each job's feed pair, unless its window is unchanged, and write what changed."""
     outcomes: list[_Outcome] = []
     pages_due: list[_PageTask] = []
-    with_pages: list[tuple[_FeedJob, str, int]] = []
+    with_pages: list[tuple[_FeedJob, str, int, int]] = []
     with engine.connect() as conn:
         for job in jobs:
             size = settings.max_entries
@@ -373,10 +374,13 @@ def _render_jobs(
             complete, entries = len(entries) <= size, entries[:size]
             pages, slug = 0, ""
             if job.topic_id is not None:
-                pages = 0 if complete else archive_page_count(feed_store.topic_size(conn, job.topic_id), size)
+                total = 0
+                if not complete:
+                    total, cuts, newest = feed_store.topic_cuts(conn, job.topic_id, size, size + 1)
+                    pages = archive_page_count(total, cuts, newest, size)
                 slug = job.stem.removeprefix("topics/")
                 outcomes.append((f"pages:{slug}", str(pages), None))
-                with_pages.append((job, slug, pages))
+                with_pages.append((job, slug, pages, total - size))
             window = hashlib.blake2b(repr((entries, complete, pages)).encode(), digest_size=16).hexdigest()
             if window == job.window:
                 outcomes.append((job.stem, window, None))
@@ -397,8 +401,8 @@ def _render_jobs(
             outcomes.append((job.stem, window, _write(engine, settings.dir, documents, to_store, now)))
         # The archive pages after every current feed: readers (and `serve`'s watcher's latency)
         # wait for the current feeds; a topic's pages take a read of its whole history.
-        for job, slug, pages in with_pages:
-            outcomes += _archive_pages_due(conn, settings, job, slug, pages, pages_due)
+        for job, slug, pages, archived in with_pages:
+            outcomes += _archive_pages_due(conn, settings, job, slug, pages, archived, pages_due)
         # The pages of every topic in the order of the weeks they cover: a page shares its
         # articles with other topics' pages of the same weeks, which then find them cached.
         for task in sorted(pages_due):
@@ -429,24 +433,35 @@ class _PageTask:
 
 
 def _archive_pages_due(
-    conn: Connection, settings: FeedSettings, job: _FeedJob, slug: str, pages: int, due: list[_PageTask]
+    conn: Connection,
+    settings: FeedSettings,
+    job: _FeedJob,
+    slug: str,
+    pages: int,
+    archived: int,
+    due: list[_PageTask],
 ) -> list[_Outcome]:
-    """The topic's archive pages (publish.history): each one whose entries changed, whose
-    document is missing, or that is rendered regardless goes to `due`; the others' outcomes."""
+    """The topic's archive pages (publish.history) of its `archived` oldest entries: each one
+    whose entries changed, whose document is missing, or that is rendered regardless goes to
+    `due`; the others' outcomes."""
     if not pages:
         return []
     size = settings.max_entries
-    history = feed_store.topic_history(conn, job.topic_id or 0, pages * size)
+    # Every entry (archive_pages leaves out the current feed's): the pages as archive_pages
+    # cuts them, as many as archive_page_count counted from the feed index.
+    history = feed_store.topic_history(conn, job.topic_id or 0, archived + size)
+    bounds = archive_pages([row[3] for row in history], size)
+    if len(bounds) != pages:  # the topic changed between the two reads (a cycle of another process)
+        raise StoreError(f"topic {slug}: {len(bounds)} archive pages, {pages} counted")
     stored = dict(job.pages)
     outcomes: list[_Outcome] = []
-    for number in range(1, pages + 1):
-        start, stop = page_bounds(number, size)
+    for number, (start, stop) in enumerate(bounds, start=1):
         rows = history[start:stop]
         window = hashlib.blake2b(repr([row[:2] for row in rows]).encode(), digest_size=16).hexdigest()
         if job.window is not None and stored.get(number) == window and number in job.pages_present:
             outcomes.append((archive_path(slug, number).removesuffix(".atom"), window, None))
             continue
-        shown = tuple((article_id, updated) for article_id, updated, _ in reversed(rows))
+        shown = tuple((article_id, updated) for article_id, updated, _, _ in reversed(rows))
         due.append(_PageTask(rows[-1][2], slug, number, window, shown, job))
     return outcomes
 

@@ -28,7 +28,7 @@ from worker.store.schema import (
     SOURCE_FILE,
 )
 from worker.topics import topic_key
-from worker.urls import entry_id, given_entry_id
+from worker.urls import entry_id, given_entry_id, page_cut
 
 __all__ = ["article_counts", "link_view", "remove_orphans", "take_view_changes", "write_batch"]
 
@@ -196,6 +196,7 @@ def _write_articles(
                     "shown": row["is_published"],
                     "published_at": row["published_at"],
                     "url": url,
+                    "cut": page_cut(url),
                 }
             )
             if article.is_published:

@@ -14,7 +14,7 @@ from worker.model import StoredEntry
 from worker.store.db import in_chunks
 from worker.store.schema import ARTICLE, ARTICLE_CONTENT, ARTICLE_IMAGE, ARTICLE_TOPIC, TOPIC
 
-__all__ = ["articles_by_ids", "feed_window", "query_window", "topic_history", "topic_size"]
+__all__ = ["articles_by_ids", "feed_window", "query_window", "topic_cuts", "topic_history"]
 
 
 def _stored_items(related_json: str | None) -> tuple[model.RelatedItem, ...]:
@@ -79,24 +79,30 @@ def _topic_entries(topic_id: int) -> sa.Select[tuple[int, datetime]]:
     )
 
 
-def topic_size(conn: Connection, topic_id: int) -> int:
-    """How many entries the topic's feed and its archives hold in all (counted in the index alone)."""
-    query = sa.select(sa.func.count()).where(ARTICLE_TOPIC.c.topic_id == topic_id, ARTICLE_TOPIC.c.shown.is_(True))
-    return int(conn.execute(query).scalar_one())
+def topic_cuts(conn: Connection, topic_id: int, page_size: int, newest: int) -> tuple[int, int, list[int]]:
+    """How many entries the topic's feed and its archives hold in all, how many of them end an
+    archive page of `page_size` (publish.history), and the cuts of the `newest` newest, newest
+    first: counted and read in the feed index alone."""
+    shown = (ARTICLE_TOPIC.c.topic_id == topic_id, ARTICLE_TOPIC.c.shown.is_(True))
+    ends = sa.func.coalesce(sa.func.sum(sa.case((ARTICLE_TOPIC.c.cut % page_size == 0, 1), else_=0)), 0)
+    total, cuts = conn.execute(sa.select(sa.func.count(), ends).where(*shown)).one()
+    query = sa.select(ARTICLE_TOPIC.c.cut).where(*shown)
+    query = query.order_by(ARTICLE_TOPIC.c.published_at.desc(), ARTICLE_TOPIC.c.url.desc()).limit(newest)
+    return int(total), int(cuts), list(conn.execute(query).scalars())
 
 
-def topic_history(conn: Connection, topic_id: int, limit: int) -> list[tuple[int, datetime, datetime]]:
-    """(id, content_at, published_at) of the topic's `limit` oldest entries, oldest first:
+def topic_history(conn: Connection, topic_id: int, limit: int) -> list[tuple[int, datetime, datetime, int]]:
+    """(id, content_at, published_at, cut) of the topic's `limit` oldest entries, oldest first:
     feed_window's order reversed, so that archive pages (publish.history) cut the one sequence
     every feed shows. `content_at`, not `updated_at`: archive pages show no reverse links."""
     query = (
-        sa.select(ARTICLE.c.id, ARTICLE.c.content_at, ARTICLE_TOPIC.c.published_at)
+        sa.select(ARTICLE.c.id, ARTICLE.c.content_at, ARTICLE_TOPIC.c.published_at, ARTICLE_TOPIC.c.cut)
         .select_from(ARTICLE_TOPIC.join(ARTICLE, ARTICLE.c.id == ARTICLE_TOPIC.c.article_id))
         .where(ARTICLE_TOPIC.c.topic_id == topic_id, ARTICLE_TOPIC.c.shown.is_(True))
         .order_by(ARTICLE_TOPIC.c.published_at.asc(), ARTICLE_TOPIC.c.url.asc())
         .limit(limit)
     )
-    return [(row.id, row.content_at, row.published_at) for row in conn.execute(query)]
+    return [(row.id, row.content_at, row.published_at, row.cut) for row in conn.execute(query)]
 
 
 def articles_by_ids(conn: Connection, ids: Sequence[int]) -> dict[int, StoredEntry]:

@@ -173,16 +173,18 @@ class Topic(SQLModel, table=True):
 class ArticleTopic(SQLModel, table=True):
     """An article in a topic, with what a topic's feed is read by (schema 5): whether the
     article is shown (published, not removed) and its place in the feeds' order, copies of
-    the article's own, written with it (store.articles). A feed's newest entries and its
-    count are then a range of one index, whatever the topic's size."""
+    the article's own, written with it (store.articles). A feed's newest entries, its count
+    and its number of archive pages (schema 6: `cut`, where pages end) are then ranges of one
+    index, whatever the topic's size."""
 
     __tablename__ = "article_topic"
-    __table_args__ = (sa.Index("ix_article_topic_feed", "topic_id", "shown", "published_at", "url"),)
+    __table_args__ = (sa.Index("ix_article_topic_feed", "topic_id", "shown", "published_at", "url", "cut"),)
     article_id: int = Field(foreign_key="article.id", primary_key=True, ondelete="CASCADE")
     topic_id: int = Field(foreign_key="topic.id", primary_key=True)
     shown: bool
     published_at: datetime = _time(nullable=False)
     url: str
+    cut: int  # urls.page_cut(url): an archive page ends after this article when the page size divides it
 
 
 class ArticleImage(SQLModel, table=True):

@@ -48,6 +48,7 @@ def article_rows(count: int, dialect: str) -> st.SearchStrategy[list[dict[str, o
             "date_given": st.booleans(),
             "first_seen": moments,
             "updated_at": moments,
+            "content_at": moments,
             "category": maybe_texts,
             "type": maybe_texts,
             "original_url": maybe_texts,

@@ -54,6 +54,7 @@ class _FeedJob:
     # which page files are there; rendered regardless when `window` is None.
     pages: tuple[tuple[int, str], ...] = ()
     pages_present: frozenset[int] = frozenset()
+    first: bool = False  # a topic whose own articles changed (publish's `first`): its Atom before others' formats
 
 
 # An entry's rendering changes only with its article's updated_at (related links and fetched
@@ -153,6 +154,7 @@ def publish(
                     changed_at,
                     tuple(sorted((number, page_window) for number, (page_window, _) in topic_pages.items())),
                     frozenset(number for number, (_, present) in topic_pages.items() if present),
+                    row.id in first,
                 )
             )
     if all_dirty:
@@ -367,8 +369,14 @@ def _render_jobs(
     outcomes: list[_Outcome] = []
     pages_due: list[_PageTask] = []
     with_pages: list[tuple[_FeedJob, str, int, int]] = []
+    # The first topics' other formats, rendered once every first topic's Atom is out (the
+    # format `index.opml` subscribes to by default): (job, its feed, its window).
+    later: list[tuple[_FeedJob, FeedInfo, list[Entry], datetime, str]] = []
     with engine.connect() as conn:
         for job in jobs:
+            if later and not job.first:
+                outcomes += [_write_feed(engine, settings, now, to_store, *feed, _OTHER_FORMATS) for feed in later]
+                later.clear()
             size = settings.max_entries
             entries = feed_store.feed_window(conn, job.topic_id, size + 1)
             complete, entries = len(entries) <= size, entries[:size]
@@ -385,8 +393,6 @@ def _render_jobs(
             if window == job.window:
                 outcomes.append((job.stem, window, None))
                 continue
-            from worker.publish.render import render_feeds
-
             history = FeedHistory(
                 complete=complete,
                 prev_archive_url=_url(settings, archive_path(slug, pages)) if pages else None,
@@ -395,10 +401,13 @@ def _render_jobs(
             # A feed's own time is when its entries last changed (one added, changed, removed or
             # reordered), never when it was built: rendered again for other reasons, it keeps it.
             changed_at = job.changed_at if job.stored == window and job.changed_at is not None else now
-            bodies = render_feeds(info, _entries(conn, entries, keep=True), changed_at)
-            window = f"{window}|{changed_at.isoformat()}"
-            documents = [(f"{job.stem}.{kind}", body) for kind, body in zip(FEED_FORMATS, bodies, strict=True)]
-            outcomes.append((job.stem, window, _write(engine, settings.dir, documents, to_store, now)))
+            feed = (job, info, _entries(conn, entries, keep=True), changed_at, f"{window}|{changed_at.isoformat()}")
+            if job.first:
+                outcomes.append(_write_feed(engine, settings, now, to_store, *feed, ("atom",)))
+                later.append(feed)
+            else:
+                outcomes.append(_write_feed(engine, settings, now, to_store, *feed, FEED_FORMATS))
+        outcomes += [_write_feed(engine, settings, now, to_store, *feed, _OTHER_FORMATS) for feed in later]
         # The archive pages after every current feed: readers (and `serve`'s watcher's latency)
         # wait for the current feeds; a topic's pages take a read of its whole history.
         for job, slug, pages, archived in with_pages:
@@ -408,6 +417,30 @@ def _render_jobs(
         for task in sorted(pages_due):
             outcomes.append(_render_page(engine, conn, settings, task, to_store, now))
     return outcomes
+
+
+_OTHER_FORMATS = tuple(kind for kind in FEED_FORMATS if kind != "atom")
+
+
+def _write_feed(
+    engine: Engine,
+    settings: FeedSettings,
+    now: datetime,
+    to_store: bool,
+    job: _FeedJob,
+    info: FeedInfo,
+    entries: list[Entry],
+    changed_at: datetime,
+    window: str,
+    formats: Sequence[str],
+) -> _Outcome:
+    """Render and write a current feed in these formats."""
+    from worker.publish.render import render_feeds
+
+    kinds = [kind for kind in FEED_FORMATS if kind in formats]
+    bodies = render_feeds(info, entries, changed_at, kinds)
+    documents = [(f"{job.stem}.{kind}", body) for kind, body in zip(kinds, bodies, strict=True)]
+    return job.stem, window, _write(engine, settings.dir, documents, to_store, now)
 
 
 def _write(

@@ -19,7 +19,7 @@ from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
 from lxml import etree
 
-from worker.model import RelatedLink
+from worker.model import FEED_FORMATS, RelatedLink
 from worker.publish._memo import SegmentedMemo
 from worker.publish.history import NO_HISTORY, FeedHistory
 from worker.text import xml_safe
@@ -99,14 +99,21 @@ def body_html(entry_html: str, related: Sequence[RelatedLink]) -> str:
     return f"{entry_html}<h3>Related coverage</h3><ul>{items}</ul>"
 
 
-def render_feeds(info: FeedInfo, entries: Sequence[Entry], updated: datetime) -> tuple[bytes, bytes, bytes]:
-    """RSS 2.0, Atom 1.0 and JSON Feed 1.1 of one feed (model.FEED_FORMATS' order), newest
-    entry first as given. `updated` (Atom `updated`, RSS `lastBuildDate`) is when the feed's
-    entries last changed; every date comes from the arguments, so equal in, equal out."""
+def render_feeds(
+    info: FeedInfo, entries: Sequence[Entry], updated: datetime, formats: Sequence[str] = FEED_FORMATS
+) -> tuple[bytes, ...]:
+    """RSS 2.0, Atom 1.0 and JSON Feed 1.1 of one feed (those of `formats`, in model.FEED_FORMATS'
+    order), newest entry first as given. `updated` (Atom `updated`, RSS `lastBuildDate`) is when
+    the feed's entries last changed; every date comes from the arguments, so equal in, equal out."""
     from worker.publish.jsonfeed import render_json_feed
 
     generator = _generator(info, entries, updated, keep=True)
-    return generator.rss_str(pretty=True), generator.atom_str(pretty=True), render_json_feed(info, entries)
+    renderers = {
+        "rss": lambda: generator.rss_str(pretty=True),
+        "atom": lambda: generator.atom_str(pretty=True),
+        "json": lambda: render_json_feed(info, entries),
+    }
+    return tuple(renderers[kind]() for kind in FEED_FORMATS if kind in formats)
 
 
 def render_archive(info: FeedInfo, entries: Sequence[Entry], updated: datetime) -> bytes:

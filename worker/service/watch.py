@@ -97,7 +97,7 @@ class SourceWatcher:
     every RETRY_S while the schedule goes on. `watch: false` (reloaded on SIGHUP) stops it.
     """
 
-    STEP_MS = 20
+    STEP_MS = 10
     DEBOUNCE_MS = 400
     TICK_MS = 250  # how often it looks at the folders themselves (gone, back, config changed)
     RETRY_S = 30.0

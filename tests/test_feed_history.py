@@ -138,6 +138,14 @@ def test_a_new_article_changes_the_current_feeds_and_the_newest_page_alone(proje
     assert started >= 2  # new pages began on the way
     walked = walk(project, "energy")
     assert {url for document in walked for url in document} == {story(n) for n in range(30)}
+    # The newest page was extended article by article: the bytes of pages rendered at once.
+    fresh = make_project(project.root / "fresh", feeds={"max_entries": SIZE})  # SQLite: bytes of any store
+    for path in sorted(project.inbox.iterdir()):
+        (fresh.inbox / path.name).write_bytes(path.read_bytes())
+    fresh.run()
+    assert {path: data for path, (data, _) in project.feed_files().items() if path.startswith("archive/")} == {
+        path: data for path, (data, _) in fresh.feed_files().items() if path.startswith("archive/")
+    }
 
 
 @both_dialects()

@@ -4,6 +4,7 @@ from scratch."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from lxml import etree
@@ -107,3 +108,24 @@ def test_archive_pages_passing_through_never_push_a_current_feeds_entries_out() 
     assert memo.get(108, keep=False) == "archive 108"
     assert memo.get(1, keep=True) is None  # the kept part holds 3, least recently used out
     assert len(memo) == 5
+
+
+def test_an_archive_page_extended_with_newer_entries_has_the_bytes_of_the_page_rendered_whole() -> None:
+    """The newest archive page gains the entries leaving the current feed: its document is
+    extended (render.extend_archive), and must be byte for byte the page rendered whole, with
+    entries of every shape (no content, no provider, images, related links, markup in text,
+    an entry newer in `updated` than the ones added)."""
+    from worker.publish.render import archive_updated, extend_archive
+
+    shown = entries()  # newest first
+    shown[-1] = dataclasses.replace(shown[-1], updated=T0 + timedelta(hours=1))  # the oldest, edited last
+    page = info("archive/ai/3", history=FeedHistory(archive=True, current_url="https://feeds.test/topics/ai.atom"))
+    for held in range(1, len(shown)):
+        older, newer = shown[held:], shown[:held]
+        old = from_scratch(render_archive, page, older, max(entry.updated for entry in older))
+        before = archive_updated(old)
+        assert before == max(entry.updated for entry in older)
+        whole_updated = max(entry.updated for entry in shown)
+        head = render_archive(page, newer, max(max(entry.updated for entry in newer), before))
+        assert extend_archive(old, head) == from_scratch(render_archive, page, shown, whole_updated), held
+    assert extend_archive(b"<feed/>", head) is None  # not a page it knows: rendered whole by the caller

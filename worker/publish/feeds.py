@@ -490,7 +490,7 @@ def _archive_pages_due(
     outcomes: list[_Outcome] = []
     for number, (start, stop) in enumerate(bounds, start=1):
         rows = history[start:stop]
-        window = hashlib.blake2b(repr([row[:2] for row in rows]).encode(), digest_size=16).hexdigest()
+        window = _page_window([row[:2] for row in rows])
         if job.window is not None and stored.get(number) == window and number in job.pages_present:
             outcomes.append((archive_path(slug, number).removesuffix(".atom"), window, None))
             continue
@@ -507,13 +507,16 @@ def _render_page(
     to_store: bool,
     now: datetime,
 ) -> _Outcome:
-    """Render and write one archive page (fh:archive, linked to its neighbours and the current feed)."""
-    from worker.publish.render import render_archive
+    """Render and write one archive page (fh:archive, linked to its neighbours and the current
+    feed); a page that only gained newer entries is its document extended (the newest page, as
+    articles leave the current feed), the others rendered whole."""
+    from worker.publish.render import archive_updated, extend_archive, render_archive
 
     job, slug, number = task.job, task.slug, task.number
     path = archive_path(slug, number)
     stem = path.removesuffix(".atom")
-    entries = _entries(conn, task.rows, keep=False, archived=True)
+    kept = _kept_entries(conn, settings, task, to_store)
+    entries = _entries(conn, task.rows[: len(task.rows) - kept[0]] if kept else task.rows, keep=False, archived=True)
     info = _feed_info(
         settings,
         stem,
@@ -530,8 +533,48 @@ def _render_page(
     )
     # Its own time is its newest entry's: the same entries, the same bytes, in any store.
     updated = max(entry.updated for entry in entries)
-    document = [(path, render_archive(info, entries, updated))]
-    return stem, task.window, _write(engine, settings.dir, document, to_store, now)
+    body = None
+    if kept:
+        before = archive_updated(kept[1])
+        if before is not None:
+            body = extend_archive(kept[1], render_archive(info, entries, max(updated, before)))
+    if body is None:
+        entries = _entries(conn, task.rows, keep=False, archived=True) if kept else entries
+        body = render_archive(info, entries, max(entry.updated for entry in entries))
+    return stem, task.window, _write(engine, settings.dir, [(path, body)], to_store, now)
+
+
+def _page_window(rows: Sequence[tuple[int, datetime]]) -> str:
+    """The fingerprint of an archive page's entries, (id, content_at) oldest first."""
+    return _fingerprint(repr(list(rows)))
+
+
+def _fingerprint(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _kept_entries(
+    conn: Connection, settings: FeedSettings, task: _PageTask, to_store: bool
+) -> tuple[int, bytes] | None:
+    """When the page's document holds its entries but for some newer ones (the stored window is
+    that of the page's oldest entries, the settings are those it was rendered with): how many
+    it holds, and its bytes. None otherwise."""
+    stored = dict(task.job.pages).get(task.number)
+    if task.job.window is None or stored is None or task.number not in task.job.pages_present:
+        return None
+    shown = [repr(row) for row in reversed(task.rows)]  # as _page_window's repr of the list spells each
+    held = next((n for n in range(len(shown) - 1, 0, -1) if _fingerprint(f"[{', '.join(shown[:n])}]") == stored), None)
+    if held is None:
+        return None
+    path = archive_path(task.slug, task.number)
+    if to_store:
+        body = document_store.bodies(conn, [path]).get(path)
+    else:
+        try:
+            body = (settings.dir / path).read_bytes()
+        except OSError:
+            body = None
+    return (held, body) if body is not None else None
 
 
 def _write_index(

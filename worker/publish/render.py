@@ -29,8 +29,10 @@ __all__ = [
     "FeedInfo",
     "FeedLink",
     "RelatedLink",
+    "archive_updated",
     "body_html",
     "build_entries",
+    "extend_archive",
     "image_type",
     "render_archive",
     "render_feeds",
@@ -119,6 +121,38 @@ def render_feeds(
 def render_archive(info: FeedInfo, entries: Sequence[Entry], updated: datetime) -> bytes:
     """An RFC 5005 archive document (Atom 1.0) of these entries, newest first as given."""
     return _generator(info, entries, updated, keep=False).atom_str(pretty=True)
+
+
+def extend_archive(old: bytes, head: bytes) -> bytes | None:
+    """An archive document (`old`) with newer entries put before its own: `head` is the same
+    page rendered (render_archive) with those entries alone and the whole page's `updated`.
+    The bytes of render_archive of every entry (entries are serialised one by one, each alike
+    wherever it stands); None when either is not such a document (the caller renders it whole)."""
+    start = old.find(_ENTRY_START)
+    end = head.rfind(_FEED_END)
+    if start < 0 or end < 0 or not old.endswith(_FEED_END) or head.find(_ENTRY_START) < 0:
+        return None
+    return head[:end] + old[start + 1 :]
+
+
+def archive_updated(document: bytes) -> datetime | None:
+    """The feed-level `updated` of an archive document (render_archive's), None if it has none."""
+    start = document.find(_ENTRY_START)
+    header = document if start < 0 else document[:start]
+    begin = header.find(b"\n  <updated>")
+    close = header.find(b"</updated>", begin)
+    if begin < 0 or close < 0:
+        return None
+    try:
+        return datetime.fromisoformat(header[begin + len(b"\n  <updated>") : close].decode())
+    except ValueError:
+        return None
+
+
+# How render_archive's pretty-printed Atom begins an entry and ends the document: an entry is
+# an element, never text (text has no unescaped "<").
+_ENTRY_START = b"\n  <entry>"
+_FEED_END = b"</feed>\n"
 
 
 def render_opml(title: str, feeds: Sequence[FeedLink]) -> bytes:

@@ -301,3 +301,30 @@ def test_an_entry_that_ends_no_page_changes_one_page_wherever_it_lands(cuts: lis
     assert len(before) <= len(after) <= len(before) + 1  # a page more when it lands after the last page's end
     changed = [number for number, page in enumerate(after) if number >= len(before) or before[number] != page]
     assert len(changed) == 1 and -1 in after[changed[0]]
+
+
+def test_a_page_a_killed_cycle_wrote_without_noting_it_is_rendered_whole(tmp_path: Path) -> None:
+    """A cycle killed after replacing the newest page and before noting its window leaves the
+    page's new document beside the old window: the next cycle must not extend that document
+    as if it held the old entries (they would show twice), but render the page whole."""
+    stories = [story(n) for n in range(60)]
+    count = next(
+        n for n in range(8, 57) if len({len(expected_pages(stories[: n + step])) for step in range(3)}) == 1
+    )  # n, n + 1 and n + 2 articles: the same pages, the newest one growing
+    project = make_project(tmp_path, feeds={"max_entries": SIZE})
+    for number in range(count):
+        add(project, number, ["Energy"])
+    project.run()
+    newest = f"feed_window:archive/energy/{len(expected_pages(stories[:count]))}"
+    (noted,) = project.query(f"SELECT value FROM meta WHERE key = '{newest}'")
+    add(project, count, ["Energy"])
+    project.run()
+    project.query(f"UPDATE meta SET value = '{noted[0]}' WHERE key = '{newest}'")  # as if killed before noting
+    add(project, count + 1, ["Energy"])
+    project.run()
+    fresh = make_project(tmp_path / "fresh", feeds={"max_entries": SIZE})
+    for path in sorted(project.inbox.iterdir()):
+        (fresh.inbox / path.name).write_bytes(path.read_bytes())
+    fresh.run()
+    pages = lambda p: {path: data for path, (data, _) in p.feed_files().items() if path.startswith("archive/")}
+    assert pages(project) == pages(fresh)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Executor
@@ -557,8 +558,9 @@ def _kept_entries(
     conn: Connection, settings: FeedSettings, task: _PageTask, to_store: bool
 ) -> tuple[int, bytes] | None:
     """When the page's document holds its entries but for some newer ones (the stored window is
-    that of the page's oldest entries, the settings are those it was rendered with): how many
-    it holds, and its bytes. None otherwise."""
+    that of the page's oldest entries, the settings are those it was rendered with, and the
+    document holds those entries: not a page a cycle killed before noting its window had
+    written already): how many it holds, and its bytes. None otherwise."""
     stored = dict(task.job.pages).get(task.number)
     if task.job.window is None or stored is None or task.number not in task.job.pages_present:
         return None
@@ -574,7 +576,17 @@ def _kept_entries(
             body = (settings.dir / path).read_bytes()
         except OSError:
             body = None
-    return (held, body) if body is not None else None
+    if body is None:
+        return None
+    oldest = [article_id for article_id, _ in reversed(task.rows)][:held]
+    known = feed_store.entry_ids(conn, oldest)
+    if _ENTRY_IDS.findall(body) != [known.get(article_id, "").encode() for article_id in reversed(oldest)]:
+        return None
+    return held, body
+
+
+# An entry's id in render_archive's pretty-printed Atom: the first element of each entry.
+_ENTRY_IDS = re.compile(rb"\n  <entry>\n    <id>([^<]*)</id>")
 
 
 def _write_index(

@@ -13,8 +13,9 @@ from worker import model
 from worker.model import StoredEntry
 from worker.store.db import in_chunks
 from worker.store.schema import ARTICLE, ARTICLE_CONTENT, ARTICLE_IMAGE, ARTICLE_TOPIC, TOPIC
+from worker.urls import entry_id
 
-__all__ = ["articles_by_ids", "feed_window", "query_window", "topic_cuts", "topic_history"]
+__all__ = ["articles_by_ids", "entry_ids", "feed_window", "query_window", "topic_cuts", "topic_history"]
 
 
 def _stored_items(related_json: str | None) -> tuple[model.RelatedItem, ...]:
@@ -77,6 +78,15 @@ def _topic_entries(topic_id: int) -> sa.Select[tuple[int, datetime]]:
         .select_from(ARTICLE_TOPIC.join(ARTICLE, ARTICLE.c.id == ARTICLE_TOPIC.c.article_id))
         .where(ARTICLE_TOPIC.c.topic_id == topic_id, ARTICLE_TOPIC.c.shown.is_(True))
     )
+
+
+def entry_ids(conn: Connection, ids: Sequence[int]) -> dict[int, str]:
+    """The feed entry id of each of these articles (minted once, or from its URL before schema 4)."""
+    found: dict[int, str] = {}
+    for chunk in in_chunks(list(ids)):
+        query = sa.select(ARTICLE.c.id, ARTICLE.c.entry_id, ARTICLE.c.url).where(ARTICLE.c.id.in_(chunk))
+        found.update((row.id, row.entry_id or entry_id(row.url)) for row in conn.execute(query))
+    return found
 
 
 def topic_cuts(conn: Connection, topic_id: int, page_size: int, newest: int) -> tuple[int, int, list[int]]:

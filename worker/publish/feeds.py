@@ -547,11 +547,7 @@ def _render_page(
 
 def _page_window(rows: Sequence[tuple[int, datetime]]) -> str:
     """The fingerprint of an archive page's entries, (id, content_at) oldest first."""
-    return _fingerprint(repr(list(rows)))
-
-
-def _fingerprint(text: str) -> str:
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(repr(list(rows)).encode(), digest_size=16).hexdigest()
 
 
 def _kept_entries(
@@ -564,8 +560,14 @@ def _kept_entries(
     stored = dict(task.job.pages).get(task.number)
     if task.job.window is None or stored is None or task.number not in task.job.pages_present:
         return None
-    shown = [repr(row) for row in reversed(task.rows)]  # as _page_window's repr of the list spells each
-    held = next((n for n in range(len(shown) - 1, 0, -1) if _fingerprint(f"[{', '.join(shown[:n])}]") == stored), None)
+    # _page_window of each prefix of the rows (oldest first), in one pass: "[" row ", " row ... "]".
+    held, digest = None, hashlib.blake2b(b"[", digest_size=16)
+    for n, row in enumerate(reversed(task.rows[1:]), start=1):
+        digest.update((", " if n > 1 else "").encode() + repr(row).encode())
+        ended = digest.copy()
+        ended.update(b"]")
+        if ended.hexdigest() == stored:
+            held = n
     if held is None:
         return None
     path = archive_path(task.slug, task.number)

@@ -38,7 +38,9 @@ def _page_cut(url: str) -> int:  # urls.page_cut as this revision defines it
 
 def upgrade() -> None:
     bind = op.get_bind()
-    # SQLite adds a NOT NULL column only with a default; every row is set just after.
+    # SQLite adds a NOT NULL column only with a default; every row is set just after. The
+    # default stays on an upgraded SQLite store (dropping it would rebuild `article`, which
+    # others reference), unlike a new one: every writer names both columns (store.articles).
     op.add_column(
         "article",
         sa.Column("content_at", sa.DateTime(), nullable=False, server_default=sa.text("'1970-01-01 00:00:00'")),

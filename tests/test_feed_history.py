@@ -328,3 +328,33 @@ def test_a_page_a_killed_cycle_wrote_without_noting_it_is_rendered_whole(tmp_pat
     fresh.run()
     pages = lambda p: {path: data for path, (data, _) in p.feed_files().items() if path.startswith("archive/")}
     assert pages(project) == pages(fresh)
+
+
+def test_with_the_clock_pinned_edits_reach_the_current_feeds_and_the_archive_pages(tmp_path: Path) -> None:
+    """FEEDWORKER_CLOCK pins every cycle's time (reproducible output). An edit then leaves the
+    article's `updated_at` and `content_at` as they were; the run table says the clock
+    stalled, and the dirty topics' feeds and pages are rendered regardless: the same bytes as
+    one run of a new store on the final files."""
+    pinned = {"FEEDWORKER_CLOCK": "2026-11-29T12:00:00+00:00"}
+    project = make_project(tmp_path, feeds={"max_entries": SIZE})
+    for number in range(8):
+        add(project, number, ["Energy"])
+    project.cli("run", env=pinned)
+    for number in (0, 7):  # on the first archive page, and in the current feed
+        project.article(
+            f"a{number:03d}.txt",
+            title=f"Story {number}, edited",
+            web_url=story(number),
+            topics=["Energy"],
+            publishedDateTime=(datetime(2021, 1, 1, tzinfo=UTC) + timedelta(hours=number)).isoformat(),
+        )
+    project.cli("run", env=pinned)
+    assert b"Story 0, edited" in project.feed("archive/energy/1.atom")
+    assert b"Story 7, edited" in project.feed("topics/energy.atom")
+    fresh = make_project(tmp_path / "fresh", feeds={"max_entries": SIZE})
+    for path in sorted(project.inbox.iterdir()):
+        (fresh.inbox / path.name).write_bytes(path.read_bytes())
+    fresh.cli("run", env=pinned)
+    assert {path: data for path, (data, _) in project.feed_files().items()} == {
+        path: data for path, (data, _) in fresh.feed_files().items()
+    }

@@ -103,3 +103,39 @@ def test_a_request_whose_serving_run_died_is_served_by_the_next_run(tmp_path: Pa
             statuses = dict(admin.execute("SELECT id, status FROM run").fetchall())
         assert statuses[dead] == "interrupted"
         assert served == report["run_id"] and statuses[served] == "ok"  # not left on the dead run
+
+
+def test_a_request_for_a_run_is_served_by_a_full_cycle_never_by_a_watchers_cycle_of_some_paths(
+    tmp_path: Path,
+) -> None:
+    """`POST /runs` asks the group for a full run. A replica's watcher cycle, which looked at
+    the paths that changed alone (working or idle), started after the request must leave it
+    waiting (its report would say "files seen: 1" for a run asked to scan everything); the
+    next full cycle serves it."""
+    from worker.config import load_config
+    from worker.pipeline import run_cycle
+
+    project = make_project(tmp_path)
+    for number in range(3):
+        project.article(f"a{number}.txt", title=f"A{number}", web_url=f"https://a.example/{number}")
+    with fresh_postgres_database() as database:
+        config = yaml.safe_load(project.config.read_text())
+        config["database"] = database
+        project.config.write_text(yaml.safe_dump(config))
+        run_cli("run", "--config", str(project.config))
+        name = database.rsplit("/", 1)[1]
+        with psycopg.connect(f"{POSTGRES_SERVER}/{name}", autocommit=True) as admin:
+            admin.execute(
+                "INSERT INTO run_request (id, source, replica, requested_at)"
+                " VALUES ('00000000000000bb', 'http', 'other:1', now() AT TIME ZONE 'UTC' - interval '1 second')"
+            )
+            loaded = load_config(project.config)
+            changed = project.article("a1.txt", title="A1, edited", web_url="https://a.example/1")
+            working = run_cycle(loaded, paths=[str(changed)])  # stores the edit: a working cycle
+            idle = run_cycle(loaded, paths=[str(changed)])  # nothing left: an idle one
+            assert working.files.changed == 1 and idle.files.changed == 0
+            waiting = admin.execute("SELECT run_id FROM run_request WHERE id = '00000000000000bb'").fetchone()[0]
+            full = run_cycle(loaded)
+            served = admin.execute("SELECT run_id FROM run_request WHERE id = '00000000000000bb'").fetchone()[0]
+        assert waiting is None
+        assert served == full.run_id

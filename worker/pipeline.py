@@ -84,6 +84,9 @@ class CycleContext:
     on_read: Callable[[int], None] | None = None  # told how many files this process read for a shared ingest
     on_progress: Callable[[int, int], None] | None = None  # told files read so far, of those to read
     paths: tuple[str, ...] | None = None  # an incremental cycle's changed paths (None: scan everything)
+    # A run started at or after `now` before this one (FEEDWORKER_CLOCK pinned, a clock set back):
+    # the versions (`updated_at`, `content_at`) of what changes now tell nothing (publish.feeds).
+    clock_stalled: bool = False
 
     def finish_report(self) -> datetime:
         self.report.duration_s = round(time.monotonic() - self.started, 3)
@@ -349,7 +352,14 @@ def _record_idle(
 
     conn, dialect = reader
     if not store_snapshot.record_idle_run(
-        conn, dialect, context.now, finish, replica=context.replica, fence=context.fence, locked_at=context.locked_at
+        conn,
+        dialect,
+        context.now,
+        finish,
+        replica=context.replica,
+        fence=context.fence,
+        locked_at=context.locked_at,
+        serves_requests=found.scope is None,
     ):
         _reset(report, RunReport(waited_s=report.waited_s))  # the working cycle fills it again
         return False
@@ -391,7 +401,10 @@ def _work(context: CycleContext, snapshot: StoreSnapshot | None, found: Scan, pl
                 runs.finish(conn, run_id, "interrupted", interrupted_report(run_id, run_started.isoformat()), None)
                 runs.release_requests(conn, run_id)  # served by the run this one starts now
                 log.warning("run.interrupted", interrupted_run_id=run_id, started_at=run_started.isoformat())
-            report.run_id = runs.start(conn, context.now, context.replica, context.locked_at)
+            context.clock_stalled = runs.started_since(conn, context.now)
+            report.run_id = runs.start(
+                conn, context.now, context.replica, context.locked_at, serves_requests=found.scope is None
+            )
         context.log = log.bind(run_id=report.run_id)
         try:
             # Events of the modules the cycle calls (feeds written, pages fetched) carry the run too.
@@ -565,6 +578,7 @@ def _phases(context: CycleContext, engine: Engine, snapshot: StoreSnapshot, foun
         to_store=_shared(context.config),
         fence=context.fence,
         first=first,
+        clock_stalled=context.clock_stalled,
     )
     _count_stored(engine, report)
     if context.config.websub.hubs and changed:

@@ -80,6 +80,7 @@ def publish(
     fence: int | None = None,
     changed: list[str] | None = None,
     first: Collection[int] = (),
+    clock_stalled: bool = False,
 ) -> FeedCounts:
     """Render the feeds whose entries changed (or whose files are missing); leave the rest alone.
 
@@ -94,6 +95,11 @@ def publish(
     links). Their feeds are rendered first, then the all feed, then the other topics' feeds,
     and every archive page after every current feed: a reader (and `serve`'s watcher) waits
     for the feeds that show the change.
+
+    `clock_stalled`: an earlier cycle ran at `now` or later (FEEDWORKER_CLOCK pinned, a clock
+    set back), so a change may have left an article's `updated_at` and `content_at` as they
+    were: the feeds and pages of the dirty topics are rendered regardless (and written only
+    where their bytes changed).
 
     `to_store` (several replicas on PostgreSQL): the feeds are documents in the store, which
     every replica serves; `on_disk` then lists the stored ones, the counts are of documents,
@@ -150,7 +156,7 @@ def publish(
                     row.id,
                     f"{settings.title}: {name}",
                     f"Articles about {name}",
-                    window if row.id not in missing and not feeds_changed else None,
+                    window if row.id not in missing and not feeds_changed and not clock_stalled else None,
                     window,
                     changed_at,
                     tuple(sorted((number, page_window) for number, (page_window, _) in topic_pages.items())),
@@ -160,7 +166,7 @@ def publish(
             )
     if all_dirty:
         window, changed_at = stored.get("all", (None, None))
-        forced = all_missing or feeds_changed
+        forced = all_missing or feeds_changed or clock_stalled
         title, subtitle = settings.title, "Every published article"
         jobs.insert(
             sum(job.topic_id in first for job in jobs),

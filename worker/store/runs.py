@@ -22,23 +22,40 @@ __all__ = [
     "recent",
     "request_view",
     "start",
+    "started_since",
     "unfinished",
 ]
 
 
-def start(conn: Connection, now: datetime, replica: str | None = None, locked_at: datetime | None = None) -> int:
+def start(
+    conn: Connection,
+    now: datetime,
+    replica: str | None = None,
+    locked_at: datetime | None = None,
+    *,
+    serves_requests: bool = True,
+) -> int:
     """A new run row; the run serves every request waiting (on any replica of the group) that
     was made before its cycle took the lock (`locked_at`, wall-clock time): its scan, which
-    came after, saw what those requests were made for."""
+    came after, saw what those requests were made for. A cycle of some paths alone (`serve`'s
+    watcher) serves none (`serves_requests` false): a request is for a full run."""
     key = conn.execute(sa.insert(RUN).values(started_at=now, status="running", replica=replica)).inserted_primary_key
     if key is None:  # SQLAlchemy's type allows it; a single-row INSERT always has one
         raise RuntimeError("the new run row has no primary key")
     run_id: int = key[0]
+    if not serves_requests:
+        return run_id
     waiting: sa.ColumnElement[bool] = RUN_REQUEST.c.run_id.is_(None)
     if locked_at is not None:
         waiting = waiting & (RUN_REQUEST.c.requested_at <= locked_at)
     conn.execute(sa.update(RUN_REQUEST).where(waiting).values(run_id=run_id))
     return run_id
+
+
+def started_since(conn: Connection, moment: datetime) -> bool:
+    """Whether a run (of any replica) started at `moment` or later."""
+    query = sa.select(RUN.c.id).where(RUN.c.started_at >= moment).limit(1)
+    return conn.execute(query).first() is not None
 
 
 def add_request(conn: Connection, request_id: str, source: str, replica: str, now: datetime) -> None:

@@ -187,10 +187,12 @@ def record_idle_run(
     replica: str | None = None,
     fence: int | None = None,
     locked_at: datetime | None = None,
+    serves_requests: bool = True,
 ) -> bool:
     """Insert and finish the run row of a cycle with nothing to do, in one transaction:
     `finish(run_id)` gives the finish time and the report JSON; the run serves the run
-    requests waiting. False when the store refused (then nothing was written); a lost cycle
+    requests waiting, unless it looked at some paths alone (`serves_requests` false, as
+    store.runs.start). False when the store refused (then nothing was written); a lost cycle
     lock (`fence` no longer the newest token) raises store.postgres.LostLockError."""
     mark = dialect.mark
     cursor = conn.cursor()
@@ -207,9 +209,9 @@ def record_idle_run(
             (dialect.time_param(started_at), replica),
         )
         (run_id,) = cursor.fetchone()
-        if locked_at is None:
+        if serves_requests and locked_at is None:
             cursor.execute(f"UPDATE run_request SET run_id = {mark} WHERE run_id IS NULL", (run_id,))
-        else:
+        elif serves_requests and locked_at is not None:
             cursor.execute(
                 f"UPDATE run_request SET run_id = {mark} WHERE run_id IS NULL AND requested_at <= {mark}",
                 (run_id, dialect.time_param(locked_at)),

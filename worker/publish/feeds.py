@@ -377,7 +377,7 @@ def _render_jobs(
     pages_due: list[_PageTask] = []
     with_pages: list[tuple[_FeedJob, str, int, int]] = []
     # The first topics' other formats, rendered once every first topic's Atom is out (the
-    # format `index.opml` subscribes to by default): (job, its feed, its window).
+    # format `index.opml` subscribes to by default): _write_feed's arguments of each.
     later: list[tuple[_FeedJob, FeedInfo, list[Entry], datetime, str]] = []
     with engine.connect() as conn:
         for job in jobs:
@@ -491,7 +491,7 @@ def _archive_pages_due(
     # cuts them, as many as archive_page_count counted from the feed index.
     history = feed_store.topic_history(conn, job.topic_id or 0, archived + size)
     bounds = archive_pages([row[3] for row in history], size)
-    if len(bounds) != pages:  # the topic changed between the two reads (a cycle of another process)
+    if len(bounds) != pages:  # two reads under the cycle lock disagree: never written over, say so
         raise StoreError(f"topic {slug}: {len(bounds)} archive pages, {pages} counted")
     stored = dict(job.pages)
     outcomes: list[_Outcome] = []

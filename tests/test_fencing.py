@@ -79,16 +79,21 @@ def test_a_holder_that_lost_its_lock_session_writes_nothing_after_the_takeover(t
         assert third["status"] == "ok" and third["files"]["new"] == third["files"]["changed"] == 0
 
 
+def first_run_on(project, database: str) -> str:
+    """The project's store moved to the PostgreSQL `database` and a first run done there; the
+    database's address for an administrator's connection."""
+    config = yaml.safe_load(project.config.read_text())
+    config["database"] = database
+    project.config.write_text(yaml.safe_dump(config))
+    run_cli("run", "--config", str(project.config))
+    return f"{POSTGRES_SERVER}/{database.rsplit('/', 1)[1]}"
+
+
 def test_a_request_whose_serving_run_died_is_served_by_the_next_run(tmp_path: Path) -> None:
     project = make_project(tmp_path)
     project.article("a.txt", title="A", web_url="https://a.example/a")
     with fresh_postgres_database() as database:
-        config = yaml.safe_load(project.config.read_text())
-        config["database"] = database
-        project.config.write_text(yaml.safe_dump(config))
-        run_cli("run", "--config", str(project.config))
-        name = database.rsplit("/", 1)[1]
-        with psycopg.connect(f"{POSTGRES_SERVER}/{name}", autocommit=True) as admin:
+        with psycopg.connect(first_run_on(project, database), autocommit=True) as admin:
             # A replica's run took request R, then died (kill -9): its row stays "running".
             dead = admin.execute(
                 "INSERT INTO run (started_at, status, replica) VALUES (now(), 'running', 'gone:1') RETURNING id"
@@ -119,12 +124,7 @@ def test_a_request_for_a_run_is_served_by_a_full_cycle_never_by_a_watchers_cycle
     for number in range(3):
         project.article(f"a{number}.txt", title=f"A{number}", web_url=f"https://a.example/{number}")
     with fresh_postgres_database() as database:
-        config = yaml.safe_load(project.config.read_text())
-        config["database"] = database
-        project.config.write_text(yaml.safe_dump(config))
-        run_cli("run", "--config", str(project.config))
-        name = database.rsplit("/", 1)[1]
-        with psycopg.connect(f"{POSTGRES_SERVER}/{name}", autocommit=True) as admin:
+        with psycopg.connect(first_run_on(project, database), autocommit=True) as admin:
             admin.execute(
                 "INSERT INTO run_request (id, source, replica, requested_at)"
                 " VALUES ('00000000000000bb', 'http', 'other:1', now() AT TIME ZONE 'UTC' - interval '1 second')"

@@ -211,7 +211,8 @@ def record_idle_run(
         (run_id,) = cursor.fetchone()
         if serves_requests and locked_at is None:
             cursor.execute(f"UPDATE run_request SET run_id = {mark} WHERE run_id IS NULL", (run_id,))
-        elif serves_requests and locked_at is not None:
+        elif serves_requests:
+            assert locked_at is not None
             cursor.execute(
                 f"UPDATE run_request SET run_id = {mark} WHERE run_id IS NULL AND requested_at <= {mark}",
                 (run_id, dialect.time_param(locked_at)),
